@@ -1,0 +1,294 @@
+"""The one interface the server and the CLI use: a fill request in, filled spans (and step events) out.
+
+    infiller = Infiller(load_model(path))
+    result = infiller.fill(FillRequest(text, holes=((start, end),)), on_step=..., cancelled=..., judge=...)
+
+A request names character spans of a document; each becomes a hole on one shared canvas (so several
+selections are filled jointly). The text before the first hole is the prompt, encoded once into the
+K/V cache (and reused by the next request with the same `cache_key`). Text between holes and the start
+of the suffix are held on the canvas. A single hole may be tried with several slot counts as one batch;
+the best candidate wins by (syntax errors left, model score).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .canvas import RowLayout, bucket_for, lay_out, needed_length
+from .kv import PrefixEncoder, PrefixState
+from .loading import LoadedModel
+from .sampler import CanvasBatch, DenoiseOutput, NoiseSpec, StepEvent, denoise, make_generators
+from .settings import SamplerSettings
+
+# judge(fills) -> for each fill, the character ranges (within that fill) that add syntax errors.
+Judge = Callable[[tuple[str, ...]], Sequence[Sequence[tuple[int, int]]]]
+
+OPEN_SLOT = "·"  # how a still-noisy canvas position is drawn in step renderings
+
+
+@dataclass(frozen=True)
+class FillRequest:
+    text: str
+    holes: tuple[tuple[int, int], ...]  # character spans (start, end) to fill; sorted, not overlapping
+    max_tokens: int = 64  # slots per hole: the most tokens one fill may take
+    length_candidates: tuple[int, ...] = ()  # single hole only: slot counts tried as one batch
+    settings: SamplerSettings = field(default_factory=SamplerSettings)
+    cache_key: str | None = None  # reuse the prompt's K/V across requests with the same key
+
+    def validate(self) -> None:
+        if not self.holes:
+            raise ValueError("a fill request needs at least one hole")
+        prev_end = 0
+        for start, end in self.holes:
+            if not (0 <= start <= end <= len(self.text)):
+                raise ValueError(f"hole ({start}, {end}) lies outside the document (length {len(self.text)})")
+            if start < prev_end:
+                raise ValueError("holes must be sorted and must not overlap")
+            prev_end = end
+        if not 1 <= self.max_tokens <= 4096:
+            raise ValueError(f"max_tokens must be in 1..4096, got {self.max_tokens}")
+        if self.length_candidates and len(self.holes) != 1:
+            raise ValueError("length candidates apply to a single hole only")
+
+
+@dataclass(frozen=True)
+class FillResult:
+    fills: tuple[str, ...]  # one text per hole, raw from the model (post-processing is the caller's)
+    score: float  # mean log-probability of the chosen fill's tokens (higher is better)
+    forward_passes: int  # decoder passes for the whole batch this fill ran in
+    tokens: int  # tokens in the fills, end tokens excluded
+    seconds: float
+    canvas_length: int
+    slots: tuple[int, ...]  # slots per hole of the winning candidate
+    candidates: int
+    repairs: int  # syntax repair rounds the winner went through
+    syntax_errors: int  # error ranges the judge still reports for the winner (0 without a judge)
+    prompt_tokens: int
+    reused_prompt_tokens: int
+
+    @property
+    def tokens_per_pass(self) -> float:
+        return self.tokens / self.forward_passes if self.forward_passes else 0.0
+
+
+@dataclass
+class _Row:
+    request: int
+    layout: RowLayout
+    state: PrefixState
+    seed: int
+
+
+class Infiller:
+    def __init__(self, loaded: LoadedModel, *, max_prompt_tokens: int = 1024, min_suffix_tokens: int = 32):
+        self.loaded = loaded
+        self.tok = loaded.tokenizer
+        self.max_prompt_tokens = max_prompt_tokens
+        self.min_suffix_tokens = min_suffix_tokens
+        self.prefix = PrefixEncoder(loaded.model)
+        self.noise = NoiseSpec(
+            kind=loaded.noise,
+            vocab_size=loaded.vocab_size,
+            mask_id=loaded.mask_id,
+            pad_id=loaded.pad_id,
+            end_ids=tuple(sorted({loaded.eos_id, loaded.pad_id})),
+            banned_ids=tuple(i for i in (loaded.bos_id, loaded.mask_id) if i is not None),
+        )
+        self._special = {i for i in (loaded.bos_id, loaded.mask_id) if i is not None}
+        self._end = set(self.noise.end_ids)
+
+    # ---- text <-> tokens -------------------------------------------------------------------
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False) if text else []
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def prompt_ids(self, prefix: str) -> list[int]:
+        """<bos> + the end of the prefix. The window starts on a coarse grid of line starts, so typing
+        at the cursor keeps the window's start (and its cached K/V) in place."""
+        budget = self.max_prompt_tokens * 4  # ~4 characters per token of code
+        start = 0
+        if len(prefix) > budget:
+            grid = budget // 4
+            start = math.ceil((len(prefix) - budget) / grid) * grid
+            newline = prefix.find("\n", start)
+            start = newline + 1 if newline != -1 else start
+        ids = self._encode(prefix[start:])[-(self.max_prompt_tokens - 1) :]
+        bos = [self.loaded.bos_id] if self.loaded.bos_id is not None else []
+        return bos + ids
+
+    def hole_ids(self, row_ids: list[int], layout: RowLayout, h: int) -> tuple[list[int], int]:
+        """Tokens of hole h up to its first end token, and that end token's slot (or -1)."""
+        out, end_pos = [], -1
+        for pos, (tid, hole) in enumerate(zip(row_ids, layout.hole)):
+            if hole != h:
+                continue
+            if tid in self._end:
+                end_pos = pos
+                break
+            if tid not in self._special:
+                out.append(tid)
+        return out, end_pos
+
+    # ---- filling -------------------------------------------------------------------------
+
+    def fill(
+        self,
+        request: FillRequest,
+        *,
+        on_step: Callable[[StepEvent], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+        judge: Judge | None = None,
+    ) -> FillResult:
+        return self.fill_batch([request], on_step=on_step, cancelled=cancelled, judges=[judge])[0]
+
+    def fill_batch(
+        self,
+        requests: Sequence[FillRequest],
+        *,
+        on_step: Callable[[StepEvent], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+        judges: Sequence[Judge | None] | None = None,
+    ) -> list[FillResult]:
+        """Fill several requests in shared forward passes. They must share sampler settings."""
+        t0 = time.perf_counter()
+        if not requests:
+            return []
+        judges = list(judges) if judges is not None else [None] * len(requests)
+        settings = requests[0].settings
+        if any(r.settings != settings for r in requests):
+            raise ValueError("requests filled in one batch must share sampler settings")
+        for r in requests:
+            r.validate()
+
+        rows: list[_Row] = []
+        prompt_info = []
+        for i, req in enumerate(requests):
+            state = self.prefix.encode(self.prompt_ids(req.text[: req.holes[0][0]]), key=req.cache_key)
+            prompt_info.append((len(state), self.prefix.last_reused))
+            middles = [self._encode(req.text[a[1] : b[0]]) for a, b in zip(req.holes, req.holes[1:])]
+            suffix = self._encode(req.text[req.holes[-1][1] :][: 4 * self.loaded.canvas_length])
+            if req.length_candidates:
+                options = [[n] for n in sorted(set(req.length_candidates), reverse=True)]
+            else:
+                options = [[req.max_tokens] * len(req.holes)]
+            for j, slots in enumerate(options):
+                rows.append(_Row(i, (slots, middles, suffix), state, settings.seed + j))  # type: ignore[arg-type]
+        width = max(
+            bucket_for(needed_length(s, m, suf, self.min_suffix_tokens), self.loaded.canvas_length)
+            for s, m, suf in (r.layout for r in rows)  # type: ignore[misc]
+        )
+        for r in rows:
+            slots, middles, suffix = r.layout  # type: ignore[misc]
+            r.layout = lay_out(slots, middles, suffix, width, self.loaded.pad_id)
+
+        out = self._run(rows, settings, on_step, cancelled, [judges[r.request] for r in rows])
+        return self._pick(requests, rows, out, judges, prompt_info, width, time.perf_counter() - t0)
+
+    def _run(self, rows, settings, on_step, cancelled, row_judges) -> DenoiseOutput:
+        device = self.loaded.device
+        ids = torch.tensor([r.layout.ids for r in rows], device=device)  # (batch, canvas)
+        hole = torch.tensor([r.layout.hole for r in rows], device=device)  # (batch, canvas)
+        held = hole < 0
+        batch = CanvasBatch(ids=torch.where(held, ids, 0), held=held, hole=hole)
+        cache, masks, lengths = self.prefix.decoder_cache([r.state for r in rows], ids.shape[1])
+        positions = lengths[:, None] + torch.arange(ids.shape[1], device=device)[None]  # (batch, canvas)
+        model = self.loaded.model
+
+        def step_fn(canvas: torch.Tensor, sc_logits: torch.Tensor | None) -> torch.Tensor:
+            return model(
+                past_key_values=cache,
+                decoder_input_ids=canvas,
+                self_conditioning_logits=sc_logits,
+                decoder_position_ids=positions,
+                decoder_attention_mask=masks,
+            ).logits
+
+        def repair(row: int, row_ids: torch.Tensor) -> list[int]:
+            judge = row_judges[row]
+            if judge is None:
+                return []
+            return self._positions_to_reopen(rows[row].layout, row_ids.tolist(), judge)
+
+        gens = make_generators([r.seed for r in rows], device)
+        return denoise(step_fn, batch, settings, self.noise, gens, on_step=on_step, cancelled=cancelled, repair=repair)
+
+    def _fills(self, layout: RowLayout, row_ids: list[int]) -> tuple[str, ...]:
+        return tuple(self._decode(self.hole_ids(row_ids, layout, h)[0]) for h in range(len(layout.slots)))
+
+    def _positions_to_reopen(self, layout: RowLayout, row_ids: list[int], judge: Judge) -> list[int]:
+        """From the token holding the first syntax error to the end of its hole."""
+        fills = self._fills(layout, row_ids)
+        for h, bad in enumerate(judge(fills)):
+            if not bad:
+                continue
+            first_char = min(a for a, _ in bad)
+            toks, _ = self.hole_ids(row_ids, layout, h)
+            k = 0  # first token whose decoded text reaches past first_char
+            while k < len(toks) and len(self._decode(toks[: k + 1])) <= first_char:
+                k += 1
+            slot_positions = [p for p, hh in enumerate(layout.hole) if hh == h]
+            return slot_positions[k:]
+        return []
+
+    def _pick(self, requests, rows, out: DenoiseOutput, judges, prompt_info, width, seconds) -> list[FillResult]:
+        all_ids = out.ids.tolist()
+        logps = out.token_logp.tolist()
+        results = []
+        for i, req in enumerate(requests):
+            best = None
+            cands = [k for k, r in enumerate(rows) if r.request == i]
+            for k in cands:
+                layout, row_ids = rows[k].layout, all_ids[k]
+                fills = self._fills(layout, row_ids)
+                errors = sum(len(b) for b in judges[i](fills)) if judges[i] is not None else 0
+                scored, ntok = [], 0
+                for h in range(len(layout.slots)):
+                    toks, end_pos = self.hole_ids(row_ids, layout, h)
+                    ntok += len(toks)
+                    positions = [p for p, hh in enumerate(layout.hole) if hh == h][: len(toks)]
+                    if end_pos >= 0:
+                        positions.append(end_pos)
+                    scored += [logps[k][p] for p in positions]
+                score = sum(scored) / len(scored) if scored else float("-inf")
+                key = (errors, -score)
+                if best is None or key < best[0]:
+                    best = (key, k, fills, score, ntok, errors)
+            _, k, fills, score, ntok, errors = best
+            results.append(
+                FillResult(
+                    fills=fills,
+                    score=score,
+                    forward_passes=out.forward_passes,
+                    tokens=ntok,
+                    seconds=seconds,
+                    canvas_length=width,
+                    slots=rows[k].layout.slots,
+                    candidates=len(cands),
+                    repairs=out.repairs[k],
+                    syntax_errors=errors,
+                    prompt_tokens=prompt_info[i][0],
+                    reused_prompt_tokens=prompt_info[i][1],
+                )
+            )
+        return results
+
+    def render(self, event: StepEvent, row: int = 0, layout: RowLayout | None = None) -> str:
+        """The canvas of one row at a step, open positions drawn as OPEN_SLOT (for --show-steps)."""
+        ids, open_ = event.canvas()
+        pieces = []
+        for tid, is_open in zip(ids[row], open_[row]):
+            if is_open:
+                pieces.append(OPEN_SLOT)
+            elif tid in self._end:
+                pieces.append("")
+            else:
+                pieces.append(self._decode([tid]))
+        return "".join(pieces)

@@ -1,0 +1,155 @@
+"""The prefix's key/value cache: encode once, reuse across keystrokes, batch across requests.
+
+The encoder pass is causal over the prompt and writes K/V for every layer. We keep our own copy of
+the *full* K/V of every layer (sliding-window layers included), so that when the user types and the
+prompt's tokens change near the end, we drop the changed tail and re-encode only that, instead of
+the whole prompt. The decoder then gets a DynamicCache *view* shaped exactly like the one
+transformers' own encoder leaves behind (sliding layers hold their last `window - 1` positions).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from transformers.cache_utils import DynamicCache
+
+
+@dataclass
+class PrefixState:
+    ids: list[int]  # the encoded prompt tokens
+    keys: list[torch.Tensor]  # per layer: (1, kv_heads, len(ids), head_dim)
+    values: list[torch.Tensor]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class PrefixEncoder:
+    """Encodes prompts with the model's encoder, reusing earlier work per document key (LRU)."""
+
+    def __init__(self, model: torch.nn.Module, max_entries: int = 4):
+        self.model = model
+        text_cfg = model.config.text_config
+        self.is_sliding = [t == "sliding_attention" for t in text_cfg.layer_types]
+        self.window = int(text_cfg.sliding_window)
+        self.max_entries = max_entries
+        self._lru: OrderedDict[str, PrefixState] = OrderedDict()
+        self.last_reused = 0  # tokens reused by the latest encode(), for logs and tests
+
+    def clear(self) -> None:
+        self._lru.clear()
+
+    def forget(self, key: str) -> None:
+        self._lru.pop(key, None)
+
+    @torch.inference_mode()
+    def encode(self, ids: list[int], key: str | None = None) -> PrefixState:
+        """K/V for `ids`; with a key, reuses the longest common prefix of that key's last prompt."""
+        if not ids:
+            raise ValueError("the prompt must hold at least one token (the <bos>)")
+        old = self._lru.get(key) if key is not None else None
+        keep = _common_prefix(old.ids, ids) if old is not None else 0
+        if keep == len(ids):  # identical prompt: nothing to run
+            state = old
+        else:
+            state = self._extend(old, keep, ids)
+        self.last_reused = keep
+        if key is not None:
+            self._lru[key] = state
+            self._lru.move_to_end(key)
+            while len(self._lru) > self.max_entries:
+                self._lru.popitem(last=False)
+        return state
+
+    def _extend(self, old: PrefixState | None, keep: int, ids: list[int]) -> PrefixState:
+        cache = self._cache_for_encoder(old, keep)
+        device = self.model.device
+        tail = torch.tensor([ids[keep:]], dtype=torch.long, device=device)  # (1, t)
+        positions = torch.arange(keep, len(ids), device=device)[None]  # (1, t)
+        self.model.model.encoder(input_ids=tail, past_key_values=cache, position_ids=positions, use_cache=True)
+        t = tail.shape[1]
+        keys, values = [], []
+        for i, layer in enumerate(cache.layers):
+            # With past recording on, sliding layers keep [visible window ; tail]: the tail is last.
+            new_k, new_v = layer.keys[:, :, -t:], layer.values[:, :, -t:]
+            if old is not None and keep > 0:
+                new_k = torch.cat([old.keys[i][:, :, :keep], new_k], dim=2)
+                new_v = torch.cat([old.values[i][:, :, :keep], new_v], dim=2)
+            keys.append(new_k)
+            values.append(new_v)
+        return PrefixState(ids=list(ids), keys=keys, values=values)
+
+    def _cache_for_encoder(self, old: PrefixState | None, keep: int) -> DynamicCache:
+        cache = DynamicCache(config=self.model.config)
+        for i, layer in enumerate(cache.layers):
+            if self.is_sliding[i]:
+                layer.activate_past_recording()  # keep every new position, we copy them out
+            if old is None or keep == 0:
+                continue
+            start = max(0, keep - (self.window - 1)) if self.is_sliding[i] else 0
+            k, v = old.keys[i][:, :, start:keep], old.values[i][:, :, start:keep]
+            layer.lazy_initialization(k, v)
+            layer.keys, layer.values = k, v
+            if self.is_sliding[i]:
+                layer.cumulative_length = keep
+        return cache
+
+    def decoder_cache(
+        self, states: list[PrefixState], canvas_length: int
+    ) -> tuple[DynamicCache, dict[str, torch.Tensor] | None, torch.Tensor]:
+        """Batch several prompts' K/V into one read-only cache for the decoder.
+
+        Returns (cache, attention masks or None, prompt lengths (batch,)). Prompts of different lengths
+        are left-padded; the masks (one 4D boolean mask per layer type, True = attend) hide the padding.
+        """
+        lengths = [len(s) for s in states]
+        device = states[0].keys[0].device
+        cache = DynamicCache(config=self.model.config)
+        same = all(n == lengths[0] for n in lengths)
+        kv_lens: dict[str, tuple[int, list[int]]] = {}
+        for i, layer in enumerate(cache.layers):
+            sliding = self.is_sliding[i]
+            visible = [min(n, self.window - 1) if sliding else n for n in lengths]
+            width = max(visible)
+            ks, vs = [], []
+            for s, vis in zip(states, visible):
+                k, v = s.keys[i][:, :, len(s) - vis :], s.values[i][:, :, len(s) - vis :]
+                if vis < width:  # left-pad with zeros; the mask hides them
+                    pad = (0, 0, width - vis, 0)
+                    k, v = torch.nn.functional.pad(k, pad), torch.nn.functional.pad(v, pad)
+                ks.append(k)
+                vs.append(v)
+            k = torch.cat(ks, dim=0) if len(ks) > 1 else ks[0]
+            v = torch.cat(vs, dim=0) if len(vs) > 1 else vs[0]
+            layer.lazy_initialization(k, v)
+            layer.keys, layer.values = k, v
+            if sliding:
+                layer.cumulative_length = max(lengths)
+            kv_lens["sliding_attention" if sliding else "full_attention"] = (width, visible)
+        length_t = torch.tensor(lengths, device=device)
+        if same:
+            return cache, None, length_t
+        return cache, padding_masks(kv_lens, canvas_length, device), length_t
+
+
+def padding_masks(kv_lens: dict, canvas_length: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """4D boolean masks (batch, 1, canvas, cached + canvas) that hide the left padding of each row."""
+    masks = {}
+    for layer_type, (width, visible) in kv_lens.items():
+        vis = torch.tensor(visible, device=device)[:, None]  # (batch, 1)
+        cols = torch.arange(width, device=device)[None, :]  # (1, width)
+        cached_ok = cols >= (width - vis)  # (batch, width)
+        canvas_ok = torch.ones(len(visible), canvas_length, dtype=torch.bool, device=device)
+        row = torch.cat([cached_ok, canvas_ok], dim=1)  # (batch, width + canvas)
+        masks[layer_type] = row[:, None, None, :].expand(-1, 1, canvas_length, -1)
+    return masks

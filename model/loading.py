@@ -1,0 +1,170 @@
+"""Load a local DiffusionGemma checkpoint directory: safetensors only, no remote code, no hub.
+
+A checkpoint directory holds what `save_pretrained` writes for `DiffusionGemmaForBlockDiffusion`
+(config.json, *.safetensors), a tokenizer (tokenizer.json + tokenizer_config.json), and optionally
+`canvas_ls.json`, in which checkpoints trained by canvas-ls declare their noise kind:
+{"noise": "absorbing", "mask_token_id": 3}. Without it the noise is uniform, as in DiffusionGemma.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+Noise = Literal["uniform", "absorbing"]
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+
+
+class ModelLoadError(RuntimeError):
+    """A model directory is missing, incomplete or unusable; the message names what is wrong."""
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module  # DiffusionGemmaForBlockDiffusion, eval mode
+    tokenizer: object  # PreTrainedTokenizerFast
+    path: Path
+    device: torch.device
+    dtype: torch.dtype
+    noise: Noise
+    mask_id: int | None
+    pad_id: int
+    eos_id: int
+    bos_id: int | None
+    canvas_length: int  # the largest canvas the checkpoint was built for
+    vocab_size: int
+    sliding_window: int | None
+    random_weights: bool  # a tiny test/demo model: its fills are noise
+
+    def describe(self) -> str:
+        kind = " (random weights: output is noise)" if self.random_weights else ""
+        return f"{self.path.name} on {self.device} ({str(self.dtype).removeprefix('torch.')}, {self.noise} noise){kind}"
+
+
+def default_model_path() -> Path | None:
+    """The bundled model shipped in the repository, if this checkout has one."""
+    return BUNDLED_DIR if (BUNDLED_DIR / "config.json").exists() else None
+
+
+def resolve_device(setting: str = "auto") -> torch.device:
+    if setting in ("", "auto", None):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(setting)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"unknown device {setting!r}: use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {setting!r} asked for, but this torch has no CUDA device")
+    return device
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
+    if setting in ("", "auto", None):
+        # bf16 halves memory and traffic on GPUs that support it; CPUs are fastest and exact in fp32.
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if setting not in _DTYPES:
+        raise ModelLoadError(f"unknown dtype {setting!r}: use auto, float32, bfloat16 or float16")
+    return _DTYPES[setting]
+
+
+def check_model_dir(path: str | os.PathLike) -> list[str]:
+    """Everything wrong with a checkpoint directory, as messages; empty when it looks loadable."""
+    p = Path(path)
+    if not p.exists():
+        return [f"model directory {p} does not exist"]
+    if not p.is_dir():
+        return [f"model path {p} is not a directory"]
+    problems = []
+    config = p / "config.json"
+    if not config.exists():
+        problems.append(f"{p} has no config.json")
+    else:
+        try:
+            cfg = json.loads(config.read_text())
+            if cfg.get("model_type") != "diffusion_gemma":
+                problems.append(f"{config} has model_type {cfg.get('model_type')!r}, expected 'diffusion_gemma'")
+            if cfg.get("auto_map"):
+                problems.append(f"{config} asks for remote code (auto_map); canvas-ls never runs remote code")
+        except (OSError, ValueError) as exc:
+            problems.append(f"{config} is not valid JSON: {exc}")
+    if not list(p.glob("*.safetensors")):
+        extra = " (found .bin weights: convert them to safetensors)" if list(p.glob("*.bin")) else ""
+        problems.append(f"{p} has no *.safetensors weights{extra}")
+    if not (p / "tokenizer.json").exists():
+        problems.append(f"{p} has no tokenizer.json")
+    card = p / "canvas_ls.json"
+    if card.exists():
+        try:
+            meta = json.loads(card.read_text())
+            if meta.get("noise", "uniform") not in ("uniform", "absorbing"):
+                problems.append(f"{card}: noise must be 'uniform' or 'absorbing'")
+        except ValueError as exc:
+            problems.append(f"{card} is not valid JSON: {exc}")
+    return problems
+
+
+def load_model(path: str | os.PathLike, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+    """Load a checkpoint for inference. Raises ModelLoadError with every problem found."""
+    problems = check_model_dir(path)
+    if problems:
+        raise ModelLoadError("; ".join(problems))
+    p = Path(path).resolve()
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+
+    from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # progress bars would land on the server's stderr log
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True, trust_remote_code=False)
+        model = DiffusionGemmaForBlockDiffusion.from_pretrained(
+            p,
+            local_files_only=True,
+            trust_remote_code=False,
+            use_safetensors=True,
+            dtype=dt,
+            attn_implementation="sdpa",
+        )
+    except Exception as exc:  # transformers raises many kinds; the user needs the message
+        raise ModelLoadError(f"could not load {p}: {exc}") from exc
+    model.to(dev).eval()
+    meta = json.loads((p / "canvas_ls.json").read_text()) if (p / "canvas_ls.json").exists() else {}
+    text_cfg = model.config.text_config
+    noise: Noise = meta.get("noise", "uniform")
+    mask_id = meta.get("mask_token_id") if noise == "absorbing" else None
+    if noise == "absorbing" and mask_id is None:
+        mask_id = tokenizer.mask_token_id
+        if mask_id is None:
+            raise ModelLoadError(f"{p}/canvas_ls.json declares absorbing noise but names no mask_token_id")
+    pad_id = text_cfg.pad_token_id if text_cfg.pad_token_id is not None else tokenizer.pad_token_id
+    eos = text_cfg.eos_token_id if text_cfg.eos_token_id is not None else tokenizer.eos_token_id
+    eos_id = eos[0] if isinstance(eos, list) else eos
+    if pad_id is None or eos_id is None:
+        raise ModelLoadError(f"{p}: the config or tokenizer must define pad and eos token ids")
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        path=p,
+        device=dev,
+        dtype=dt,
+        noise=noise,
+        mask_id=mask_id,
+        pad_id=int(pad_id),
+        eos_id=int(eos_id),
+        bos_id=text_cfg.bos_token_id,
+        canvas_length=int(model.config.canvas_length or 256),
+        vocab_size=int(text_cfg.vocab_size),
+        sliding_window=getattr(text_cfg, "sliding_window", None),
+        random_weights=bool(meta.get("note", "").startswith("random weights")),
+    )

@@ -1,0 +1,220 @@
+"""The denoising loop: plain functions over tensors; the model comes in as `step_fn`.
+
+A canvas row holds hole slots (to be denoised) and held tokens (the suffix start, text between
+holes, padding: set once, never re-noised). Each step:
+  1. logits = step_fn(canvas, self-conditioning logits)             # (batch, canvas, vocab)
+  2. sample a token for every position at the step's temperature
+  3. commit some still-open positions (entropy bound or confidence threshold); committed tokens stay
+  4. a committed <eos>/<pad> inside a hole ends that hole: its later slots become <pad>, committed.
+     This is how the model chooses the fill's length instead of us.
+  5. re-noise what is still open: random vocabulary ids (uniform noise) or <mask> (absorbing noise)
+A row is done when every position is committed. A `repair` callback may then re-open positions
+(the tokens from the first syntax error to the hole's end) for another, shorter round.
+
+Only one small host read per step (which rows are done); everything else stays on the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .settings import SamplerSettings
+
+
+class FillCancelled(Exception):
+    """The caller cancelled the fill; raised between denoising steps."""
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    kind: str  # "uniform" | "absorbing"
+    vocab_size: int
+    mask_id: int | None
+    pad_id: int
+    end_ids: tuple[int, ...]  # tokens that end a hole's span: eos and pad
+    banned_ids: tuple[int, ...]  # never sampled into a canvas: bos, mask
+
+
+@dataclass
+class CanvasBatch:
+    ids: torch.Tensor  # (batch, canvas) long: held tokens in place; hole slots arbitrary
+    held: torch.Tensor  # (batch, canvas) bool: never re-noised, never resampled
+    hole: torch.Tensor  # (batch, canvas) long: hole index of each slot, -1 for held positions
+
+
+@dataclass
+class StepEvent:
+    step: int  # forward passes so far (1-based)
+    max_steps: int
+    committed: int  # committed hole slots, summed over the batch
+    slots: int  # hole slots in the batch
+    _canvas: torch.Tensor = field(repr=False)
+    _open: torch.Tensor = field(repr=False)
+
+    def canvas(self) -> tuple[list[list[int]], list[list[bool]]]:
+        """Host copies of the canvas ids and the still-open mask (costs a device sync)."""
+        return self._canvas.tolist(), self._open.tolist()
+
+
+@dataclass
+class DenoiseOutput:
+    ids: torch.Tensor  # (batch, canvas) final canvas
+    token_logp: torch.Tensor  # (batch, canvas) log-probability of each committed token when committed
+    forward_passes: int
+    rows_steps: list[int]  # forward passes each row needed
+    repairs: list[int]  # repair rounds each row used
+
+
+def make_generators(seeds: list[int], device: torch.device) -> list[torch.Generator]:
+    """One random stream per row, so a row's fill does not depend on what else is in the batch."""
+    gens = []
+    for s in seeds:
+        g = torch.Generator(device=device)
+        g.manual_seed(int(s))
+        gens.append(g)
+    return gens
+
+
+def noise_like(ids: torch.Tensor, noise: NoiseSpec, gens: list[torch.Generator]) -> torch.Tensor:
+    """A fully noised canvas of the same shape: random ids, or all <mask>."""
+    if noise.kind == "absorbing":
+        return torch.full_like(ids, noise.mask_id)
+    rows = [torch.randint(0, noise.vocab_size, ids.shape[1:], generator=g, device=ids.device) for g in gens]
+    return torch.stack(rows)
+
+
+def select_entropy_bound(entropy: torch.Tensor, open_: torch.Tensor, bound: float) -> torch.Tensor:
+    """Lowest-entropy open positions while (sum of entropies - the largest) <= bound; at least one.
+
+    entropy, open_: (batch, canvas). As in transformers' EntropyBoundSampler: the left side bounds the
+    mutual information among the chosen tokens, so they are nearly independent and can be taken together.
+    """
+    ent = torch.where(open_, entropy, torch.full_like(entropy, float("inf")))
+    sorted_ent, order = torch.sort(ent, dim=-1)
+    cum = torch.cumsum(sorted_ent.nan_to_num(posinf=0.0), dim=-1)
+    chosen = (cum - sorted_ent <= bound) & torch.isfinite(sorted_ent)
+    chosen[:, 0] |= torch.isfinite(sorted_ent[:, 0])  # progress: the best open position always goes
+    return torch.zeros_like(open_).scatter(1, order, chosen)
+
+
+def select_confidence(top_prob: torch.Tensor, open_: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Open positions whose top probability >= threshold; at least the most confident one."""
+    chosen = open_ & (top_prob >= threshold)
+    best = torch.where(open_, top_prob, torch.full_like(top_prob, -1.0)).argmax(dim=-1, keepdim=True)
+    has_open = open_.any(dim=-1, keepdim=True)
+    return chosen | (torch.zeros_like(open_).scatter(1, best, has_open))
+
+
+def close_ended_holes(ids: torch.Tensor, committed: torch.Tensor, hole: torch.Tensor, noise: NoiseSpec) -> torch.Tensor:
+    """Positions after a committed end token within the same hole. (batch, canvas) bool.
+
+    Holes are contiguous runs of slots; `hole` gives each slot's hole index (-1 elsewhere).
+    """
+    end_ids = torch.tensor(noise.end_ids, device=ids.device)
+    is_end = (committed & torch.isin(ids, end_ids) & (hole >= 0)).long()  # (batch, canvas)
+    seen = torch.cumsum(is_end, dim=1) - is_end  # ends strictly before each position
+    # The count at each hole's first slot, so the count restarts per hole.
+    first = torch.ones_like(hole, dtype=torch.bool)
+    first[:, 1:] = hole[:, 1:] != hole[:, :-1]
+    start_idx = torch.where(first, torch.arange(hole.shape[1], device=ids.device), 0)
+    start_idx = torch.cummax(start_idx, dim=1).values
+    before_hole = seen.gather(1, start_idx)
+    return (hole >= 0) & (seen - before_hole > 0)
+
+
+@torch.inference_mode()
+def denoise(
+    step_fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+    batch: CanvasBatch,
+    settings: SamplerSettings,
+    noise: NoiseSpec,
+    gens: list[torch.Generator],
+    *,
+    on_step: Callable[[StepEvent], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+    repair: Callable[[int, torch.Tensor], list[int]] | None = None,
+) -> DenoiseOutput:
+    """Denoise every row of `batch`; see the module docstring for the algorithm.
+
+    step_fn(canvas (batch, canvas) long, self-conditioning logits or None) -> logits (batch, canvas, vocab).
+    repair(row, row_ids (canvas,)) -> canvas positions to re-open; [] accepts the row as it is.
+    """
+    device = batch.ids.device
+    n_rows, width = batch.ids.shape
+    committed = batch.held.clone()
+    ids = torch.where(committed, batch.ids, noise_like(batch.ids, noise, gens))
+    token_logp = torch.zeros(n_rows, width, device=device)
+    banned = torch.tensor(noise.banned_ids, device=device, dtype=torch.long)
+    pad = torch.full_like(ids, noise.pad_id)
+    sc_logits = None
+    round_step = [0] * n_rows  # step within the current round, per row (drives temperature and the budget)
+    round_budget = [settings.max_steps] * n_rows
+    rows_steps = [0] * n_rows
+    repairs = [0] * n_rows
+    active = [True] * n_rows
+    forward_passes = 0
+    slots = int((~batch.held).sum())
+
+    while any(active):
+        if cancelled is not None and cancelled():
+            raise FillCancelled()
+        logits = step_fn(ids, sc_logits).float()  # (batch, canvas, vocab)
+        forward_passes += 1
+        if banned.numel():
+            logits.index_fill_(-1, banned, float("-inf"))
+        temps = torch.tensor([max(settings.temperature(min(s, settings.max_steps - 1)), 1e-4) for s in round_step], device=device)
+        scaled = logits / temps[:, None, None]
+        logp = torch.log_softmax(scaled, dim=-1)  # (batch, canvas, vocab)
+        probs = logp.exp()
+        entropy = -(probs * logp.nan_to_num(neginf=0.0)).sum(-1)  # (batch, canvas)
+        sample = torch.stack(
+            [torch.multinomial(probs[r], 1, generator=gens[r]).squeeze(-1) for r in range(n_rows)]
+        )  # (batch, canvas)
+
+        row_active = torch.tensor(active, device=device)[:, None]
+        open_ = ~committed & row_active
+        if settings.acceptance == "entropy":
+            chosen = select_entropy_bound(entropy, open_, settings.entropy_bound)
+        else:
+            chosen = select_confidence(probs.max(-1).values, open_, settings.confidence_threshold)
+        last = torch.tensor([s + 1 >= b for s, b in zip(round_step, round_budget)], device=device)[:, None]
+        # Out of steps: everything still open is taken at its most likely token.
+        chosen = torch.where(last, open_, chosen & open_)
+        sample = torch.where(last, logp.argmax(-1), sample)
+
+        ids = torch.where(chosen, sample, ids)
+        token_logp = torch.where(chosen, logp.gather(-1, sample[..., None]).squeeze(-1), token_logp)
+        committed = committed | chosen
+        ended = close_ended_holes(ids, committed, batch.hole, noise) & ~committed
+        ids = torch.where(ended, pad, ids)
+        committed = committed | ended
+
+        open_after = ~committed
+        ids = torch.where(open_after, noise_like(ids, noise, gens), ids)
+        sc_logits = scaled  # self-conditioning reads the processed logits, as in transformers
+
+        done = (~open_after.any(dim=1)).tolist()  # the one host read per step
+        for r in range(n_rows):
+            if not active[r]:
+                continue
+            round_step[r] += 1
+            rows_steps[r] += 1
+            if not done[r]:
+                continue
+            reopen = repair(r, ids[r]) if (repair is not None and repairs[r] < settings.repair_rounds) else []
+            if reopen:
+                repairs[r] += 1
+                pos = torch.tensor(sorted(set(reopen)), device=device, dtype=torch.long)
+                committed[r, pos] = False
+                ids[r] = torch.where(committed[r], ids[r], noise_like(ids[r : r + 1], noise, gens[r : r + 1])[0])
+                round_step[r] = 0
+                round_budget[r] = max(2, settings.max_steps // 2)
+            else:
+                active[r] = False
+        if on_step is not None:
+            on_step(StepEvent(forward_passes, settings.max_steps, int((committed & ~batch.held).sum()), slots, ids, ~committed))
+
+    return DenoiseOutput(ids=ids, token_logp=token_logp, forward_passes=forward_passes, rows_steps=rows_steps, repairs=repairs)
