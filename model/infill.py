@@ -82,6 +82,7 @@ class _Row:
     layout: RowLayout
     state: PrefixState
     seed: int
+    width: int = 0  # the row's own canvas length (the batch may be wider)
 
 
 class Infiller:
@@ -181,13 +182,21 @@ class Infiller:
                 options = [[req.max_tokens] * len(req.holes)]
             for j, slots in enumerate(options):
                 rows.append(_Row(i, (slots, middles, suffix), state, settings.seed + j))  # type: ignore[arg-type]
-        width = max(
-            bucket_for(needed_length(s, m, suf, self.min_suffix_tokens), self.loaded.canvas_length)
-            for s, m, suf in (r.layout for r in rows)  # type: ignore[misc]
-        )
+        # Each request gets its own bucket (its candidates share the largest one); narrower rows are
+        # padded to the batch's width and masked, so batching never changes a fill.
+        own_width: dict[int, int] = {}
         for r in rows:
             slots, middles, suffix = r.layout  # type: ignore[misc]
-            r.layout = lay_out(slots, middles, suffix, width, self.loaded.pad_id)
+            need = bucket_for(needed_length(slots, middles, suffix, self.min_suffix_tokens), self.loaded.canvas_length)
+            own_width[r.request] = max(own_width.get(r.request, 0), need)
+        width = max(own_width.values())
+        for r in rows:
+            slots, middles, suffix = r.layout  # type: ignore[misc]
+            w = own_width[r.request]
+            lay = lay_out(slots, middles, suffix, w, self.loaded.pad_id)
+            pad = width - w
+            r.layout = RowLayout(ids=lay.ids + (self.loaded.pad_id,) * pad, hole=lay.hole + (-1,) * pad, slots=lay.slots)
+            r.width = w
 
         out = self._run(rows, settings, on_step, cancelled, [judges[r.request] for r in rows])
         return self._pick(requests, rows, out, judges, prompt_info, width, time.perf_counter() - t0)
@@ -197,8 +206,9 @@ class Infiller:
         ids = torch.tensor([r.layout.ids for r in rows], device=device)  # (batch, canvas)
         hole = torch.tensor([r.layout.hole for r in rows], device=device)  # (batch, canvas)
         held = hole < 0
-        batch = CanvasBatch(ids=torch.where(held, ids, 0), held=held, hole=hole)
-        cache, masks, lengths = self.prefix.decoder_cache([r.state for r in rows], ids.shape[1])
+        widths = [r.width for r in rows]
+        batch = CanvasBatch(ids=torch.where(held, ids, 0), held=held, hole=hole, widths=widths)
+        cache, masks, lengths = self.prefix.decoder_cache([r.state for r in rows], ids.shape[1], widths)
         positions = lengths[:, None] + torch.arange(ids.shape[1], device=device)[None]  # (batch, canvas)
         model = self.loaded.model
 
@@ -217,8 +227,15 @@ class Infiller:
                 return []
             return self._positions_to_reopen(rows[row].layout, row_ids.tolist(), judge)
 
+        def step_event(event: StepEvent) -> None:
+            event.render = lambda row=0: self._render_holes(rows[row].layout, event)
+            on_step(event)
+
         gens = make_generators([r.seed for r in rows], device)
-        return denoise(step_fn, batch, settings, self.noise, gens, on_step=on_step, cancelled=cancelled, repair=repair)
+        return denoise(
+            step_fn, batch, settings, self.noise, gens,
+            on_step=step_event if on_step is not None else None, cancelled=cancelled, repair=repair,
+        )
 
     def _fills(self, layout: RowLayout, row_ids: list[int]) -> tuple[str, ...]:
         return tuple(self._decode(self.hole_ids(row_ids, layout, h)[0]) for h in range(len(layout.slots)))
@@ -269,7 +286,7 @@ class Infiller:
                     forward_passes=out.forward_passes,
                     tokens=ntok,
                     seconds=seconds,
-                    canvas_length=width,
+                    canvas_length=rows[k].width,
                     slots=rows[k].layout.slots,
                     candidates=len(cands),
                     repairs=out.repairs[k],
@@ -280,15 +297,22 @@ class Infiller:
             )
         return results
 
-    def render(self, event: StepEvent, row: int = 0, layout: RowLayout | None = None) -> str:
-        """The canvas of one row at a step, open positions drawn as OPEN_SLOT (for --show-steps)."""
+    def _render_holes(self, layout: RowLayout, event: StepEvent, row: int = 0) -> tuple[str, ...]:
+        """Each hole's slots at this step: committed tokens as text, open positions as OPEN_SLOT."""
         ids, open_ = event.canvas()
-        pieces = []
-        for tid, is_open in zip(ids[row], open_[row]):
-            if is_open:
-                pieces.append(OPEN_SLOT)
-            elif tid in self._end:
-                pieces.append("")
-            else:
-                pieces.append(self._decode([tid]))
-        return "".join(pieces)
+        texts = []
+        for h in range(len(layout.slots)):
+            pieces, run = [], []
+            for pos, hole in enumerate(layout.hole):
+                if hole != h:
+                    continue
+                tid = ids[row][pos]
+                if open_[row][pos]:
+                    pieces.append(self._decode(run))
+                    run = []
+                    pieces.append(OPEN_SLOT)
+                elif tid not in self._end and tid not in self._special:
+                    run.append(tid)  # decode runs together: a character may span byte-level tokens
+            pieces.append(self._decode(run))
+            texts.append("".join(pieces))
+        return tuple(texts)

@@ -105,13 +105,16 @@ class PrefixEncoder:
         return cache
 
     def decoder_cache(
-        self, states: list[PrefixState], canvas_length: int
+        self, states: list[PrefixState], canvas_length: int, widths: list[int] | None = None
     ) -> tuple[DynamicCache, dict[str, torch.Tensor] | None, torch.Tensor]:
         """Batch several prompts' K/V into one read-only cache for the decoder.
 
         Returns (cache, attention masks or None, prompt lengths (batch,)). Prompts of different lengths
-        are left-padded; the masks (one 4D boolean mask per layer type, True = attend) hide the padding.
+        are left-padded; rows whose own canvas is narrower than `canvas_length` are right-padded. The
+        masks (one 4D boolean mask per layer type, True = attend) hide both kinds of padding, so each
+        row computes exactly what it would alone.
         """
+        widths = widths or [canvas_length] * len(states)
         lengths = [len(s) for s in states]
         device = states[0].keys[0].device
         cache = DynamicCache(config=self.model.config)
@@ -137,19 +140,19 @@ class PrefixEncoder:
                 layer.cumulative_length = max(lengths)
             kv_lens["sliding_attention" if sliding else "full_attention"] = (width, visible)
         length_t = torch.tensor(lengths, device=device)
-        if same:
+        if same and all(w == canvas_length for w in widths):
             return cache, None, length_t
-        return cache, padding_masks(kv_lens, canvas_length, device), length_t
+        return cache, padding_masks(kv_lens, canvas_length, widths, device), length_t
 
 
-def padding_masks(kv_lens: dict, canvas_length: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """4D boolean masks (batch, 1, canvas, cached + canvas) that hide the left padding of each row."""
+def padding_masks(kv_lens: dict, canvas_length: int, widths: list[int], device: torch.device) -> dict[str, torch.Tensor]:
+    """4D boolean masks (batch, 1, canvas, cached + canvas) hiding each row's prompt and canvas padding."""
     masks = {}
     for layer_type, (width, visible) in kv_lens.items():
         vis = torch.tensor(visible, device=device)[:, None]  # (batch, 1)
         cols = torch.arange(width, device=device)[None, :]  # (1, width)
         cached_ok = cols >= (width - vis)  # (batch, width)
-        canvas_ok = torch.ones(len(visible), canvas_length, dtype=torch.bool, device=device)
+        canvas_ok = torch.arange(canvas_length, device=device)[None, :] < torch.tensor(widths, device=device)[:, None]
         row = torch.cat([cached_ok, canvas_ok], dim=1)  # (batch, width + canvas)
         masks[layer_type] = row[:, None, None, :].expand(-1, 1, canvas_length, -1)
     return masks

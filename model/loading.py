@@ -63,7 +63,8 @@ def resolve_device(setting: str = "auto") -> torch.device:
     return device
 
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# float64 is for debugging and exactness tests (batch == one-by-one), never for speed.
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
 
 def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
@@ -73,7 +74,7 @@ def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16
         return torch.float32
     if setting not in _DTYPES:
-        raise ModelLoadError(f"unknown dtype {setting!r}: use auto, float32, bfloat16 or float16")
+        raise ModelLoadError(f"unknown dtype {setting!r}: use auto, float32, bfloat16, float16 (or float64)")
     return _DTYPES[setting]
 
 
@@ -135,6 +136,8 @@ def load_model(path: str | os.PathLike, device: str = "auto", dtype: str = "auto
             use_safetensors=True,
             dtype=dt,
             attn_implementation="sdpa",
+            # grouped_mm (the default experts kernel) has no float64 path
+            **({"experts_implementation": "eager"} if dt == torch.float64 else {}),
         )
     except Exception as exc:  # transformers raises many kinds; the user needs the message
         raise ModelLoadError(f"could not load {p}: {exc}") from exc

@@ -43,6 +43,7 @@ class CanvasBatch:
     ids: torch.Tensor  # (batch, canvas) long: held tokens in place; hole slots arbitrary
     held: torch.Tensor  # (batch, canvas) bool: never re-noised, never resampled
     hole: torch.Tensor  # (batch, canvas) long: hole index of each slot, -1 for held positions
+    widths: list[int] | None = None  # each row's own canvas length; columns past it are padding
 
 
 @dataclass
@@ -53,6 +54,8 @@ class StepEvent:
     slots: int  # hole slots in the batch
     _canvas: torch.Tensor = field(repr=False)
     _open: torch.Tensor = field(repr=False)
+    # Set by the Infiller: render(row) -> per-hole text, open positions drawn as "·".
+    render: Callable[[int], tuple[str, ...]] | None = field(default=None, repr=False)
 
     def canvas(self) -> tuple[list[list[int]], list[list[bool]]]:
         """Host copies of the canvas ids and the still-open mask (costs a device sync)."""
@@ -78,12 +81,37 @@ def make_generators(seeds: list[int], device: torch.device) -> list[torch.Genera
     return gens
 
 
-def noise_like(ids: torch.Tensor, noise: NoiseSpec, gens: list[torch.Generator]) -> torch.Tensor:
-    """A fully noised canvas of the same shape: random ids, or all <mask>."""
+def noise_like(ids: torch.Tensor, noise: NoiseSpec, gens: list[torch.Generator], widths: list[int]) -> torch.Tensor:
+    """A fully noised canvas of the same shape: random ids, or all <mask>.
+
+    Each row draws only for its own width, so its random stream does not depend on its batch-mates.
+    """
     if noise.kind == "absorbing":
         return torch.full_like(ids, noise.mask_id)
-    rows = [torch.randint(0, noise.vocab_size, ids.shape[1:], generator=g, device=ids.device) for g in gens]
-    return torch.stack(rows)
+    out = torch.full_like(ids, noise.pad_id)
+    for r, (g, w) in enumerate(zip(gens, widths)):
+        out[r, :w] = torch.randint(0, noise.vocab_size, (w,), generator=g, device=ids.device)
+    return out
+
+
+SAMPLE_TOP_K = 64
+
+
+def sample_rows(logp: torch.Tensor, gens: list[torch.Generator], widths: list[int]) -> torch.Tensor:
+    """One token per position from log-probs (batch, canvas, vocab), each row over its own width.
+
+    Gumbel-max over the 64 most likely tokens: at these temperatures the rest carry negligible mass,
+    the draws stay small for a 262K vocabulary, and unlike inverse-CDF sampling the choice does not
+    flip on the ~1e-7 differences between a batched and a single forward pass.
+    """
+    k = min(SAMPLE_TOP_K, logp.shape[-1])
+    top_v, top_i = logp.topk(k, dim=-1)  # (batch, canvas, k)
+    out = torch.zeros(logp.shape[:2], dtype=torch.long, device=logp.device)
+    for r, (g, w) in enumerate(zip(gens, widths)):
+        u = torch.rand((w, k), generator=g, device=logp.device).clamp_(1e-20, 1.0)
+        pick = (top_v[r, :w] - torch.log(-torch.log(u))).argmax(-1, keepdim=True)  # (w, 1)
+        out[r, :w] = top_i[r, :w].gather(-1, pick).squeeze(-1)
+    return out
 
 
 def select_entropy_bound(entropy: torch.Tensor, open_: torch.Tensor, bound: float) -> torch.Tensor:
@@ -144,9 +172,10 @@ def denoise(
     """
     device = batch.ids.device
     n_rows, width = batch.ids.shape
+    widths = batch.widths or [width] * n_rows
     committed = batch.held.clone()
-    ids = torch.where(committed, batch.ids, noise_like(batch.ids, noise, gens))
-    token_logp = torch.zeros(n_rows, width, device=device)
+    ids = torch.where(committed, batch.ids, noise_like(batch.ids, noise, gens, widths))
+    token_logp = torch.zeros(n_rows, width, device=device, dtype=torch.float64)
     banned = torch.tensor(noise.banned_ids, device=device, dtype=torch.long)
     pad = torch.full_like(ids, noise.pad_id)
     sc_logits = None
@@ -161,18 +190,16 @@ def denoise(
     while any(active):
         if cancelled is not None and cancelled():
             raise FillCancelled()
-        logits = step_fn(ids, sc_logits).float()  # (batch, canvas, vocab)
+        logits = step_fn(ids, sc_logits)  # (batch, canvas, vocab), float32 (float64 for an fp64 model)
         forward_passes += 1
         if banned.numel():
             logits.index_fill_(-1, banned, float("-inf"))
-        temps = torch.tensor([max(settings.temperature(min(s, settings.max_steps - 1)), 1e-4) for s in round_step], device=device)
+        temps = torch.tensor([max(settings.temperature(min(s, settings.max_steps - 1)), 1e-4) for s in round_step], device=device, dtype=logits.dtype)
         scaled = logits / temps[:, None, None]
         logp = torch.log_softmax(scaled, dim=-1)  # (batch, canvas, vocab)
         probs = logp.exp()
         entropy = -(probs * logp.nan_to_num(neginf=0.0)).sum(-1)  # (batch, canvas)
-        sample = torch.stack(
-            [torch.multinomial(probs[r], 1, generator=gens[r]).squeeze(-1) for r in range(n_rows)]
-        )  # (batch, canvas)
+        sample = sample_rows(logp, gens, widths)  # (batch, canvas)
 
         row_active = torch.tensor(active, device=device)[:, None]
         open_ = ~committed & row_active
@@ -186,14 +213,14 @@ def denoise(
         sample = torch.where(last, logp.argmax(-1), sample)
 
         ids = torch.where(chosen, sample, ids)
-        token_logp = torch.where(chosen, logp.gather(-1, sample[..., None]).squeeze(-1), token_logp)
+        token_logp = torch.where(chosen, logp.gather(-1, sample[..., None]).squeeze(-1).double(), token_logp)
         committed = committed | chosen
         ended = close_ended_holes(ids, committed, batch.hole, noise) & ~committed
         ids = torch.where(ended, pad, ids)
         committed = committed | ended
 
         open_after = ~committed
-        ids = torch.where(open_after, noise_like(ids, noise, gens), ids)
+        ids = torch.where(open_after, noise_like(ids, noise, gens, widths), ids)
         sc_logits = scaled  # self-conditioning reads the processed logits, as in transformers
 
         done = (~open_after.any(dim=1)).tolist()  # the one host read per step
@@ -209,7 +236,7 @@ def denoise(
                 repairs[r] += 1
                 pos = torch.tensor(sorted(set(reopen)), device=device, dtype=torch.long)
                 committed[r, pos] = False
-                ids[r] = torch.where(committed[r], ids[r], noise_like(ids[r : r + 1], noise, gens[r : r + 1])[0])
+                ids[r] = torch.where(committed[r], ids[r], noise_like(ids[r : r + 1], noise, gens[r : r + 1], widths[r : r + 1])[0])
                 round_step[r] = 0
                 round_budget[r] = max(2, settings.max_steps // 2)
             else:
