@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .canvas import RowLayout, bucket_for, lay_out, needed_length
+from .canvas import CanvasTooSmall, RowLayout, bucket_for, lay_out, needed_length
 from .kv import PrefixEncoder, PrefixState
 from .loading import LoadedModel
 from .sampler import CanvasBatch, DenoiseOutput, NoiseSpec, StepEvent, denoise, make_generators
@@ -176,10 +176,16 @@ class Infiller:
             prompt_info.append((len(state), self.prefix.last_reused))
             middles = [self._encode(req.text[a[1] : b[0]]) for a, b in zip(req.holes, req.holes[1:])]
             suffix = self._encode(req.text[req.holes[-1][1] :][: 4 * self.loaded.canvas_length])
+            # Slots never exceed what the canvas holds beside the text between holes and some suffix.
+            room = self.loaded.canvas_length - sum(map(len, middles)) - min(len(suffix), self.min_suffix_tokens)
+            per_hole = room // len(req.holes)
+            if per_hole < 1:
+                raise CanvasTooSmall(f"the text between the selections needs {sum(map(len, middles))} tokens; the canvas holds {self.loaded.canvas_length}")
             if req.length_candidates:
-                options = [[n] for n in sorted(set(req.length_candidates), reverse=True)]
+                options = [[min(n, per_hole)] for n in sorted(set(req.length_candidates), reverse=True)]
+                options = [o for i, o in enumerate(options) if o not in options[:i]]
             else:
-                options = [[req.max_tokens] * len(req.holes)]
+                options = [[min(req.max_tokens, per_hole)] * len(req.holes)]
             for j, slots in enumerate(options):
                 rows.append(_Row(i, (slots, middles, suffix), state, settings.seed + j))  # type: ignore[arg-type]
         # Each request gets its own bucket (its candidates share the largest one); narrower rows are

@@ -28,7 +28,7 @@ def _tokenizer_corpus() -> list[str]:
     return texts
 
 
-def tiny_config(vocab_size: int, canvas_length: int = 64):
+def tiny_config(vocab_size: int, canvas_length: int = 256):
     # Import here: transformers is slow to import and most callers of this module only need paths.
     from transformers import DiffusionGemmaConfig, DiffusionGemmaTextConfig, Gemma4VisionConfig
 

@@ -1,0 +1,79 @@
+"""Owns the loaded model: loads it on first use, reloads when modelPath/device/dtype change.
+
+With no modelPath: the bundled model if this install ships one, else a tiny random-weight model built
+once into the user's cache directory (its fills are noise; it lets the whole stack run anywhere).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from canvas_ls.model.infill import Infiller
+from canvas_ls.model.loading import ModelLoadError, default_model_path, load_model
+
+from .settings import ServerSettings
+
+log = logging.getLogger("canvas_ls.model_host")
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "canvas-ls"
+
+
+def demo_model_dir() -> Path:
+    """The tiny random-weight model, built on first use (about 10 s, once)."""
+    path = cache_dir() / "tiny-model"
+    if not (path / "canvas_ls.json").exists():
+        from canvas_ls.model.tiny import build_tiny_checkpoint
+
+        log.warning("no model configured and none bundled: building a tiny random-weight model at %s", path)
+        tmp = path.with_name(f"tiny-model.tmp{os.getpid()}")
+        build_tiny_checkpoint(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            tmp.rename(path)
+        except OSError:  # another process won the race; use theirs
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def model_dir_for(settings: ServerSettings) -> Path:
+    if settings.modelPath:
+        return Path(os.path.expanduser(settings.modelPath))
+    return default_model_path() or demo_model_dir()
+
+
+class ModelHost:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple | None = None
+        self._infiller: Infiller | None = None
+        self.error: str | None = None
+
+    def get(self, settings: ServerSettings) -> Infiller:
+        """The Infiller for these settings; raises ModelLoadError with a readable message."""
+        key = settings.model_key() + (settings.maxPromptTokens, settings.canvasLength)
+        with self._lock:
+            if self._infiller is not None and key == self._key:
+                return self._infiller
+            self._infiller, self._key = None, None
+            try:
+                loaded = load_model(model_dir_for(settings), device=settings.device, dtype=settings.dtype)
+            except ModelLoadError as exc:
+                self.error = str(exc)
+                raise
+            loaded.canvas_length = min(loaded.canvas_length, settings.canvasLength)
+            self._infiller = Infiller(loaded, max_prompt_tokens=settings.maxPromptTokens)
+            self._key, self.error = key, None
+            log.info("model loaded: %s", loaded.describe())
+            return self._infiller
+
+    @property
+    def current(self) -> Infiller | None:
+        return self._infiller

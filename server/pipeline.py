@@ -1,0 +1,200 @@
+"""From a document and a cursor/selection to edits: the part of a fill that knows about code.
+
+LSP-free, so the CLI, the server and the benchmarks share it:
+  1. decide before calling the model whether and how much to fill (tree-sitter at the cursor),
+  2. ask the model for the holes (with a syntax judge it uses to repair fills that add errors),
+  3. post-process each fill (pure filters in syntax/postprocess.py),
+  4. check the final text adds no syntax errors; as a last resort cut it at a syntax boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from canvas_ls.model.canvas import CanvasTooSmall
+from canvas_ls.model.infill import FillRequest, FillResult, Infiller, Judge
+from canvas_ls.model.sampler import StepEvent
+
+from .settings import ServerSettings
+from .syntax import FillContext, Span, added_errors, completion_mode, cut_at_syntax_boundary, fill_offsets_after, function_body, run_pipeline
+
+log = logging.getLogger("canvas_ls.pipeline")
+
+JUDGE_WINDOW = 20_000  # characters of context either side of the holes that syntax checks look at
+
+
+class BadRequest(ValueError):
+    """The request cannot be served as asked; the message tells the user why."""
+
+
+@dataclass(frozen=True)
+class Edit:
+    start: int  # character offsets into the document the fill was computed for
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class FillOutcome:
+    edits: tuple[Edit, ...]
+    mode: str  # "single", "multi", "body", "selection" or "none"
+    result: FillResult | None = None
+    note: str = ""  # why there is no edit, when there is none
+
+
+def check_document(text: str, settings: ServerSettings) -> None:
+    size = len(text.encode("utf-8", errors="surrogatepass"))
+    if size > settings.maxDocumentBytes:
+        raise BadRequest(f"document is {size:,} bytes; canvas-ls fills documents up to {settings.maxDocumentBytes:,} bytes (setting maxDocumentBytes)")
+    if "\x00" in text:
+        raise BadRequest("document holds NUL bytes: it looks binary, and canvas-ls fills text only")
+
+
+def _window(text: str, holes: list[tuple[int, int]]) -> tuple[int, int]:
+    """Line-aligned window around the holes, so syntax checks stay fast on huge documents."""
+    lo = max(0, holes[0][0] - JUDGE_WINDOW)
+    hi = min(len(text), holes[-1][1] + JUDGE_WINDOW)
+    if lo > 0:
+        lo = text.rfind("\n", 0, lo) + 1
+    if hi < len(text):
+        nl = text.find("\n", hi)
+        hi = len(text) if nl == -1 else nl
+    return lo, hi
+
+
+def make_judge(text: str, holes: list[tuple[int, int]], lang: str) -> Judge:
+    """judge(fills) -> per fill, the character ranges in it that add syntax errors.
+
+    An error after a fill (it broke the code that follows) is charged to the fill's last character.
+    """
+    lo, hi = _window(text, holes)
+    before = text[lo:hi]
+    spans = [Span(s - lo, e - lo) for s, e in holes]
+
+    def judge(fills: tuple[str, ...]) -> list[list[tuple[int, int]]]:
+        pairs = list(zip(spans, fills))
+        out: list[list[tuple[int, int]]] = [[] for _ in fills]
+        errors = added_errors(before, pairs, lang)
+        if not errors:
+            return out
+        where = fill_offsets_after(before, pairs)
+        for err in errors:
+            owner = 0
+            for i, sp in enumerate(where):
+                if sp.start <= err.start:
+                    owner = i
+            sp = where[owner]
+            if err.start < sp.end:
+                out[owner].append((err.start - sp.start, min(err.end, sp.end) - sp.start))
+            else:
+                n = len(fills[owner])
+                out[owner].append((max(0, n - 1), n))
+        return out
+
+    return judge
+
+
+def _finish(text: str, holes: list[tuple[int, int]], fills: tuple[str, ...], lang: str | None, mode: str) -> tuple[list[Edit], str]:
+    """Post-process each fill, then make sure none adds syntax errors."""
+    edits, notes = [], []
+    for (start, end), raw in zip(holes, fills):
+        ctx = FillContext(prefix=text[:start], suffix=text[end:], lang=lang, mode="single" if mode == "single" else "multi")
+        fill = run_pipeline(raw, ctx)
+        if lang is not None and fill:
+            lo, hi = _window(text, [(start, end)])
+            span = Span(start - lo, end - lo)
+            if added_errors(text[lo:hi], [(span, fill)], lang):
+                fill = cut_at_syntax_boundary(text[lo:hi], span, fill, lang)
+                notes.append("cut at a syntax boundary")
+        if not fill.strip():
+            notes.append("no fill survived post-processing and the syntax checks")
+            continue
+        edits.append(Edit(start, end, fill))
+    return edits, "; ".join(notes)
+
+
+def run_fill(
+    infiller: Infiller,
+    text: str,
+    holes: list[tuple[int, int]],
+    lang: str | None,
+    mode: str,
+    slots: tuple[int, ...],
+    settings: ServerSettings,
+    *,
+    cache_key: str | None = None,
+    on_step: Callable[[StepEvent], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> FillOutcome:
+    check_document(text, settings)
+    request = FillRequest(
+        text=text,
+        holes=tuple(holes),
+        max_tokens=max(slots),
+        length_candidates=tuple(slots) if len(holes) == 1 and len(slots) > 1 else (),
+        settings=settings.sampler(),
+        cache_key=cache_key,
+    )
+    try:
+        request.validate()
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+    judge = make_judge(text, holes, lang) if lang is not None else None
+    try:
+        result = infiller.fill(request, on_step=on_step, cancelled=cancelled, judge=judge)
+    except CanvasTooSmall as exc:
+        raise BadRequest(str(exc)) from exc
+    edits, note = _finish(text, holes, result.fills, lang, mode)
+    log.debug("fill %s: %d edits, %d passes, %.3fs %s", mode, len(edits), result.forward_passes, result.seconds, note)
+    return FillOutcome(tuple(edits), mode, result, note)
+
+
+def plan_at_cursor(text: str, offset: int, lang: str | None, settings: ServerSettings) -> tuple[str, tuple[int, ...]]:
+    """(mode, slot counts) for a completion at the cursor; mode "none" means do not call the model."""
+    if not 0 <= offset <= len(text):
+        raise BadRequest(f"position is outside the document (offset {offset}, length {len(text)})")
+    if lang is None:
+        # No grammar: single line unless the cursor's line is empty.
+        line_start = text.rfind("\n", 0, offset) + 1
+        line_end = text.find("\n", offset)
+        line = text[line_start : len(text) if line_end == -1 else line_end]
+        mode = "multi" if not line.strip() else "single"
+    else:
+        mode = completion_mode(text, lang, offset)
+    if mode == "none":
+        return mode, ()
+    return mode, tuple(settings.singleLineSlots if mode == "single" else settings.multiLineSlots)
+
+
+def complete_at(infiller: Infiller, text: str, offset: int, lang: str | None, settings: ServerSettings, **kw) -> FillOutcome:
+    check_document(text, settings)
+    mode, slots = plan_at_cursor(text, offset, lang, settings)
+    if mode == "none":
+        return FillOutcome((), "none", note="nothing to complete here (cursor inside a word)")
+    return run_fill(infiller, text, [(offset, offset)], lang, mode, slots, settings, **kw)
+
+
+def fill_selections(infiller: Infiller, text: str, spans: list[tuple[int, int]], lang: str | None, settings: ServerSettings, **kw) -> FillOutcome:
+    if not spans:
+        raise BadRequest("no range to fill")
+    spans = sorted(spans)
+    for (a0, a1), (b0, _) in zip(spans, spans[1:]):
+        if b0 < a1:
+            raise BadRequest("the ranges to fill overlap")
+    for s, e in spans:
+        if not 0 <= s <= e <= len(text):
+            raise BadRequest(f"range ({s}, {e}) is outside the document (length {len(text)})")
+    return run_fill(infiller, text, spans, lang, "selection", tuple(settings.multiLineSlots), settings, **kw)
+
+
+def fill_body(infiller: Infiller, text: str, offset: int, lang: str | None, settings: ServerSettings, **kw) -> FillOutcome:
+    if lang is None:
+        raise BadRequest("fillBody needs a grammar to find the function; this language is not supported (python, javascript, typescript, tsx, go, rust, lua are)")
+    if not 0 <= offset <= len(text):
+        raise BadRequest(f"position is outside the document (offset {offset}, length {len(text)})")
+    body = function_body(text, lang, offset)
+    if body is None:
+        raise BadRequest("the cursor is not inside a function")
+    return run_fill(infiller, text, [(body.start, body.end)], lang, "body", (settings.bodySlots,), settings, **kw)

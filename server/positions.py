@@ -1,0 +1,54 @@
+"""LSP positions (line + character in the negotiated encoding, UTF-16 by default) <-> str offsets."""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+
+from .pipeline import BadRequest
+
+
+def _units(s: str, encoding: str) -> int:
+    if encoding == "utf-8":
+        return len(s.encode("utf-8", errors="surrogatepass"))
+    if encoding == "utf-32":
+        return len(s)
+    return len(s.encode("utf-16-le", errors="surrogatepass")) // 2
+
+
+def line_starts(text: str) -> list[int]:
+    starts = [0]
+    i = text.find("\n")
+    while i != -1:
+        starts.append(i + 1)
+        i = text.find("\n", i + 1)
+    return starts
+
+
+def to_offset(text: str, line: int, character: int, encoding: str = "utf-16", starts: list[int] | None = None) -> int:
+    """Offset of an LSP position; BadRequest when it lies outside the document."""
+    starts = starts if starts is not None else line_starts(text)
+    if line < 0 or line >= len(starts) or character < 0:
+        raise BadRequest(f"position {line}:{character} is outside the document ({len(starts)} lines)")
+    begin = starts[line]
+    end = starts[line + 1] - 1 if line + 1 < len(starts) else len(text)
+    content = text[begin:end]
+    if encoding == "utf-32" or content.isascii():
+        if character > len(content):
+            raise BadRequest(f"position {line}:{character} is past the end of line {line} ({len(content)} characters)")
+        return begin + character
+    units = 0
+    for i, ch in enumerate(content):
+        if units >= character:
+            if units != character:
+                raise BadRequest(f"position {line}:{character} splits a character")
+            return begin + i
+        units += _units(ch, encoding)
+    if units == character:
+        return begin + len(content)
+    raise BadRequest(f"position {line}:{character} is past the end of line {line}")
+
+
+def to_position(text: str, offset: int, encoding: str = "utf-16", starts: list[int] | None = None) -> tuple[int, int]:
+    starts = starts if starts is not None else line_starts(text)
+    line = bisect_right(starts, offset) - 1
+    return line, _units(text[starts[line] : offset], encoding)

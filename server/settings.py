@@ -1,0 +1,148 @@
+"""Server settings: one table of fields, each with its default and documentation.
+
+They come from `initializationOptions` and `workspace/didChangeConfiguration` (either flat or under a
+"canvas" key) under the camelCase names below. Invalid values are reported and replaced by their
+defaults; the valid ones still apply. `settings_table()` generates the README's configuration table
+and the editor clients mirror these names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from canvas_ls.model.settings import SamplerSettings
+
+
+def _setting(default: Any, doc: str, *, choices: tuple = (), lo: float | None = None, hi: float | None = None):
+    return field(default=default, metadata={"doc": doc, "choices": choices, "lo": lo, "hi": hi})
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    modelPath: str = _setting("", "Checkpoint directory (transformers format). Empty: the bundled model, or a tiny random-weight demo model when none is bundled.")
+    device: str = _setting("auto", "auto (CUDA if available, else CPU), cpu, cuda or cuda:N.")
+    dtype: str = _setting("auto", "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16.", choices=("auto", "float32", "bfloat16", "float16"))
+    canvasLength: int = _setting(256, "Largest canvas in tokens (capped by the model's own canvas length).", lo=32, hi=4096)
+    maxSteps: int = _setting(16, "Most denoising steps (forward passes) per fill.", lo=1, hi=1024)
+    acceptance: str = _setting("entropy", "Which positions a step commits: entropy (entropy-bound, as transformers) or confidence (top probability >= confidenceThreshold).", choices=("entropy", "confidence"))
+    entropyBound: float = _setting(0.1, "Entropy-bound acceptance: the bound on (sum of entropies - the largest).", lo=1e-6, hi=1e6)
+    confidenceThreshold: float = _setting(0.9, "Confidence acceptance: the top probability a position needs.", lo=1e-6, hi=1.0)
+    temperatureStart: float = _setting(0.8, "Sampling temperature at the first step (falls linearly).", lo=0.0, hi=10.0)
+    temperatureEnd: float = _setting(0.4, "Sampling temperature at the last step.", lo=0.0, hi=10.0)
+    repairRounds: int = _setting(2, "Times a fill that adds syntax errors is re-noised from the first error and denoised again.", lo=0, hi=8)
+    seed: int = _setting(0, "Random seed; the same seed and document give the same fill.", lo=0, hi=2**31 - 1)
+    singleLineSlots: tuple = _setting((24,), "Canvas slot counts tried (as one batch) for a single-line completion; the model ends the span itself.")
+    multiLineSlots: tuple = _setting((64,), "Slot counts tried for multi-line completions and selections.")
+    bodySlots: int = _setting(128, "Slots for a regenerated function body.", lo=1, hi=4096)
+    maxPromptTokens: int = _setting(1024, "Tokens of text before the hole given to the encoder.", lo=16, hi=131072)
+    maxDocumentBytes: int = _setting(8_000_000, "Documents larger than this are refused with a message.", lo=1, hi=2**31 - 1)
+    liveCanvas: bool = _setting(False, "Send canvas/step notifications with the intermediate canvas of each step (for editors that draw it).")
+    logFile: str = _setting("", "Also write the log to this file (the log never goes to stdout).")
+    logLevel: str = _setting("info", "debug, info, warning or error.", choices=("debug", "info", "warning", "error"))
+
+    def sampler(self) -> SamplerSettings:
+        return SamplerSettings(
+            max_steps=self.maxSteps,
+            acceptance=self.acceptance,  # type: ignore[arg-type]
+            entropy_bound=float(self.entropyBound),
+            confidence_threshold=float(self.confidenceThreshold),
+            temperature_start=float(self.temperatureStart),
+            temperature_end=float(self.temperatureEnd),
+            repair_rounds=self.repairRounds,
+            seed=self.seed,
+        )
+
+    def model_key(self) -> tuple[str, str, str]:
+        """Changing any of these means loading the model again."""
+        return (self.modelPath, self.device, self.dtype)
+
+
+def _check(f, value: Any) -> str | None:
+    """Why `value` is not valid for field f, or None."""
+    default = f.default
+    meta = f.metadata
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "expected true or false"
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "expected an integer"
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "expected a number"
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            return "expected a string"
+    elif isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096 for v in value):
+            return "expected a non-empty list of integers in 1..4096"
+    if meta["choices"] and value not in meta["choices"]:
+        return "expected one of " + ", ".join(meta["choices"])
+    if meta["lo"] is not None and value < meta["lo"]:
+        return f"must be >= {meta['lo']}"
+    if meta["hi"] is not None and value > meta["hi"]:
+        return f"must be <= {meta['hi']}"
+    return None
+
+
+def parse_settings(raw: Any, base: ServerSettings | None = None) -> tuple[ServerSettings, list[str]]:
+    """Settings from a client's JSON object. Returns (settings, problems); never raises."""
+    base = base or ServerSettings()
+    if raw is None:
+        return base, []
+    if not isinstance(raw, dict):
+        return base, [f"settings must be a JSON object, got {type(raw).__name__}"]
+    if isinstance(raw.get("canvas"), dict):
+        raw = raw["canvas"]
+    known = {f.name: f for f in fields(ServerSettings)}
+    changes: dict[str, Any] = {}
+    problems = []
+    for key, value in raw.items():
+        f = known.get(key)
+        if f is None:
+            problems.append(f"unknown setting {key!r}")
+            continue
+        why = _check(f, value)
+        if why:
+            problems.append(f"{key}={value!r}: {why}; using {f.default!r}")
+            changes[key] = f.default
+        else:
+            changes[key] = float(value) if isinstance(f.default, float) else tuple(value) if isinstance(f.default, tuple) else value
+    settings = replace(base, **changes)
+    try:
+        settings.sampler()
+    except ValueError as exc:  # cross-field problems such as the sampler's own checks
+        problems.append(f"sampler settings: {exc}; using the defaults for them")
+        sampler_fields = ("maxSteps", "acceptance", "entropyBound", "confidenceThreshold", "temperatureStart", "temperatureEnd", "repairRounds", "seed")
+        settings = replace(settings, **{k: getattr(ServerSettings(), k) for k in sampler_fields})
+    return settings, problems
+
+
+def settings_table() -> str:
+    """Markdown table of every setting (README, editor docs)."""
+    rows = ["| setting | default | meaning |", "| --- | --- | --- |"]
+    for f in fields(ServerSettings):
+        default = f.default if not isinstance(f.default, str) else f'"{f.default}"'
+        if isinstance(f.default, bool):
+            default = str(f.default).lower()
+        elif isinstance(f.default, tuple):
+            default = list(f.default)
+        rows.append(f"| `{f.name}` | `{default}` | {f.metadata['doc']} |")
+    return "\n".join(rows)
+
+
+def settings_schema() -> dict[str, dict[str, Any]]:
+    """JSON-schema-like description of every setting, for editor clients (VS Code contributes.configuration)."""
+    out = {}
+    for f in fields(ServerSettings):
+        d = f.default
+        kind = "boolean" if isinstance(d, bool) else "integer" if isinstance(d, int) else "number" if isinstance(d, float) else "array" if isinstance(d, tuple) else "string"
+        entry: dict[str, Any] = {"type": kind, "default": list(d) if isinstance(d, tuple) else d, "description": f.metadata["doc"]}
+        if f.metadata["choices"]:
+            entry["enum"] = list(f.metadata["choices"])
+        if f.metadata["lo"] is not None:
+            entry["minimum"] = f.metadata["lo"]
+        if f.metadata["hi"] is not None:
+            entry["maximum"] = f.metadata["hi"]
+        out[f.name] = entry
+    return out

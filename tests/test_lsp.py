@@ -1,0 +1,228 @@
+"""The protocol, end to end: the real `canvas-ls serve` over stdio, driven by pygls' client."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from lsprotocol import types as t
+from pygls.exceptions import JsonRpcException
+
+from canvas_ls.server.syntax import added_errors, Span
+
+from .lsp_client import inline_params, open_doc, start, stop
+
+DOC = '''def mean(values):
+    """Arithmetic mean."""
+    total = 0
+    for v in values:
+        total += v
+    return total / len(values)
+
+
+def scale(xs, k):
+    out = []
+    for x in xs:
+        out.append(x * k)
+    return out
+'''
+
+SLOW = {"maxSteps": 400, "multiLineSlots": [256], "bodySlots": 256, "singleLineSlots": [256], "entropyBound": 1e-9, "repairRounds": 0}
+
+
+def _opts(tiny_dir, **extra):
+    return {"modelPath": str(tiny_dir), **extra}
+
+
+def _apply(text: str, edits: list[t.TextEdit]) -> str:
+    lines = text.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+
+    def off(p):
+        return starts[p.line] + p.character
+
+    for e in sorted(edits, key=lambda e: off(e.range.start), reverse=True):
+        text = text[: off(e.range.start)] + e.new_text + text[off(e.range.end) :]
+    return text
+
+
+async def test_capabilities_inline_completion_and_edits(tiny_dir):
+    client = await start(_opts(tiny_dir))
+    try:
+        caps = client.server_capabilities
+        assert caps.inline_completion_provider
+        assert {"canvas.fillSelection", "canvas.fillBody", "canvas.status"} <= set(caps.execute_command_provider.commands)
+        assert caps.code_action_provider
+        uri = open_doc(client, DOC.replace("return total / len(values)", "return "))
+        items = await client.text_document_inline_completion_async(inline_params(uri, 5, 11))
+        assert isinstance(items, list)
+        for item in items:
+            assert item.range.start == t.Position(line=5, character=11)
+            assert item.insert_text.strip()
+        client.text_document_did_change(t.DidChangeTextDocumentParams(
+            text_document=t.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[t.TextDocumentContentChangePartial(range=t.Range(start=t.Position(line=5, character=11), end=t.Position(line=5, character=11)), text="t")],
+        ))
+        assert isinstance(await client.text_document_inline_completion_async(inline_params(uri, 5, 12)), list)
+        status = await client.workspace_execute_command_async(t.ExecuteCommandParams(command="canvas.status"))
+        assert status["device"] == "cpu" and status["randomWeights"] is True
+    finally:
+        await stop(client)
+
+
+async def test_fill_body_applies_a_versioned_edit_that_parses_and_reports_progress(tiny_dir):
+    client = await start(_opts(tiny_dir))
+    try:
+        uri = open_doc(client, DOC)
+        actions = await client.text_document_code_action_async(t.CodeActionParams(
+            text_document=t.TextDocumentIdentifier(uri=uri),
+            range=t.Range(start=t.Position(line=10, character=4), end=t.Position(line=10, character=4)),
+            context=t.CodeActionContext(diagnostics=[]),
+        ))
+        # pygls' client structures the (Command | CodeAction) union as Command, so match on what survives.
+        assert any("function body" in a.title and "canvas.fillBody" in str(a.command) for a in actions)
+        result = await client.workspace_execute_command_async(t.ExecuteCommandParams(command="canvas.fillBody", arguments=[uri, {"line": 10, "character": 4}]))
+        if result["applied"]:
+            [params] = client.applied
+            [change] = params.edit.document_changes
+            assert change.text_document.version == 1 and change.text_document.uri == uri
+            after = _apply(DOC, change.edits)
+            # The signature is held: everything up to the ':' of scale is untouched.
+            assert after.startswith(DOC[: DOC.index("def scale(xs, k):") + len("def scale(xs, k):")])
+            # The regenerated body adds no syntax errors to the document.
+            from canvas_ls.server.syntax import error_count
+            assert error_count(after, "python") == 0
+        else:
+            assert result["reason"]  # nothing survived the syntax checks: said, not applied
+        kinds = [p.value.kind for p in client.progress]
+        assert kinds[0] == "begin" and kinds[-1] == "end" and "report" in kinds
+    finally:
+        await stop(client)
+
+
+async def test_fill_selection_fills_two_ranges_jointly(tiny_dir):
+    client = await start(_opts(tiny_dir))
+    try:
+        uri = open_doc(client, DOC)
+        r1 = {"start": {"line": 2, "character": 12}, "end": {"line": 2, "character": 13}}  # the 0 in total = 0
+        r2 = {"start": {"line": 10, "character": 10}, "end": {"line": 10, "character": 12}}  # the [] in out = []
+        result = await client.workspace_execute_command_async(t.ExecuteCommandParams(command="canvas.fillSelection", arguments=[uri, [r1, r2]]))
+        assert "applied" in result
+        if result["applied"]:
+            [params] = client.applied
+            assert 1 <= len(params.edit.document_changes[0].edits) <= 2
+    finally:
+        await stop(client)
+
+
+async def test_cancel_request_stops_the_fill_and_the_server_goes_on(tiny_dir):
+    client = await start(_opts(tiny_dir, **SLOW))
+    try:
+        uri = open_doc(client, DOC.replace("return total / len(values)", "return "))
+        await client.text_document_inline_completion_async(inline_params(uri, 9, 0))  # warm up (model load)
+        params = inline_params(uri, 5, 11)
+        task = asyncio.ensure_future(client.request(t.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id="slow-1"))
+        await asyncio.sleep(0.5)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        client.protocol.notify(t.CANCEL_REQUEST, t.CancelParams(id="slow-1"))
+        with pytest.raises(JsonRpcException):
+            await asyncio.wait_for(task, 20)
+        assert loop.time() - t0 < 5  # a 400-step fill was stopped, not run out
+        status = await client.workspace_execute_command_async(t.ExecuteCommandParams(command="canvas.status"))
+        assert status["busy"] is False
+    finally:
+        await stop(client)
+
+
+async def test_a_newer_request_for_the_document_cancels_the_older(tiny_dir):
+    client = await start(_opts(tiny_dir, **SLOW))
+    try:
+        uri = open_doc(client, DOC.replace("return total / len(values)", "return "))
+        first = asyncio.ensure_future(client.text_document_inline_completion_async(inline_params(uri, 5, 11)))
+        await asyncio.sleep(0.3)
+        client.workspace_did_change_configuration(t.DidChangeConfigurationParams(settings={"maxSteps": 4, "singleLineSlots": [8], "entropyBound": 0.1}))
+        second = await asyncio.wait_for(client.text_document_inline_completion_async(inline_params(uri, 5, 11)), 60)
+        assert isinstance(second, list)
+        with pytest.raises(JsonRpcException):
+            await asyncio.wait_for(first, 60)
+    finally:
+        await stop(client)
+
+
+async def test_a_document_edited_while_filling_gets_no_stale_edit(tiny_dir):
+    client = await start(_opts(tiny_dir, **SLOW))
+    try:
+        uri = open_doc(client, DOC)
+        cmd = asyncio.ensure_future(client.workspace_execute_command_async(t.ExecuteCommandParams(command="canvas.fillBody", arguments=[uri, {"line": 10, "character": 4}])))
+        await asyncio.sleep(1.0)
+        client.text_document_did_change(t.DidChangeTextDocumentParams(
+            text_document=t.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[t.TextDocumentContentChangeWholeDocument(text=DOC + "\n# edited\n")],
+        ))
+        result = await asyncio.wait_for(cmd, 120)
+        assert result["applied"] is False and "changed" in result["reason"]
+        assert client.applied == []
+    finally:
+        await stop(client)
+
+
+async def test_bad_input_gets_clear_errors_and_the_server_keeps_answering(tiny_dir):
+    client = await start(_opts(tiny_dir))
+    try:
+        good = open_doc(client, DOC)
+
+        async def error_of(coro):
+            with pytest.raises(JsonRpcException) as info:
+                await asyncio.wait_for(coro, 60)
+            return str(info.value)
+
+        assert "unknown document" in await error_of(client.text_document_inline_completion_async(inline_params("file:///nope.py", 0, 0)))
+        assert "outside the document" in await error_of(client.text_document_inline_completion_async(inline_params(good, 500, 0)))
+        assert "past the end" in await error_of(client.text_document_inline_completion_async(inline_params(good, 0, 500)))
+        junk = open_doc(client, "x = 1\n\x00\x01\x02\xff garbage\n")
+        assert "binary" in await error_of(client.text_document_inline_completion_async(inline_params(junk, 0, 5)))
+        hs = open_doc(client, "main :: IO ()\nmain = \n", uri="file:///tmp/x.hs", language="haskell")
+        assert isinstance(await client.text_document_inline_completion_async(inline_params(hs, 1, 7)), list)  # no grammar: still fills
+        assert "not supported" in await error_of(client.workspace_execute_command_async(t.ExecuteCommandParams(command="canvas.fillBody", arguments=[hs, {"line": 1, "character": 0}])))
+        assert "takes" in await error_of(client.workspace_execute_command_async(t.ExecuteCommandParams(command="canvas.fillBody", arguments=["oops"])))
+        big_text = ("def f(x):\n    return x + 1\n\n" * 180_000) + "y = "
+        assert len(big_text) > 5_000_000
+        big = open_doc(client, big_text)
+        last = big_text.count("\n")
+        assert isinstance(await asyncio.wait_for(client.text_document_inline_completion_async(inline_params(big, last, 4)), 120), list)
+        client.workspace_did_change_configuration(t.DidChangeConfigurationParams(settings={"maxSteps": "many", "acceptance": "vibes"}))
+        await asyncio.sleep(0.5)
+        assert any("maxSteps" in m.message and m.type == t.MessageType.Warning for m in client.messages)
+        assert isinstance(await client.text_document_inline_completion_async(inline_params(good, 5, 4)), list)
+    finally:
+        await stop(client)
+
+
+async def test_a_missing_model_directory_is_reported_and_fixable(tiny_dir, tmp_path):
+    client = await start({"modelPath": str(tmp_path / "no-model")})
+    try:
+        uri = open_doc(client, DOC)
+        with pytest.raises(JsonRpcException, match="does not exist"):
+            await client.text_document_inline_completion_async(inline_params(uri, 5, 4))
+        assert any("does not exist" in m.message and m.type == t.MessageType.Error for m in client.messages)
+        client.workspace_did_change_configuration(t.DidChangeConfigurationParams(settings={"canvas": {"modelPath": str(tiny_dir)}}))
+        assert isinstance(await asyncio.wait_for(client.text_document_inline_completion_async(inline_params(uri, 5, 4)), 60), list)
+    finally:
+        await stop(client)
+
+
+async def test_live_canvas_streams_each_step_to_clients_that_opted_in(tiny_dir):
+    client = await start(_opts(tiny_dir, liveCanvas=True))
+    try:
+        uri = open_doc(client, DOC.replace("return total / len(values)", "return "))
+        await client.text_document_inline_completion_async(inline_params(uri, 5, 11))
+        await asyncio.sleep(0.2)
+        # pygls' client hands custom notifications over as attribute objects
+        assert client.steps and client.steps[0].uri == uri
+        assert [s.step for s in client.steps] == sorted(s.step for s in client.steps)
+        assert all(len(s.texts) == 1 for s in client.steps)
+    finally:
+        await stop(client)
