@@ -96,7 +96,7 @@ async def test_fill_body_applies_a_versioned_edit_that_parses_and_reports_progre
             assert error_count(after, "python") == 0
         else:
             assert result["reason"]  # nothing survived the syntax checks: said, not applied
-        kinds = [p.value.kind for p in client.progress]
+        kinds = [p.value["kind"] if isinstance(p.value, dict) else p.value.kind for p in client.progress]
         assert kinds[0] == "begin" and kinds[-1] == "end" and "report" in kinds
     finally:
         await stop(client)
