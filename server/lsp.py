@@ -183,7 +183,8 @@ def on_close(ls: CanvasServer, params: t.DidCloseTextDocumentParams) -> None:
         ls.host.current.prefix.forget(params.text_document.uri)
 
 
-@server.feature(t.TEXT_DOCUMENT_INLINE_COMPLETION, t.InlineCompletionOptions())
+# Non-empty options: an empty {} reads as "off" to clients that treat the field as a boolean.
+@server.feature(t.TEXT_DOCUMENT_INLINE_COMPLETION, t.InlineCompletionOptions(work_done_progress=True))
 async def on_inline_completion(ls: CanvasServer, params: t.InlineCompletionParams) -> list[t.InlineCompletionItem]:
     uri = params.text_document.uri
     try:
