@@ -56,6 +56,8 @@ class StepEvent:
     _open: torch.Tensor = field(repr=False)
     # Set by the Infiller: render(row) -> per-hole text, open positions drawn as "·".
     render: Callable[[int], tuple[str, ...]] | None = field(default=None, repr=False)
+    # Set by the server's pipeline: (start, end) character spans of the holes in the document.
+    holes: tuple[tuple[int, int], ...] = ()
 
     def canvas(self) -> tuple[list[list[int]], list[list[bool]]]:
         """Host copies of the canvas ids and the still-open mask (costs a device sync)."""

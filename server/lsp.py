@@ -91,7 +91,7 @@ class CanvasServer(LanguageServer):
                     loop.call_soon_threadsafe(progress.report, event.step, event.max_steps, event.committed, event.slots)
                 if live and event.render is not None:
                     texts = event.render(0)
-                    loop.call_soon_threadsafe(self.send_step, uri, version, event.step, event.max_steps, texts)
+                    loop.call_soon_threadsafe(self.send_step, uri, version, text, event.step, event.max_steps, texts, event.holes)
 
             return work(infiller, text, on_step if (progress or live) else None, cancelled)
 
@@ -109,13 +109,22 @@ class CanvasServer(LanguageServer):
         finally:
             if progress is not None:
                 progress.end()
+            if live:  # tell the client to clear its live canvas, whatever the outcome
+                self.protocol.notify(STEP_NOTIFICATION, {"uri": uri, "version": version, "done": True})
         r = outcome.result
         if r is not None:
             log.info("[%d] %s: %d edit(s), %d passes, %.1f tokens/pass, %.3fs %s", request_id, outcome.mode, len(outcome.edits), r.forward_passes, r.tokens_per_pass, r.seconds, outcome.note)
         return outcome, version, text
 
-    def send_step(self, uri: str, version: int, step: int, max_steps: int, texts: tuple[str, ...]) -> None:
-        self.protocol.notify(STEP_NOTIFICATION, {"uri": uri, "version": version, "step": step, "maxSteps": max_steps, "texts": list(texts)})
+    def send_step(self, uri, version, text, step, max_steps, texts, holes) -> None:
+        """canvas/step: {uri, version, step, maxSteps, done: false, spans: [{range, text}]}; the range is
+        the hole in the document version the fill started from, text its canvas with open slots as "·"."""
+        enc, starts = self.encoding, line_starts(text)
+        spans = [
+            {"range": _range(text, a, b, enc, starts), "text": s}
+            for (a, b), s in zip(holes, texts)
+        ]
+        self.protocol.notify(STEP_NOTIFICATION, {"uri": uri, "version": version, "step": step, "maxSteps": max_steps, "done": False, "spans": spans})
 
 
 class Progress:

@@ -142,8 +142,13 @@ def run_fill(
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
     judge = make_judge(text, holes, lang) if lang is not None else None
+    step_cb = None
+    if on_step is not None:
+        def step_cb(event: StepEvent) -> None:
+            event.holes = tuple(holes)  # where each hole sits in the document, for live canvases
+            on_step(event)
     try:
-        result = infiller.fill(request, on_step=on_step, cancelled=cancelled, judge=judge)
+        result = infiller.fill(request, on_step=step_cb, cancelled=cancelled, judge=judge)
     except CanvasTooSmall as exc:
         raise BadRequest(str(exc)) from exc
     edits, note = _finish(text, holes, result.fills, lang, mode)

@@ -221,8 +221,10 @@ async def test_live_canvas_streams_each_step_to_clients_that_opted_in(tiny_dir):
         await client.text_document_inline_completion_async(inline_params(uri, 5, 11))
         await asyncio.sleep(0.2)
         # pygls' client hands custom notifications over as attribute objects
-        assert client.steps and client.steps[0].uri == uri
-        assert [s.step for s in client.steps] == sorted(s.step for s in client.steps)
-        assert all(len(s.texts) == 1 for s in client.steps)
+        steps = [s for s in client.steps if not s.done]
+        assert steps and steps[0].uri == uri
+        assert [s.step for s in steps] == sorted(s.step for s in steps)
+        assert all(len(s.spans) == 1 and s.spans[0].range.start.line == 5 and s.spans[0].range.start.character == 11 for s in steps)
+        assert client.steps[-1].done is True  # the client is told to clear its live canvas
     finally:
         await stop(client)
