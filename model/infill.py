@@ -303,6 +303,27 @@ class Infiller:
             )
         return results
 
+    def fill_autoregressive(
+        self, request: FillRequest, *, single_line: bool = False, cancelled: Callable[[], bool] | None = None
+    ) -> FillResult:
+        """The baseline: the same weights decoding the hole left to right (one hole, prefix only)."""
+        from .autoregressive import decode_left_to_right
+
+        t0 = time.perf_counter()
+        request.validate()
+        if len(request.holes) != 1:
+            raise ValueError("left-to-right decoding fills one hole at a time")
+        prompt = self.prompt_ids(request.text[: request.holes[0][0]])
+        stop = (lambda ids: "\n" in self._decode(ids[-1:])) if single_line else None
+        ids, passes = decode_left_to_right(
+            self.loaded.model, prompt, request.max_tokens, self._end | self._special, stop=stop, cancelled=cancelled
+        )
+        return FillResult(
+            fills=(self._decode(ids),), score=0.0, forward_passes=passes, tokens=len(ids),
+            seconds=time.perf_counter() - t0, canvas_length=0, slots=(request.max_tokens,), candidates=1,
+            repairs=0, syntax_errors=0, prompt_tokens=len(prompt), reused_prompt_tokens=0,
+        )
+
     def _render_holes(self, layout: RowLayout, event: StepEvent, row: int = 0) -> tuple[str, ...]:
         """Each hole's slots at this step: committed tokens as text, open positions as OPEN_SLOT."""
         ids, open_ = event.canvas()

@@ -40,6 +40,7 @@ class LoadedModel:
     vocab_size: int
     sliding_window: int | None
     random_weights: bool  # a tiny test/demo model: its fills are noise
+    trained_prompt_tokens: int | None = None  # canvas_ls.json "prefix_length": longer prompts were never seen
 
     def describe(self) -> str:
         kind = " (random weights: output is noise)" if self.random_weights else ""
@@ -170,4 +171,5 @@ def load_model(path: str | os.PathLike, device: str = "auto", dtype: str = "auto
         vocab_size=int(text_cfg.vocab_size),
         sliding_window=getattr(text_cfg, "sliding_window", None),
         random_weights=bool(meta.get("note", "").startswith("random weights")),
+        trained_prompt_tokens=meta.get("prefix_length"),
     )

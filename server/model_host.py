@@ -69,7 +69,10 @@ class ModelHost:
                 self.error = str(exc)
                 raise
             loaded.canvas_length = min(loaded.canvas_length, settings.canvasLength)
-            self._infiller = Infiller(loaded, max_prompt_tokens=settings.maxPromptTokens)
+            prompt = settings.maxPromptTokens
+            if loaded.trained_prompt_tokens:  # a checkpoint trained on shorter prompts gets no longer ones
+                prompt = min(prompt, int(loaded.trained_prompt_tokens))
+            self._infiller = Infiller(loaded, max_prompt_tokens=prompt)
             self._key, self.error = key, None
             log.info("model loaded: %s", loaded.describe())
             return self._infiller

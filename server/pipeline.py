@@ -93,6 +93,7 @@ def make_judge(text: str, holes: list[tuple[int, int]], lang: str) -> Judge:
                 out[owner].append((max(0, n - 1), n))
         return out
 
+    judge.lang = lang  # type: ignore[attr-defined]  # lets a remote engine rebuild the judge
     return judge
 
 
@@ -148,8 +149,11 @@ def run_fill(
             event.holes = tuple(holes)  # where each hole sits in the document, for live canvases
             on_step(event)
     try:
-        result = infiller.fill(request, on_step=step_cb, cancelled=cancelled, judge=judge)
-    except CanvasTooSmall as exc:
+        if settings.decoder == "autoregressive":
+            result = infiller.fill_autoregressive(request, single_line=mode == "single", cancelled=cancelled)
+        else:
+            result = infiller.fill(request, on_step=step_cb, cancelled=cancelled, judge=judge)
+    except (CanvasTooSmall, ValueError) as exc:
         raise BadRequest(str(exc)) from exc
     edits, note = _finish(text, holes, result.fills, lang, mode)
     log.debug("fill %s: %d edits, %d passes, %.3fs %s", mode, len(edits), result.forward_passes, result.seconds, note)

@@ -24,6 +24,7 @@ class ServerSettings:
     device: str = _setting("auto", "auto (CUDA if available, else CPU), cpu, cuda or cuda:N.")
     dtype: str = _setting("auto", "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16.", choices=("auto", "float32", "bfloat16", "float16"))
     canvasLength: int = _setting(256, "Largest canvas in tokens (capped by the model's own canvas length).", lo=32, hi=4096)
+    decoder: str = _setting("diffusion", "diffusion (the canvas) or autoregressive (the same weights left to right, one token per pass: the baseline for comparisons).", choices=("diffusion", "autoregressive"))
     maxSteps: int = _setting(16, "Most denoising steps (forward passes) per fill.", lo=1, hi=1024)
     acceptance: str = _setting("entropy", "Which positions a step commits: entropy (entropy-bound, as transformers) or confidence (top probability >= confidenceThreshold).", choices=("entropy", "confidence"))
     entropyBound: float = _setting(0.1, "Entropy-bound acceptance: the bound on (sum of entropies - the largest).", lo=1e-6, hi=1e6)

@@ -10,7 +10,7 @@ from pygls.exceptions import JsonRpcException
 
 from canvas_ls.server.syntax import added_errors, Span
 
-from .lsp_client import inline_params, open_doc, start, stop
+from canvas_ls.server.client import inline_params, open_doc, start, stop
 
 DOC = '''def mean(values):
     """Arithmetic mean."""

@@ -163,3 +163,25 @@ def test_prefix_cache_is_reused_across_requests_of_one_document(tiny64):
     assert r2.reused_prompt_tokens > 0
     fresh = Infiller(tiny64).fill(FillRequest(text2, holes=((HOLE + 1, HOLE + 1),), max_tokens=8))
     assert fresh.fills == r2.fills  # a reused cache gives the same fill as a fresh one
+
+
+def test_left_to_right_baseline_matches_a_plain_greedy_loop(tiny):
+    """The AR baseline equals greedy decoding by re-running the encoder on the whole sequence each time."""
+    from transformers.cache_utils import DynamicCache
+
+    inf = Infiller(tiny)
+    r = inf.fill_autoregressive(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=6))
+    assert r.forward_passes == r.tokens or r.forward_passes == r.tokens + 1  # one token per pass
+    ids = inf.prompt_ids(TEXT[:HOLE])
+    model, out = tiny.model, []
+    with torch.no_grad():
+        for _ in range(6):
+            cache = DynamicCache(config=model.config)
+            h = model.model.encoder(input_ids=torch.tensor([ids + out]), past_key_values=cache, use_cache=True).last_hidden_state
+            logits = model.lm_head(h[:, -1])
+            logits = torch.tanh(logits / 30.0) * 30.0
+            tok = int(logits.argmax(-1))
+            if tok in inf._end | inf._special:
+                break
+            out.append(tok)
+    assert r.fills[0] == inf._decode(out)

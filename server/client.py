@@ -1,4 +1,7 @@
-"""A real LSP client over stdio (pygls' LanguageClient) that records what the server sends."""
+"""A small real LSP client over stdio (pygls' LanguageClient) that records what the server sends.
+
+Used by the protocol tests and by benchmarks/infill_eval.py, so both speak to the server the same way.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,172 @@
+"""HumanEval-Infilling through `canvas-ls serve` over stdio, the way an editor asks for a fill.
+
+For each task: open the document `prompt + suffix`, request textDocument/inlineCompletion at the hole,
+apply the first item, run the task's tests in a subprocess. Reports pass@1, exact match, parse rate,
+empty rate and latency (p50/p95), per split, as JSON (and a PNG for --steps-sweep).
+
+    .venv/bin/python benchmarks/infill_eval.py --split single --limit 50
+    .venv/bin/python benchmarks/infill_eval.py --split single multi random-light --limit 300 --model DIR
+    .venv/bin/python benchmarks/infill_eval.py --split single --limit 100 --steps-sweep 2,4,8,16,32
+
+--limit N takes a fixed spread subset (every k-th task), never the first N, so all problems are covered.
+Evaluation data only: nothing here tunes on the tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import asyncio
+import gzip
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lsprotocol import types as t
+from pygls.exceptions import JsonRpcException
+
+from canvas_ls.server.client import inline_params, open_doc, start, stop
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "benchmarks" / "human-eval-infilling"
+SPLITS = {
+    "single": "HumanEval-SingleLineInfilling.jsonl.gz",
+    "multi": "HumanEval-MultiLineInfilling.jsonl.gz",
+    "random": "HumanEval-RandomSpanInfilling.jsonl.gz",
+    "random-light": "HumanEval-RandomSpanInfillingLight.jsonl.gz",
+}
+
+
+def load(split: str, limit: int | None, data_dir: Path) -> list[dict]:
+    with gzip.open(data_dir / SPLITS[split], "rt") as f:
+        tasks = [json.loads(line) for line in f]
+    if limit and limit < len(tasks):
+        step = len(tasks) / limit
+        tasks = [tasks[int(i * step)] for i in range(limit)]
+    return tasks
+
+
+def position(text: str, offset: int) -> tuple[int, int]:
+    line = text.count("\n", 0, offset)
+    col = offset - (text.rfind("\n", 0, offset) + 1)
+    return line, len(text[offset - col : offset].encode("utf-16-le")) // 2
+
+
+def passes(task: dict, filled: str, timeout: float = 15.0) -> bool:
+    program = filled + "\n\n" + task["test"] + f"\n\ncheck({task['entry_point']})\n"
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(program)
+    try:
+        r = subprocess.run([sys.executable, f.name], capture_output=True, timeout=timeout)
+        return r.returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+    finally:
+        os.unlink(f.name)
+
+
+def parses(src: str) -> bool:
+    try:
+        ast.parse(src)
+        return True
+    except (SyntaxError, ValueError):
+        return False
+
+
+async def run_split(split: str, tasks: list[dict], options: dict, progress: bool) -> dict:
+    client = await start(options, progress=False)
+    rows = []
+    try:
+        for i, task in enumerate(tasks):
+            prompt, suffix = task["prompt"], task["suffix"]
+            text = prompt + suffix
+            uri = open_doc(client, text, uri=f"file:///tmp/canvas-eval/{split}/{i}.py")
+            line, col = position(text, len(prompt))
+            t0 = time.perf_counter()
+            error = None
+            try:
+                items = await asyncio.wait_for(client.text_document_inline_completion_async(inline_params(uri, line, col)), 300)
+            except (JsonRpcException, asyncio.TimeoutError) as exc:
+                items, error = [], str(exc)
+            seconds = time.perf_counter() - t0
+            fill = items[0].insert_text if items else ""
+            filled = prompt + fill + suffix
+            rows.append({
+                "task_id": task["task_id"], "seconds": seconds, "empty": not fill, "error": error,
+                "exact": fill.strip() == task["canonical_solution"].strip(),
+                "parses": parses(filled), "pass": passes(task, filled),
+            })
+            client.text_document_did_close(t.DidCloseTextDocumentParams(text_document=t.TextDocumentIdentifier(uri=uri)))
+            if progress:
+                done = rows[-1]
+                print(f"\r{split}: {i + 1}/{len(tasks)} pass={sum(r['pass'] for r in rows)} "
+                      f"last={done['seconds']:.2f}s", end="", file=sys.stderr, flush=True)
+    finally:
+        await stop(client)
+    if progress:
+        print(file=sys.stderr)
+    lat = sorted(r["seconds"] for r in rows)
+    n = len(rows)
+    return {
+        "split": split, "n": n,
+        "pass@1": sum(r["pass"] for r in rows) / n, "exact": sum(r["exact"] for r in rows) / n,
+        "parses": sum(r["parses"] for r in rows) / n, "empty": sum(r["empty"] for r in rows) / n,
+        "errors": sum(r["error"] is not None for r in rows),
+        "latency_p50": statistics.median(lat), "latency_p95": lat[min(n - 1, int(0.95 * n))],
+        "rows": rows,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--split", nargs="+", default=["single"], choices=sorted(SPLITS))
+    ap.add_argument("--limit", type=int, default=50, help="fixed spread subset size (0 = all)")
+    ap.add_argument("--model", help="checkpoint directory (default: the server's default)")
+    ap.add_argument("--settings", default="{}", help="extra initializationOptions as JSON")
+    ap.add_argument("--steps-sweep", help="comma-separated maxSteps values: pass@1 against steps (PNG)")
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "infill_eval.json")
+    args = ap.parse_args()
+    options = json.loads(args.settings)
+    if args.model:
+        options["modelPath"] = args.model
+    sweep = [int(s) for s in args.steps_sweep.split(",")] if args.steps_sweep else [options.get("maxSteps")]
+    summaries = []
+    for steps in sweep:
+        opts = dict(options, **({"maxSteps": steps} if steps else {}))
+        for split in args.split:
+            s = asyncio.run(run_split(split, load(split, args.limit, args.data), opts, progress=True))
+            s["maxSteps"] = steps or 16
+            summaries.append(s)
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items() if k != "rows"}))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"settings": options, "results": summaries}, indent=1) + "\n")
+    if args.steps_sweep:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for split in args.split:
+            pts = [(s["maxSteps"], s["pass@1"]) for s in summaries if s["split"] == split]
+            ax.plot(*zip(*pts), marker="o", label=split)
+        ax.set_xlabel("max denoising steps")
+        ax.set_ylabel("pass@1")
+        ax.set_xscale("log", base=2)
+        ax.legend()
+        ax.set_title("HumanEval-Infilling pass@1 vs steps")
+        png = args.out.with_suffix(".png")
+        fig.savefig(png, dpi=120, bbox_inches="tight")
+        print(f"wrote {png}", file=sys.stderr)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Left-to-right decoding with the same weights: the encoder pass plus the LM head, one token per pass.
+
+DiffusionGemma's encoder is an ordinary causal LM over the prompt (the checkpoints trained here carry an
+autoregressive loss on it), so the same weights can also continue text token by token. That is our
+like-for-like baseline for "diffusion vs autoregressive": forward passes per token and wall time at
+equal quality. It sees only the text before the hole, as a plain left-to-right model does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from transformers.cache_utils import DynamicCache
+
+from .sampler import FillCancelled
+
+
+@torch.inference_mode()
+def decode_left_to_right(
+    model: torch.nn.Module,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    stop_ids: set[int],
+    *,
+    stop: Callable[[list[int]], bool] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> tuple[list[int], int]:
+    """Greedy continuation of `prompt_ids`. Returns (new token ids without the stop token, forward passes).
+
+    stop(new_ids) may end decoding early (e.g. at the end of a line for single-line completions).
+    """
+    device = model.device
+    cache = DynamicCache(config=model.config)
+    softcap = model.config.text_config.final_logit_softcapping
+    ids = torch.tensor([prompt_ids], device=device)  # (1, prompt)
+    positions = torch.arange(len(prompt_ids), device=device)[None]
+    out: list[int] = []
+    passes = 0
+    while len(out) < max_new_tokens:
+        if cancelled is not None and cancelled():
+            raise FillCancelled()
+        hidden = model.model.encoder(input_ids=ids, past_key_values=cache, position_ids=positions, use_cache=True).last_hidden_state
+        logits = model.lm_head(hidden[:, -1]).float()  # (1, vocab)
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        passes += 1
+        token = int(logits.argmax(-1))
+        if token in stop_ids:
+            break
+        out.append(token)
+        if stop is not None and stop(out):
+            break
+        ids = torch.tensor([[token]], device=device)
+        positions = positions[:, -1:] + 1
+    return out, passes
