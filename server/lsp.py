@@ -259,6 +259,12 @@ def _progress_token(ls: CanvasServer):
     return token
 
 
+async def _command(ls: CanvasServer, uri: str, fill) -> dict:
+    """Run fill(infiller, text, ...) for a command and apply its edits (versioned) through applyEdit."""
+    outcome, version, text = await ls.fill(uri, fill, _progress_token(ls))
+    return await _apply(ls, uri, outcome, version, text)
+
+
 @server.command(FILL_SELECTION)
 async def cmd_fill_selection(ls: CanvasServer, *args: Any) -> dict:
     """Arguments: [uri, range or [ranges]]. Every range becomes a hole; all are filled on one canvas."""
@@ -267,19 +273,14 @@ async def cmd_fill_selection(ls: CanvasServer, *args: Any) -> dict:
             raise BadRequest("canvas.fillSelection takes [uri, range | ranges]")
         uri = args[0]
         doc = ls.document(uri)
-        text, enc = doc.source, ls.encoding
-        starts = line_starts(text)
+        text, starts = doc.source, line_starts(doc.source)
         raw = args[1] if isinstance(args[1], list) else [args[1]]
-        spans = [_parse_range(text, r, enc, starts) for r in raw]
+        spans = [_parse_range(text, r, ls.encoding, starts) for r in raw]
         lang, settings = ls.language(doc), ls.settings
-
-        def work(infiller, text, on_step, cancelled):
-            return pipeline.fill_selections(infiller, text, spans, lang, settings, cache_key=uri, on_step=on_step, cancelled=cancelled)
-
-        outcome, version, text = await ls.fill(uri, work, _progress_token(ls))
+        return await _command(ls, uri, lambda inf, text, on_step, cancelled: pipeline.fill_selections(
+            inf, text, spans, lang, settings, cache_key=uri, on_step=on_step, cancelled=cancelled))
     except BadRequest as exc:
         raise _bad(exc)
-    return await _apply(ls, uri, outcome, version, text)
 
 
 @server.command(FILL_BODY)
@@ -290,20 +291,15 @@ async def cmd_fill_body(ls: CanvasServer, *args: Any) -> dict:
             raise BadRequest("canvas.fillBody takes [uri, position]")
         uri = args[0]
         doc = ls.document(uri)
-        text, enc = doc.source, ls.encoding
         try:
-            offset = to_offset(text, int(args[1]["line"]), int(args[1]["character"]), enc)
+            offset = to_offset(doc.source, int(args[1]["line"]), int(args[1]["character"]), ls.encoding)
         except (KeyError, TypeError, ValueError) as exc:
             raise BadRequest(f"expected an LSP position {{line, character}}, got {args[1]!r}") from exc
         lang, settings = ls.language(doc), ls.settings
-
-        def work(infiller, text, on_step, cancelled):
-            return pipeline.fill_body(infiller, text, offset, lang, settings, cache_key=uri, on_step=on_step, cancelled=cancelled)
-
-        outcome, version, text = await ls.fill(uri, work, _progress_token(ls))
+        return await _command(ls, uri, lambda inf, text, on_step, cancelled: pipeline.fill_body(
+            inf, text, offset, lang, settings, cache_key=uri, on_step=on_step, cancelled=cancelled))
     except BadRequest as exc:
         raise _bad(exc)
-    return await _apply(ls, uri, outcome, version, text)
 
 
 @server.command(STATUS)
