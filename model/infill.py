@@ -234,7 +234,7 @@ class Infiller:
             return self._positions_to_reopen(rows[row].layout, row_ids.tolist(), judge)
 
         def step_event(event: StepEvent) -> None:
-            event.render = lambda row=0: self._render_holes(rows[row].layout, event)
+            event.render = lambda row=0: self._render_holes(rows[row].layout, event, row)
             on_step(event)
 
         gens = make_generators([r.seed for r in rows], device)

@@ -248,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     model_args(p)
     p.set_defaults(func=cmd_demo)
 
+    from .engine import add_engine_arguments, engine_main
+
+    p = sub.add_parser("engine", help="run the shared model engine: one process per model serving every language server")
+    add_engine_arguments(p)
+    p.set_defaults(func=engine_main)
+
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -20,6 +20,7 @@ from canvas_ls.model.loading import ModelLoadError
 from canvas_ls.model.sampler import FillCancelled
 
 from . import __version__, pipeline
+from .engine_client import EngineDied
 from .jobs import FillJobs
 from .model_host import ModelHost
 from .pipeline import BadRequest, FillOutcome
@@ -85,6 +86,8 @@ class CanvasServer(LanguageServer):
 
         def run(cancelled):
             infiller = self.host.get(settings)
+            if hasattr(infiller, "on_event"):  # shared engine: say so when it died and was restarted
+                infiller.on_event = lambda message: loop.call_soon_threadsafe(self.show_warning, message)
 
             def on_step(event):
                 if progress is not None:
@@ -106,6 +109,9 @@ class CanvasServer(LanguageServer):
         except ModelLoadError as exc:
             self.show_error(f"model not loaded: {exc}")
             raise JsonRpcInternalError(message=f"model not loaded: {exc}")
+        except EngineDied as exc:  # the fill was lost, nothing applied; the next fill restarts the engine
+            log.warning("[%d] %s", request_id, exc)
+            raise JsonRpcInternalError(message=str(exc))
         finally:
             if progress is not None:
                 progress.end()

@@ -58,24 +58,35 @@ class ModelHost:
 
     def get(self, settings: ServerSettings) -> Infiller:
         """The Infiller for these settings; raises ModelLoadError with a readable message."""
-        key = settings.model_key() + (settings.maxPromptTokens, settings.canvasLength)
+        key = settings.model_key() + (settings.maxPromptTokens, settings.canvasLength, settings.engine)
         with self._lock:
             if self._infiller is not None and key == self._key:
                 return self._infiller
-            self._infiller, self._key = None, None
+            old, self._infiller, self._key = self._infiller, None, None
+            if old is not None and hasattr(old, "close"):
+                old.close()  # a RemoteInfiller: drop our connection (the engine serves others until idle)
             try:
-                loaded = load_model(model_dir_for(settings), device=settings.device, dtype=settings.dtype)
+                if settings.engine == "shared":
+                    from .engine_client import connect_or_start
+
+                    infiller = connect_or_start(settings)  # the engine loads the model with this same method
+                else:
+                    infiller = self._load(settings)
             except ModelLoadError as exc:
                 self.error = str(exc)
                 raise
-            loaded.canvas_length = min(loaded.canvas_length, settings.canvasLength)
-            prompt = settings.maxPromptTokens
-            if loaded.trained_prompt_tokens:  # a checkpoint trained on shorter prompts gets no longer ones
-                prompt = min(prompt, int(loaded.trained_prompt_tokens))
-            self._infiller = Infiller(loaded, max_prompt_tokens=prompt)
-            self._key, self.error = key, None
-            log.info("model loaded: %s", loaded.describe())
-            return self._infiller
+            self._infiller, self._key, self.error = infiller, key, None
+            log.info("model loaded: %s", infiller.loaded.describe())
+            return infiller
+
+    @staticmethod
+    def _load(settings: ServerSettings) -> Infiller:
+        loaded = load_model(model_dir_for(settings), device=settings.device, dtype=settings.dtype)
+        loaded.canvas_length = min(loaded.canvas_length, settings.canvasLength)
+        prompt = settings.maxPromptTokens
+        if loaded.trained_prompt_tokens:  # a checkpoint trained on shorter prompts gets no longer ones
+            prompt = min(prompt, int(loaded.trained_prompt_tokens))
+        return Infiller(loaded, max_prompt_tokens=prompt)
 
     @property
     def current(self) -> Infiller | None:

@@ -38,6 +38,8 @@ class ServerSettings:
     bodySlots: int = _setting(128, "Slots for a regenerated function body.", lo=1, hi=4096)
     maxPromptTokens: int = _setting(1024, "Tokens of text before the hole given to the encoder.", lo=16, hi=131072)
     maxDocumentBytes: int = _setting(8_000_000, "Documents larger than this are refused with a message.", lo=1, hi=2**31 - 1)
+    engine: str = _setting("inprocess", "Where the model runs: inprocess (inside this language server) or shared (one engine process per model serves every editor window; started on demand, see `canvas-ls engine`).", choices=("inprocess", "shared"))
+    engineIdleMinutes: float = _setting(30.0, "Shared engine: minutes without requests after which an engine this server started exits (0: never).", lo=0.0, hi=10080.0)
     liveCanvas: bool = _setting(False, "Send canvas/step notifications with the intermediate canvas of each step (for editors that draw it).")
     logFile: str = _setting("", "Also write the log to this file (the log never goes to stdout).")
     logLevel: str = _setting("info", "debug, info, warning or error.", choices=("debug", "info", "warning", "error"))

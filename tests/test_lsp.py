@@ -228,3 +228,34 @@ async def test_live_canvas_streams_each_step_to_clients_that_opted_in(tiny_dir):
         assert client.steps[-1].done is True  # the client is told to clear its live canvas
     finally:
         await stop(client)
+
+
+async def test_two_language_servers_share_one_engine(tiny_dir, monkeypatch):
+    import os
+    import signal
+    import tempfile
+
+    run_dir = tempfile.mkdtemp(prefix="cls-", dir="/tmp")  # short: Unix socket paths are limited
+    monkeypatch.setenv("CANVAS_LS_RUN_DIR", run_dir)
+    opts = _opts(tiny_dir, engine="shared", maxSteps=4, engineIdleMinutes=1.0)
+    a, b = await start(opts), await start(opts)
+    try:
+        ua = open_doc(a, DOC.replace("return total / len(values)", "return "))
+        ub = open_doc(b, DOC.replace("return total / len(values)", "return "))
+        ra, rb = await asyncio.gather(
+            asyncio.wait_for(a.text_document_inline_completion_async(inline_params(ua, 5, 11)), 120),
+            asyncio.wait_for(b.text_document_inline_completion_async(inline_params(ub, 5, 11)), 120),
+        )
+        assert isinstance(ra, list) and isinstance(rb, list)
+        assert [i.insert_text for i in ra] == [i.insert_text for i in rb]  # same document, same seed
+        sockets = [f for f in os.listdir(run_dir) if f.endswith(".sock")]
+        assert len(sockets) == 1  # one engine process served both editors
+    finally:
+        await stop(a)
+        await stop(b)
+        for f in os.listdir(run_dir):  # end the engine rather than wait for its idle exit
+            if f.endswith(".lock"):
+                try:
+                    os.kill(int(open(os.path.join(run_dir, f)).read().split()[0]), signal.SIGTERM)
+                except (ValueError, OSError, IndexError):
+                    pass
