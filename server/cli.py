@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="checkpoint directory (overridden by the client's modelPath setting)")
     p.add_argument("--log-file")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--stdio", action="store_true", help="accepted for clients that add it; stdio is the only transport")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("fill", help="fill a hole in a file and print the result")

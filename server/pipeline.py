@@ -101,6 +101,10 @@ def _finish(text: str, holes: list[tuple[int, int]], fills: tuple[str, ...], lan
     """Post-process each fill, then make sure none adds syntax errors."""
     edits, notes = [], []
     for (start, end), raw in zip(holes, fills):
+        # A byte-level token holding part of a UTF-8 character decodes to U+FFFD on its own; such a
+        # fragment is never what the user wants inserted (unless their document already uses U+FFFD).
+        if "\ufffd" in raw and "\ufffd" not in text:
+            raw = raw.replace("\ufffd", "")
         ctx = FillContext(prefix=text[:start], suffix=text[end:], lang=lang, mode="single" if mode == "single" else "multi")
         fill = run_pipeline(raw, ctx)
         if lang is not None and fill:

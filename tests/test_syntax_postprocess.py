@@ -208,3 +208,11 @@ def test_closer_rule_leaves_single_line_fills_and_other_suffixes():
 def test_lua_end_after_the_hole():
     c = ctx("local function f(a)<C>end\n", "lua")
     assert run_pipeline("\n  return a", c) == "\n  return a\n"
+
+
+def test_pipeline_drops_replacement_characters_from_partial_utf8_tokens():
+    from canvas_ls.server.pipeline import _finish
+
+    text = "x = \n"
+    edits, _ = _finish(text, [(4, 4)], ("out\ufffd all",), "python", "single")
+    assert edits and "\ufffd" not in edits[0].text
