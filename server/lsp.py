@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 from lsprotocol import types as t
@@ -59,6 +60,27 @@ class CanvasServer(LanguageServer):
         if problems:
             self.show_warning("invalid settings, defaults used for them: " + "; ".join(problems))
         logging.getLogger("canvas_ls").setLevel(settings.logLevel.upper())
+        self._log_to_file(settings.logFile)
+
+    def _log_to_file(self, path: str) -> None:
+        """The logFile setting: one extra handler, replaced when the path changes."""
+        root = logging.getLogger()
+        current = getattr(self, "_file_handler", None)
+        if current is not None and current.baseFilename == os.path.abspath(os.path.expanduser(path or "")):
+            return
+        if current is not None:
+            root.removeHandler(current)
+            current.close()
+            self._file_handler = None
+        if path:
+            try:
+                handler = logging.FileHandler(os.path.expanduser(path))
+            except OSError as exc:
+                self.show_warning(f"cannot write the log file {path}: {exc}")
+                return
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            root.addHandler(handler)
+            self._file_handler = handler
 
     # ---- documents ----
     def document(self, uri: str):
@@ -74,7 +96,7 @@ class CanvasServer(LanguageServer):
     def language(self, doc) -> str | None:
         return language_for(doc.language_id, doc.path)
 
-    async def fill(self, uri: str, work, progress_token=None) -> tuple[FillOutcome, int, str]:
+    async def fill(self, uri: str, work, progress_token=None, kind: str = "inline") -> tuple[FillOutcome, int, str]:
         """Run work(infiller, on_step, cancelled) for a document; returns (outcome, version, text)."""
         doc = self.document(uri)
         version, text = doc.version, doc.source
@@ -102,10 +124,15 @@ class CanvasServer(LanguageServer):
         if progress is not None:
             progress.begin()
         try:
-            outcome = await self.jobs.run(uri, run)
+            # Inline requests replace inline requests and commands replace commands: a background
+            # completion must never kill a fill the user asked for explicitly.
+            outcome = await self.jobs.run(f"{uri}#{kind}", run)
         except FillCancelled:
-            log.info("[%d] cancelled (superseded or cancelled by the client)", request_id)
-            raise JsonRpcException(message="fill cancelled", code=-32800)  # RequestCancelled
+            # A client's $/cancelRequest ends this coroutine with CancelledError (pygls answers it);
+            # landing here means a newer request replaced this one: ServerCancelled, which clients
+            # such as Neovim report (they drop RequestCancelled answers silently).
+            log.info("[%d] superseded by a newer request", request_id)
+            raise JsonRpcException(message="fill superseded by a newer request", code=-32802)
         except ModelLoadError as exc:
             self.show_error(f"model not loaded: {exc}")
             raise JsonRpcInternalError(message=f"model not loaded: {exc}")
@@ -267,7 +294,7 @@ def _progress_token(ls: CanvasServer):
 
 async def _command(ls: CanvasServer, uri: str, fill) -> dict:
     """Run fill(infiller, text, ...) for a command and apply its edits (versioned) through applyEdit."""
-    outcome, version, text = await ls.fill(uri, fill, _progress_token(ls))
+    outcome, version, text = await ls.fill(uri, fill, _progress_token(ls), kind="command")
     return await _apply(ls, uri, outcome, version, text)
 
 

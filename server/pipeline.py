@@ -97,14 +97,22 @@ def make_judge(text: str, holes: list[tuple[int, int]], lang: str) -> Judge:
     return judge
 
 
+# C0 controls other than tab/newline/carriage return, and U+FFFD: byte-level tokens that hold part of
+# a UTF-8 character decode to U+FFFD on their own, and control bytes are never what the user wants
+# inserted (unless their document already holds that character).
+_STRAY = {chr(c) for c in range(32) if chr(c) not in "\t\n\r"} | {"\ufffd"}
+
+
+def _drop_stray_characters(fill: str, document: str) -> str:
+    bad = {c for c in set(fill) & _STRAY if c not in document}
+    return "".join(c for c in fill if c not in bad) if bad else fill
+
+
 def _finish(text: str, holes: list[tuple[int, int]], fills: tuple[str, ...], lang: str | None, mode: str) -> tuple[list[Edit], str]:
     """Post-process each fill, then make sure none adds syntax errors."""
     edits, notes = [], []
     for (start, end), raw in zip(holes, fills):
-        # A byte-level token holding part of a UTF-8 character decodes to U+FFFD on its own; such a
-        # fragment is never what the user wants inserted (unless their document already uses U+FFFD).
-        if "\ufffd" in raw and "\ufffd" not in text:
-            raw = raw.replace("\ufffd", "")
+        raw = _drop_stray_characters(raw, text)
         ctx = FillContext(prefix=text[:start], suffix=text[end:], lang=lang, mode="single" if mode == "single" else "multi")
         fill = run_pipeline(raw, ctx)
         if lang is not None and fill:

@@ -214,8 +214,23 @@ async def test_a_missing_model_directory_is_reported_and_fixable(tiny_dir, tmp_p
         await stop(client)
 
 
-async def test_live_canvas_streams_each_step_to_clients_that_opted_in(tiny_dir):
-    client = await start(_opts(tiny_dir, liveCanvas=True))
+async def test_an_inline_request_never_cancels_a_running_command(tiny_dir):
+    client = await start(_opts(tiny_dir, maxSteps=60, bodySlots=256, singleLineSlots=[8], entropyBound=1e-9, repairRounds=0))
+    try:
+        uri = open_doc(client, DOC)
+        cmd = asyncio.ensure_future(client.workspace_execute_command_async(t.ExecuteCommandParams(command="canvas.fillBody", arguments=[uri, {"line": 10, "character": 4}])))
+        await asyncio.sleep(1.0)
+        inline = await asyncio.wait_for(client.text_document_inline_completion_async(inline_params(uri, 9, 0)), 120)
+        assert isinstance(inline, list)
+        result = await asyncio.wait_for(cmd, 180)  # a result, not a "superseded" error
+        assert "applied" in result
+    finally:
+        await stop(client)
+
+
+async def test_live_canvas_streams_each_step_to_clients_that_opted_in(tiny_dir, tmp_path):
+    log_file = tmp_path / "canvas.log"
+    client = await start(_opts(tiny_dir, liveCanvas=True, logFile=str(log_file)))
     try:
         uri = open_doc(client, DOC.replace("return total / len(values)", "return "))
         await client.text_document_inline_completion_async(inline_params(uri, 5, 11))
@@ -226,6 +241,7 @@ async def test_live_canvas_streams_each_step_to_clients_that_opted_in(tiny_dir):
         assert [s.step for s in steps] == sorted(s.step for s in steps)
         assert all(len(s.spans) == 1 and s.spans[0].range.start.line == 5 and s.spans[0].range.start.character == 11 for s in steps)
         assert client.steps[-1].done is True  # the client is told to clear its live canvas
+        assert "fill" in log_file.read_text()  # the logFile setting is honoured
     finally:
         await stop(client)
 
