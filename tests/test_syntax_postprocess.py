@@ -214,5 +214,5 @@ def test_pipeline_drops_replacement_characters_from_partial_utf8_tokens():
     from canvas_ls.server.pipeline import _finish
 
     text = "x = \n"
-    edits, _ = _finish(text, [(4, 4)], ("out\ufffd\x11 all",), "python", "single")
-    assert edits and edits[0].text == "out all"
+    edits, _ = _finish(text, [(4, 4)], ("out\ufffd\x11 + 1",), "python", "single")
+    assert edits and edits[0].text == "out + 1"
