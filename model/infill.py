@@ -82,7 +82,7 @@ class _Row:
     layout: RowLayout
     state: PrefixState
     seed: int
-    width: int = 0  # the row's own canvas length (the batch may be wider)
+    width: int  # the row's own canvas length (the batch may be wider)
 
 
 class Infiller:
@@ -169,9 +169,10 @@ class Infiller:
         for r in requests:
             r.validate()
 
-        rows: list[_Row] = []
+        # Plan each request: its prompt state, the held token runs, and the slot counts to try.
+        plans = []
         prompt_info = []
-        for i, req in enumerate(requests):
+        for req in requests:
             state = self.prefix.encode(self.prompt_ids(req.text[: req.holes[0][0]]), key=req.cache_key)
             prompt_info.append((len(state), self.prefix.last_reused))
             middles = [self._encode(req.text[a[1] : b[0]]) for a, b in zip(req.holes, req.holes[1:])]
@@ -182,27 +183,23 @@ class Infiller:
             if per_hole < 1:
                 raise CanvasTooSmall(f"the text between the selections needs {sum(map(len, middles))} tokens; the canvas holds {self.loaded.canvas_length}")
             if req.length_candidates:
-                options = [[min(n, per_hole)] for n in sorted(set(req.length_candidates), reverse=True)]
-                options = [o for i, o in enumerate(options) if o not in options[:i]]
+                counts = sorted({min(n, per_hole) for n in req.length_candidates}, reverse=True)
+                options = [[n] for n in counts]
             else:
                 options = [[min(req.max_tokens, per_hole)] * len(req.holes)]
+            # A request's candidates share the largest bucket any of them needs.
+            own = max(bucket_for(needed_length(o, middles, suffix, self.min_suffix_tokens), self.loaded.canvas_length) for o in options)
+            plans.append((state, middles, suffix, options, own))
+
+        # Narrower rows are padded to the batch's width and masked, so batching never changes a fill.
+        width = max(plan[4] for plan in plans)
+        rows: list[_Row] = []
+        for i, (state, middles, suffix, options, own) in enumerate(plans):
             for j, slots in enumerate(options):
-                rows.append(_Row(i, (slots, middles, suffix), state, settings.seed + j))  # type: ignore[arg-type]
-        # Each request gets its own bucket (its candidates share the largest one); narrower rows are
-        # padded to the batch's width and masked, so batching never changes a fill.
-        own_width: dict[int, int] = {}
-        for r in rows:
-            slots, middles, suffix = r.layout  # type: ignore[misc]
-            need = bucket_for(needed_length(slots, middles, suffix, self.min_suffix_tokens), self.loaded.canvas_length)
-            own_width[r.request] = max(own_width.get(r.request, 0), need)
-        width = max(own_width.values())
-        for r in rows:
-            slots, middles, suffix = r.layout  # type: ignore[misc]
-            w = own_width[r.request]
-            lay = lay_out(slots, middles, suffix, w, self.loaded.pad_id)
-            pad = width - w
-            r.layout = RowLayout(ids=lay.ids + (self.loaded.pad_id,) * pad, hole=lay.hole + (-1,) * pad, slots=lay.slots)
-            r.width = w
+                lay = lay_out(slots, middles, suffix, own, self.loaded.pad_id)
+                pad = width - own
+                layout = RowLayout(ids=lay.ids + (self.loaded.pad_id,) * pad, hole=lay.hole + (-1,) * pad, slots=lay.slots)
+                rows.append(_Row(i, layout, state, settings.seed + j, own))
 
         out = self._run(rows, settings, on_step, cancelled, [judges[r.request] for r in rows])
         return self._pick(requests, rows, out, judges, prompt_info, width, time.perf_counter() - t0)

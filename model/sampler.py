@@ -69,7 +69,6 @@ class DenoiseOutput:
     ids: torch.Tensor  # (batch, canvas) final canvas
     token_logp: torch.Tensor  # (batch, canvas) log-probability of each committed token when committed
     forward_passes: int
-    rows_steps: list[int]  # forward passes each row needed
     repairs: list[int]  # repair rounds each row used
 
 
@@ -183,7 +182,6 @@ def denoise(
     sc_logits = None
     round_step = [0] * n_rows  # step within the current round, per row (drives temperature and the budget)
     round_budget = [settings.max_steps] * n_rows
-    rows_steps = [0] * n_rows
     repairs = [0] * n_rows
     active = [True] * n_rows
     forward_passes = 0
@@ -230,7 +228,6 @@ def denoise(
             if not active[r]:
                 continue
             round_step[r] += 1
-            rows_steps[r] += 1
             if not done[r]:
                 continue
             reopen = repair(r, ids[r]) if (repair is not None and repairs[r] < settings.repair_rounds) else []
@@ -246,4 +243,4 @@ def denoise(
         if on_step is not None:
             on_step(StepEvent(forward_passes, settings.max_steps, int((committed & ~batch.held).sum()), slots, ids, ~committed))
 
-    return DenoiseOutput(ids=ids, token_logp=token_logp, forward_passes=forward_passes, rows_steps=rows_steps, repairs=repairs)
+    return DenoiseOutput(ids=ids, token_logp=token_logp, forward_passes=forward_passes, repairs=repairs)

@@ -28,9 +28,10 @@ def _setup_logging(level: str, log_file: str | None) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level, args.log_file)
     from .lsp import server
+    from .settings import parse_settings
 
     if args.model:
-        server.settings, _ = __import__("canvas_ls.server.settings", fromlist=["parse_settings"]).parse_settings({"modelPath": args.model})
+        server.settings, _ = parse_settings({"modelPath": args.model})
     server.start_io()
     return 0
 

@@ -234,9 +234,7 @@ async def on_inline_completion(ls: CanvasServer, params: t.InlineCompletionParam
         text, enc = doc.source, ls.encoding
         starts = line_starts(text)
         offset = to_offset(text, params.position.line, params.position.character, enc, starts)
-        lang = ls.language(doc)
-        pipeline.check_document(text, ls.settings)
-        settings = ls.settings
+        lang, settings = ls.language(doc), ls.settings
 
         def work(infiller, text, on_step, cancelled):
             return pipeline.complete_at(infiller, text, offset, lang, settings, cache_key=uri, on_step=on_step, cancelled=cancelled)
@@ -247,7 +245,7 @@ async def on_inline_completion(ls: CanvasServer, params: t.InlineCompletionParam
     if ls.workspace.get_text_document(uri).version != version:
         log.info("document changed while filling: stale completion dropped")
         return []
-    starts = line_starts(text)
+    # Same version, so `text` is the snapshot `starts` was computed from.
     return [
         t.InlineCompletionItem(insert_text=e.text, range=_range(text, e.start, e.end, ls.encoding, starts))
         for e in outcome.edits
@@ -357,7 +355,9 @@ def on_code_action(ls: CanvasServer, params: t.CodeActionParams) -> list[t.CodeA
         doc = ls.document(uri)
         text, enc = doc.source, ls.encoding
         starts = line_starts(text)
-        a, b = _parse_range(text, {"start": {"line": params.range.start.line, "character": params.range.start.character}, "end": {"line": params.range.end.line, "character": params.range.end.character}}, enc, starts)
+        r = params.range
+        a = to_offset(text, r.start.line, r.start.character, enc, starts)
+        b = to_offset(text, r.end.line, r.end.character, enc, starts)
     except BadRequest:
         return []
     actions = []

@@ -141,7 +141,7 @@ def run_fill(
     on_step: Callable[[StepEvent], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> FillOutcome:
-    check_document(text, settings)
+    """Fill `holes`; callers have run check_document (the entry points below do, before parsing)."""
     request = FillRequest(
         text=text,
         holes=tuple(holes),
@@ -198,6 +198,7 @@ def complete_at(infiller: Infiller, text: str, offset: int, lang: str | None, se
 
 
 def fill_selections(infiller: Infiller, text: str, spans: list[tuple[int, int]], lang: str | None, settings: ServerSettings, **kw) -> FillOutcome:
+    check_document(text, settings)
     if not spans:
         raise BadRequest("no range to fill")
     spans = sorted(spans)
@@ -211,6 +212,7 @@ def fill_selections(infiller: Infiller, text: str, spans: list[tuple[int, int]],
 
 
 def fill_body(infiller: Infiller, text: str, offset: int, lang: str | None, settings: ServerSettings, **kw) -> FillOutcome:
+    check_document(text, settings)
     if lang is None:
         raise BadRequest("fillBody needs a grammar to find the function; this language is not supported (python, javascript, typescript, tsx, go, rust, lua are)")
     if not 0 <= offset <= len(text):
