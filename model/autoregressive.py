@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from transformers.cache_utils import DynamicCache
 
+from .kv import cache_arg
 from .sampler import FillCancelled
 
 
@@ -40,7 +41,8 @@ def decode_left_to_right(
     while len(out) < max_new_tokens:
         if cancelled is not None and cancelled():
             raise FillCancelled()
-        hidden = model.model.encoder(input_ids=ids, past_key_values=cache, position_ids=positions, use_cache=True).last_hidden_state
+        encoder = model.model.encoder
+        hidden = encoder(input_ids=ids, position_ids=positions, use_cache=True, **cache_arg(encoder, cache)).last_hidden_state
         logits = model.lm_head(hidden[:, -1]).float()  # (1, vocab)
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .canvas import CanvasTooSmall, RowLayout, bucket_for, lay_out, needed_length
-from .kv import PrefixEncoder, PrefixState
+from .kv import PrefixEncoder, PrefixState, cache_arg
 from .loading import LoadedModel
 from .sampler import CanvasBatch, DenoiseOutput, NoiseSpec, StepEvent, denoise, make_generators
 from .settings import SamplerSettings
@@ -217,7 +217,7 @@ class Infiller:
 
         def step_fn(canvas: torch.Tensor, sc_logits: torch.Tensor | None) -> torch.Tensor:
             return model(
-                past_key_values=cache,
+                **cache_arg(model, cache),
                 decoder_input_ids=canvas,
                 self_conditioning_logits=sc_logits,
                 decoder_position_ids=positions,

@@ -9,11 +9,25 @@ transformers' own encoder leaves behind (sliding layers hold their last `window 
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cache as _once
 
 import torch
 from transformers.cache_utils import DynamicCache
+
+
+@_once
+def _cache_keyword(cls: type) -> str:
+    # transformers renamed `past_key_values` to `cache` (deprecated in 5.2x, gone in 5.40); older
+    # releases we accept know only the old name. Passing the right one keeps fills free of warnings.
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+
+
+def cache_arg(module: torch.nn.Module, cache) -> dict:
+    """The keyword argument that hands `cache` to `module`'s forward, for this transformers."""
+    return {_cache_keyword(type(module)): cache}
 
 
 @dataclass
@@ -34,11 +48,17 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
+def _crop(state: PrefixState, n: int) -> PrefixState:
+    """The first n tokens of a prompt's state (causal: their K/V do not depend on what follows)."""
+    return PrefixState(ids=state.ids[:n], keys=[k[:, :, :n] for k in state.keys], values=[v[:, :, :n] for v in state.values])
+
+
 class PrefixEncoder:
     """Encodes prompts with the model's encoder, reusing earlier work per document key (LRU)."""
 
-    def __init__(self, model: torch.nn.Module, max_entries: int = 4):
+    def __init__(self, model: torch.nn.Module, max_entries: int = 4, chunk: int = 64):
         self.model = model
+        self.chunk = chunk  # prompts are encoded, and reused, in whole chunks of this many tokens
         text_cfg = model.config.text_config
         self.is_sliding = [t == "sliding_attention" for t in text_cfg.layer_types]
         self.window = int(text_cfg.sliding_window)
@@ -54,15 +74,25 @@ class PrefixEncoder:
 
     @torch.inference_mode()
     def encode(self, ids: list[int], key: str | None = None) -> PrefixState:
-        """K/V for `ids`; with a key, reuses the longest common prefix of that key's last prompt."""
+        """K/V for `ids`; with a key, reuses the longest common prefix of that key's last prompt.
+
+        The prompt is always encoded in chunks of `chunk` tokens that start at multiples of `chunk`,
+        and only whole chunks are reused. Each chunk's computation then sees exactly the same inputs
+        (the same earlier K/V, tokens and positions) whether the prompt is fresh or reused, so the K/V
+        are bitwise equal: a fill does not depend on what the server filled before. (Re-encoding an
+        arbitrary tail differs from a fresh encode by ~1e-7, enough to flip a sampling decision.)
+        """
         if not ids:
             raise ValueError("the prompt must hold at least one token (the <bos>)")
         old = self._lru.get(key) if key is not None else None
-        keep = _common_prefix(old.ids, ids) if old is not None else 0
-        if keep == len(ids):  # identical prompt: nothing to run
-            state = old
+        common = _common_prefix(old.ids, ids) if old is not None else 0
+        if old is not None and common == len(ids) == len(old.ids):  # identical prompt: nothing to run
+            state, keep = old, common
         else:
-            state = self._extend(old, keep, ids)
+            keep = common // self.chunk * self.chunk
+            state = _crop(old, keep) if keep else None
+            for end in range(keep + self.chunk, len(ids) + self.chunk, self.chunk):
+                state = self._extend(state, len(state) if state else 0, ids[: min(end, len(ids))])
         self.last_reused = keep
         if key is not None:
             self._lru[key] = state
@@ -76,7 +106,8 @@ class PrefixEncoder:
         device = self.model.device
         tail = torch.tensor([ids[keep:]], dtype=torch.long, device=device)  # (1, t)
         positions = torch.arange(keep, len(ids), device=device)[None]  # (1, t)
-        self.model.model.encoder(input_ids=tail, past_key_values=cache, position_ids=positions, use_cache=True)
+        encoder = self.model.model.encoder
+        encoder(input_ids=tail, position_ids=positions, use_cache=True, **cache_arg(encoder, cache))
         t = tail.shape[1]
         keys, values = [], []
         for i, layer in enumerate(cache.layers):

@@ -58,6 +58,11 @@ class StepEvent:
     render: Callable[[int], tuple[str, ...]] | None = field(default=None, repr=False)
     # Set by the server's pipeline: (start, end) character spans of the holes in the document.
     holes: tuple[tuple[int, int], ...] = ()
+    # What users are shown: the step within the current round, that round's budget, and which repair
+    # round it is (0: the first denoising). Repair rounds restart the count with a shorter budget.
+    round_step: int = 0
+    round_steps: int = 0
+    repair: int = 0
 
     def canvas(self) -> tuple[list[list[int]], list[list[bool]]]:
         """Host copies of the canvas ids and the still-open mask (costs a device sync)."""
@@ -241,6 +246,13 @@ def denoise(
             else:
                 active[r] = False
         if on_step is not None:
-            on_step(StepEvent(forward_passes, settings.max_steps, int((committed & ~batch.held).sum()), slots, ids, ~committed))
+            # Label the step by the row in the latest round (a repairing row, if any); rows that
+            # finished this step count as done with the round they were in.
+            r = max(range(n_rows), key=lambda i: (repairs[i], active[i]))
+            shown = round_step[r] if active[r] or repairs[r] == 0 else round_budget[r]
+            on_step(StepEvent(
+                forward_passes, settings.max_steps, int((committed & ~batch.held).sum()), slots, ids, ~committed,
+                round_step=min(max(shown, 1), round_budget[r]), round_steps=round_budget[r], repair=repairs[r],
+            ))
 
     return DenoiseOutput(ids=ids, token_logp=token_logp, forward_passes=forward_passes, repairs=repairs)

@@ -26,10 +26,11 @@ def _setup_logging(level: str, log_file: str | None) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    _setup_logging(args.log_level, args.log_file)
+    _setup_logging(args.log_level or "warning", args.log_file)
     from .lsp import server
     from .settings import parse_settings
 
+    server.cli_log_level = args.log_level  # the command line's level wins over the logLevel setting
     if args.model:
         server.settings, _ = parse_settings({"modelPath": args.model})
     server.start_io()
@@ -37,86 +38,177 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace):
+    """Server settings from the command line: the shortcut flags, then every --set NAME=VALUE.
+
+    Invalid values stop the command (exit 2) with the reason; nothing falls back silently."""
     from .settings import parse_settings
 
-    raw = {"device": args.device, "dtype": args.dtype, "maxSteps": args.steps, "seed": args.seed}
-    if args.model:
-        raw["modelPath"] = args.model
+    raw: dict = {}
+    for flag, name in (("device", "device"), ("dtype", "dtype"), ("steps", "maxSteps"), ("seed", "seed"), ("model", "modelPath")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            raw[name] = value
+    for item in args.set or ():
+        name, _, value = item.partition("=")
+        raw[name.strip()] = _setting_value(value)
     settings, problems = parse_settings(raw)
     if problems:
-        raise SystemExit("canvas-ls: " + "; ".join(problems))
+        args.parser.error("invalid setting: " + "; ".join(problems))
     return settings
+
+
+def _setting_value(text: str):
+    """--set values are JSON where they parse (numbers, true, [8, 16]), else plain strings (paths)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 _POS = re.compile(r"^(\d+):(\d+)$")
 _RANGE = re.compile(r"^(\d+):(\d+)-(\d+):(\d+)$")
 
 
-def _offset(text: str, line: int, col: int) -> int:
-    """1-based line and column (in characters) -> offset."""
-    from .positions import to_offset
+def _position_arg(value: str) -> tuple[int, int]:
+    m = _POS.match(value)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected LINE:COL (1-based), got {value!r}")
+    return int(m[1]), int(m[2])
 
-    return to_offset(text, line - 1, col - 1, "utf-32")
+
+def _range_arg(value: str) -> tuple[int, int, int, int]:
+    m = _RANGE.match(value)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected L1:C1-L2:C2 (1-based), got {value!r}")
+    return int(m[1]), int(m[2]), int(m[3]), int(m[4])
+
+
+def _line_arg(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a line number (1-based), got {value!r}")
+    return int(value)
+
+
+class _Positions:
+    """1-based LINE:COL (columns in characters) <-> offsets, with errors in the same terms."""
+
+    def __init__(self, text: str, parser: argparse.ArgumentParser) -> None:
+        from .positions import line_starts
+
+        self.text, self.parser, self.starts = text, parser, line_starts(text)
+
+    def line_length(self, line: int) -> int:
+        begin = self.starts[line - 1]
+        end = self.starts[line] - 1 if line < len(self.starts) else len(self.text)
+        return len(self.text[begin:end].rstrip("\r"))
+
+    def offset(self, line: int, col: int, what: str) -> int:
+        if line < 1 or col < 1:
+            self.parser.error(f"{what} {line}:{col}: lines and columns start at 1")
+        if line > len(self.starts):
+            self.parser.error(f"{what} {line}:{col}: line {line} is past the end of the file ({len(self.starts)} lines)")
+        length = self.line_length(line)
+        if col > length + 1:
+            self.parser.error(f"{what} {line}:{col}: column {col} is past the end of line {line} ({length} characters, so columns 1..{length + 1})")
+        return self.starts[line - 1] + col - 1
+
+    def position(self, offset: int) -> dict:
+        from .positions import to_position
+
+        line, col = to_position(self.text, offset, "utf-32", self.starts)
+        return {"line": line + 1, "col": col + 1}
+
+
+def _read_document(args: argparse.Namespace) -> tuple[str, str]:
+    """(text, display name). Bytes are decoded as they are: CRLF stays CRLF (no universal newlines)."""
+    if args.file == "-":
+        data, name = sys.stdin.buffer.read(), "<stdin>"
+    else:
+        try:
+            data, name = Path(args.file).read_bytes(), args.file
+        except OSError as exc:
+            args.parser.error(f"cannot read {args.file}: {exc.strerror or exc}")
+    try:
+        return data.decode("utf-8"), name
+    except UnicodeDecodeError as exc:
+        args.parser.error(f"{name} is not UTF-8 text: {exc}")
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _printable(text: str) -> str:
+    """Step renderings may hold any token: show control characters escaped, never raw."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
 
 
 def cmd_fill(args: argparse.Namespace) -> int:
-    _setup_logging("warning" if not args.verbose else "info", None)
-    from canvas_ls.model.loading import ModelLoadError
-    from canvas_ls.server.syntax import language_for
+    _setup_logging("info" if args.verbose else "warning", None)
+    from canvas_ls.server.syntax import SUPPORTED, language_for
 
     from . import pipeline
+
+    # Everything about the request is checked before the model loads: the document, the positions
+    # (1-based, in the user's terms), the settings.
+    text, name = _read_document(args)
+    settings = _settings(args)
+    pos = _Positions(text, args.parser)
+    lang = args.lang or language_for(None, name if args.file != "-" else "")
+    if args.lang and args.lang not in SUPPORTED:
+        args.parser.error(f"--lang {args.lang!r}: expected one of {', '.join(SUPPORTED)}")
+    if lang is None:
+        print(f"canvas-ls: {name}: plain text, no syntax checks (syntax-aware languages: {', '.join(SUPPORTED)}; --lang sets one)", file=sys.stderr)
+    try:
+        pipeline.check_document(text, settings)
+    except pipeline.BadRequest as exc:
+        args.parser.error(str(exc))
+    if args.at:
+        offset = pos.offset(*args.at, "--at")
+        request = lambda inf, **kw: pipeline.complete_at(inf, text, offset, lang, settings, **kw)  # noqa: E731
+    elif args.range:
+        spans = []
+        for l1, c1, l2, c2 in args.range:
+            what = f"--range {l1}:{c1}-{l2}:{c2}"
+            a, b = pos.offset(l1, c1, what), pos.offset(l2, c2, what)
+            if b < a:
+                args.parser.error(f"{what} is reversed: its end comes before its start")
+            spans.append((a, b))
+        request = lambda inf, **kw: pipeline.fill_selections(inf, text, spans, lang, settings, **kw)  # noqa: E731
+    else:
+        if lang is None:
+            args.parser.error(f"--body needs a syntax-aware language to find the function ({', '.join(SUPPORTED)})")
+        offset = pos.offset(args.body, 1, "--body")
+        request = lambda inf, **kw: pipeline.fill_body(inf, text, offset, lang, settings, **kw)  # noqa: E731
+
+    from canvas_ls.model.loading import ModelLoadError
+
     from .model_host import ModelHost
 
-    path = Path(args.file)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SystemExit(f"canvas-ls: cannot read {path}: {exc}")
-    settings = _settings(args)
-    lang = language_for(None, str(path))
     try:
         infiller = ModelHost().get(settings)
     except ModelLoadError as exc:
-        raise SystemExit(f"canvas-ls: {exc}")
+        print(f"canvas-ls: model not loaded: {exc}", file=sys.stderr)
+        return 1
 
     on_step = None
     if args.show_steps:
         def on_step(event):
             texts = event.render(0) if event.render else ()
-            print(f"--- step {event.step}: {event.committed}/{event.slots} slots committed", file=sys.stderr)
+            print(f"--- {pipeline.step_label(event)}: {event.committed}/{event.slots} slots committed", file=sys.stderr)
             for i, s in enumerate(texts):
-                print(("" if len(texts) == 1 else f"[hole {i + 1}] ") + s, file=sys.stderr)
+                print(("" if len(texts) == 1 else f"[hole {i + 1}] ") + _printable(s), file=sys.stderr)
 
     try:
-        if args.at:
-            m = _POS.match(args.at)
-            if not m:
-                raise pipeline.BadRequest(f"--at takes LINE:COL, got {args.at!r}")
-            outcome = pipeline.complete_at(infiller, text, _offset(text, int(m[1]), int(m[2])), lang, settings, on_step=on_step)
-        elif args.range:
-            spans = []
-            for r in args.range:
-                m = _RANGE.match(r)
-                if not m:
-                    raise pipeline.BadRequest(f"--range takes L1:C1-L2:C2, got {r!r}")
-                spans.append((_offset(text, int(m[1]), int(m[2])), _offset(text, int(m[3]), int(m[4]))))
-            outcome = pipeline.fill_selections(infiller, text, spans, lang, settings, on_step=on_step)
-        else:
-            line = int(args.body)
-            outcome = pipeline.fill_body(infiller, text, _offset(text, line, 1) if line > 0 else -1, lang, settings, on_step=on_step)
+        outcome = request(infiller, on_step=on_step)
     except pipeline.BadRequest as exc:
-        raise SystemExit(f"canvas-ls: {exc}")
+        print(f"canvas-ls: {exc}", file=sys.stderr)
+        return 1
 
     r = outcome.result
     if args.json:
-        from .positions import to_position
-
-        spans = []
-        for e in outcome.edits:
-            a, b = to_position(text, e.start, "utf-32"), to_position(text, e.end, "utf-32")
-            spans.append({"start": {"line": a[0] + 1, "col": a[1] + 1}, "end": {"line": b[0] + 1, "col": b[1] + 1}, "text": e.text})
+        spans = [{"start": pos.position(e.start), "end": pos.position(e.end), "text": e.text} for e in outcome.edits]
         print(json.dumps({
-            "file": str(path), "mode": outcome.mode, "spans": spans, "note": outcome.note,
+            "file": name, "language": lang or "plaintext", "mode": outcome.mode, "spans": spans, "note": outcome.note,
             "seconds": round(r.seconds, 4) if r else None, "steps": r.forward_passes if r else 0,
             "tokens": r.tokens if r else 0, "tokensPerPass": round(r.tokens_per_pass, 3) if r else 0,
             "canvasLength": r.canvas_length if r else None, "candidates": r.candidates if r else 0,
@@ -126,10 +218,25 @@ def cmd_fill(args: argparse.Namespace) -> int:
     out = text
     for e in sorted(outcome.edits, key=lambda e: e.start, reverse=True):
         out = out[: e.start] + e.text + out[e.end :]
-    sys.stdout.write(out)
-    if not outcome.edits:
-        print(f"canvas-ls: no fill: {outcome.note}", file=sys.stderr)
+    sys.stdout.buffer.write(out.encode("utf-8"))  # bytes: the document's own newlines, untranslated
+    sys.stdout.flush()
+    print(_summary(outcome, infiller.loaded.describe()), file=sys.stderr)
     return 0
+
+
+def _summary(outcome, model: str) -> str:
+    """One line for stderr after a plain fill: what was filled, how long it took, with which model."""
+    r = outcome.result
+    if not outcome.edits:
+        what = f"no fill: {outcome.note or 'nothing to fill'}"
+    else:
+        chars = sum(len(e.text) for e in outcome.edits)
+        what = f"{outcome.mode} fill: {len(outcome.edits)} span(s), {chars} characters"
+    if r is not None:
+        what += f"; {r.seconds:.2f} s, {r.forward_passes} passes, {r.tokens_per_pass:.1f} tokens/pass"
+        if r.repairs:
+            what += f", {r.repairs} repair round(s)"
+    return f"canvas-ls: {what}; model {model}"
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -198,13 +305,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         example.write_text(DEMO)
     text = example.read_text()
     line_no = next(i for i, l in enumerate(text.splitlines(), 1) if l.rstrip().endswith("return")) if not args.at else None
-    at = args.at or f"{line_no}:{len(text.splitlines()[line_no - 1]) + 1}"
+    at = args.at or (line_no, len(text.splitlines()[line_no - 1]) + 1)
     if not default_model_path() and not args.model:
         print("canvas-ls demo: no trained model is bundled yet, so this uses a tiny RANDOM-WEIGHT model.\n"
               "Its output is noise: the demo shows the machinery (canvas, steps, post-processing), not quality.\n", file=sys.stderr)
-    print(f"canvas-ls demo: filling {example} at {at}\n{text}", file=sys.stderr)
-    ns = argparse.Namespace(file=str(example), at=at, range=None, body=None, json=False, show_steps=True, verbose=False,
-                            model=args.model, device=args.device, dtype=args.dtype, steps=args.steps, seed=args.seed)
+    print(f"canvas-ls demo: filling {example} at {at[0]}:{at[1]}\n{text}", file=sys.stderr)
+    ns = argparse.Namespace(**{**vars(args), "file": str(example), "at": at, "range": None, "body": None, "json": False,
+                               "show_steps": True, "verbose": False, "lang": None})
     print("=== filled file ===", file=sys.stderr)
     return cmd_fill(ns)
 
@@ -215,25 +322,29 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def model_args(p):
-        p.add_argument("--model", help="checkpoint directory (default: bundled, else a tiny random demo model)")
-        p.add_argument("--device", default="auto")
-        p.add_argument("--dtype", default="auto")
-        p.add_argument("--steps", type=int, default=16, help="most denoising steps")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--model", help="checkpoint directory (setting modelPath; default: bundled, else a tiny random demo model)")
+        p.add_argument("--device", help="setting device: auto, cpu, cuda, cuda:N or mps")
+        p.add_argument("--dtype", help="setting dtype: auto, float32, bfloat16 or float16")
+        p.add_argument("--steps", type=int, help="setting maxSteps: most denoising steps per round")
+        p.add_argument("--seed", type=int, help="setting seed")
+        p.add_argument("--set", metavar="NAME=VALUE", action="append",
+                       help="any server setting (README's configuration table), e.g. --set threads=1 --set singleLineSlots=[16]; repeatable")
+        p.set_defaults(parser=p)
 
     p = sub.add_parser("serve", help="speak LSP over stdio")
     p.add_argument("--model", help="checkpoint directory (overridden by the client's modelPath setting)")
     p.add_argument("--log-file")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides the logLevel setting (default warning)")
     p.add_argument("--stdio", action="store_true", help="accepted for clients that add it; stdio is the only transport")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("fill", help="fill a hole in a file and print the result")
-    p.add_argument("file")
+    p.add_argument("file", help="the file, or - for standard input")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--at", metavar="LINE:COL", help="complete at this position (1-based)")
-    where.add_argument("--range", metavar="L1:C1-L2:C2", action="append", help="fill this range; repeat for several, filled jointly")
-    where.add_argument("--body", metavar="LINE", help="regenerate the body of the function around this line")
+    where.add_argument("--at", metavar="LINE:COL", type=_position_arg, help="complete at this position (1-based)")
+    where.add_argument("--range", metavar="L1:C1-L2:C2", type=_range_arg, action="append", help="fill this range; repeat for several, filled jointly")
+    where.add_argument("--body", metavar="LINE", type=_line_arg, help="regenerate the body of the function around this line")
+    p.add_argument("--lang", help="language of the text (default: from the file name; needed for stdin)")
     p.add_argument("--json", action="store_true", help="print the filled spans with timing, steps and tokens per pass")
     p.add_argument("--show-steps", action="store_true", help="print the canvas at each step (stderr)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -246,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("demo", help="fill an example file, showing each denoising step")
     p.add_argument("file", nargs="?")
-    p.add_argument("--at", metavar="LINE:COL")
+    p.add_argument("--at", metavar="LINE:COL", type=_position_arg)
     model_args(p)
     p.set_defaults(func=cmd_demo)
 

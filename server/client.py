@@ -10,6 +10,7 @@ import sys
 import uuid
 
 from lsprotocol import types as t
+from pygls.exceptions import JsonRpcInternalError
 from pygls.lsp.client import LanguageClient
 
 
@@ -20,7 +21,7 @@ class RecordingClient(LanguageClient):
         self.progress: list = []
         self.steps: list[dict] = []
         self.applied: list[t.ApplyWorkspaceEditParams] = []
-        self.apply_result = True
+        self.apply_result: bool | None | str = True  # False: refused; None: answers null; "error": an error
 
         @self.feature(t.WINDOW_SHOW_MESSAGE)
         def _msg(params):
@@ -37,6 +38,10 @@ class RecordingClient(LanguageClient):
         @self.feature(t.WORKSPACE_APPLY_EDIT)
         def _apply(params: t.ApplyWorkspaceEditParams):
             self.applied.append(params)
+            if self.apply_result == "error":
+                raise JsonRpcInternalError(message="the editor could not apply the edit")
+            if self.apply_result is None:
+                return None
             return t.ApplyWorkspaceEditResult(applied=self.apply_result)
 
         @self.feature(t.WINDOW_WORK_DONE_PROGRESS_CREATE)
@@ -47,9 +52,11 @@ class RecordingClient(LanguageClient):
         return await self.protocol.send_request_async(method, params, msg_id=msg_id)
 
 
-async def start(init_options: dict, progress: bool = True) -> RecordingClient:
+async def start(init_options: dict, progress: bool = True, log_level: str | None = "debug", env: dict | None = None) -> RecordingClient:
+    """Start `canvas-ls serve` (logging at `log_level`; None: the server's own default) and initialize it."""
     client = RecordingClient()
-    await client.start_io(sys.executable, "-m", "canvas_ls.server.cli", "serve", "--log-level", "debug")
+    args = ["serve"] + (["--log-level", log_level] if log_level else [])
+    await client.start_io(sys.executable, "-m", "canvas_ls.server.cli", *args, env=env)
     caps = t.ClientCapabilities(window=t.WindowClientCapabilities(work_done_progress=progress))
     result = await client.initialize_async(t.InitializeParams(capabilities=caps, initialization_options=init_options))
     client.server_capabilities = result.capabilities

@@ -563,7 +563,7 @@ class Engine:
                     texts = self.infiller._render_holes(layout["rows"][k0].layout, event, k0)
                 if committed >= slots:
                     job.step_done = True  # finished rows do not change while the batch goes on
-                frame = encode(StepMsg(job.id, event.step, event.max_steps, committed, slots, list(texts)))
+                frame = encode(StepMsg(job.id, event.step, event.max_steps, committed, slots, list(texts), event.round_step, event.round_steps, event.repair))
                 self._post_step(job, frame)
 
         return on_step

@@ -113,8 +113,9 @@ class RemoteLoaded:
 class RemoteStepEvent:
     """What on_step receives for a remote fill (the fields of model.sampler.StepEvent that cross)."""
 
-    def __init__(self, step: int, max_steps: int, committed: int, slots: int, texts: tuple[str, ...]) -> None:
+    def __init__(self, step: int, max_steps: int, committed: int, slots: int, texts: tuple[str, ...], round_step: int = 0, round_steps: int = 0, repair: int = 0) -> None:
         self.step, self.max_steps, self.committed, self.slots = step, max_steps, committed, slots
+        self.round_step, self.round_steps, self.repair = round_step, round_steps, repair
         self.texts = texts
         self.holes: tuple[tuple[int, int], ...] = ()  # set by the pipeline, as for StepEvent
         self.render = lambda row=0: self.texts
@@ -458,7 +459,7 @@ class RemoteInfiller:
                     heard = True
                     if isinstance(m, StepMsg):
                         if on_step is not None:
-                            on_step(RemoteStepEvent(m.step, m.max_steps, m.committed, m.slots, tuple(m.texts)))
+                            on_step(RemoteStepEvent(m.step, m.max_steps, m.committed, m.slots, tuple(m.texts), m.round_step, m.round_steps, m.repair))
                     elif isinstance(m, ResultMsg):
                         answered = True
                         self.last_result = m

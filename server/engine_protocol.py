@@ -105,6 +105,9 @@ class StepMsg(Msg, tag="step"):
     committed: int  # committed hole slots of this request (all its candidate rows)
     slots: int  # hole slots of this request
     texts: list[str]  # per hole: the canvas as text, open slots drawn as "·" (model.infill.OPEN_SLOT)
+    round_step: int = 0  # model.sampler.StepEvent's user-facing labels
+    round_steps: int = 0
+    repair: int = 0
 
 
 class ResultMsg(Msg, tag="result"):

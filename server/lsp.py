@@ -31,6 +31,24 @@ from .syntax import function_body, language_for
 
 log = logging.getLogger("canvas_ls.lsp")
 
+APPLY_EDIT_TIMEOUT = 30.0  # seconds a client may take to answer workspace/applyEdit
+
+
+class QuietAnsweredErrors(logging.Filter):
+    """pygls logs every error a handler raises with its full (chained) traceback, even the ones we
+    raise on purpose and answer with a clear message (bad params, superseded fills, model not
+    loaded): one 40-line traceback per inline request in an editor's log. Those keep their one-line
+    log from our side; the traceback only shows at debug level. Unexpected exceptions keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, JsonRpcException) and not log.isEnabledFor(logging.DEBUG):
+            return False
+        return True
+
+
+logging.getLogger("pygls.protocol.json_rpc").addFilter(QuietAnsweredErrors())
+
 FILL_SELECTION = "canvas.fillSelection"
 FILL_BODY = "canvas.fillBody"
 STATUS = "canvas.status"
@@ -44,10 +62,12 @@ class CanvasServer(LanguageServer):
         self.host = ModelHost()
         self.jobs = FillJobs()
         self.client_progress = False
+        self.cli_log_level: str | None = None  # `serve --log-level`, which wins over the logLevel setting
 
     # ---- user-facing messages ----
-    def show_error(self, message: str) -> None:
-        log.error(message)
+    def show_error(self, message: str, *, logged: bool = False) -> None:
+        if not logged:
+            log.error(message)
         self.window_show_message(t.ShowMessageParams(type=t.MessageType.Error, message=f"canvas-ls: {message}"))
 
     def show_warning(self, message: str) -> None:
@@ -58,8 +78,8 @@ class CanvasServer(LanguageServer):
         settings, problems = parse_settings(raw, self.settings)
         self.settings = settings
         if problems:
-            self.show_warning("invalid settings, defaults used for them: " + "; ".join(problems))
-        logging.getLogger("canvas_ls").setLevel(settings.logLevel.upper())
+            self.show_warning("invalid settings, their defaults are used: " + "; ".join(problems))
+        logging.getLogger("canvas_ls").setLevel((self.cli_log_level or settings.logLevel).upper())
         self._log_to_file(settings.logFile)
 
     def _log_to_file(self, path: str) -> None:
@@ -113,7 +133,7 @@ class CanvasServer(LanguageServer):
 
             def on_step(event):
                 if progress is not None:
-                    loop.call_soon_threadsafe(progress.report, event.step, event.max_steps, event.committed, event.slots)
+                    loop.call_soon_threadsafe(progress.report, pipeline.step_label(event), event.committed, event.slots)
                 if live and event.render is not None:
                     texts = event.render(0)
                     loop.call_soon_threadsafe(self.send_step, uri, version, text, event.step, event.max_steps, texts, event.holes)
@@ -133,8 +153,7 @@ class CanvasServer(LanguageServer):
             # such as Neovim report (they drop RequestCancelled answers silently).
             log.info("[%d] superseded by a newer request", request_id)
             raise JsonRpcException(message="fill superseded by a newer request", code=-32802)
-        except ModelLoadError as exc:
-            self.show_error(f"model not loaded: {exc}")
+        except ModelLoadError as exc:  # ModelHost logged it once; the user saw it at load time
             raise JsonRpcInternalError(message=f"model not loaded: {exc}")
         except EngineDied as exc:  # the fill was lost, nothing applied; the next fill restarts the engine
             log.warning("[%d] %s", request_id, exc)
@@ -166,15 +185,15 @@ class Progress:
     def __init__(self, ls: CanvasServer, token) -> None:
         self.ls, self.token = ls, token
 
-    def begin(self) -> None:
-        self.ls.work_done_progress.begin(self.token, t.WorkDoneProgressBegin(title="canvas-ls: filling", percentage=0, cancellable=False))
+    def begin(self, title: str = "canvas-ls: filling") -> None:
+        self.ls.work_done_progress.begin(self.token, t.WorkDoneProgressBegin(title=title, percentage=0, cancellable=False))
 
-    def report(self, step: int, max_steps: int, committed: int, slots: int) -> None:
+    def report(self, label: str, committed: int, slots: int) -> None:
         pct = int(100 * committed / slots) if slots else 100
-        self.ls.work_done_progress.report(self.token, t.WorkDoneProgressReport(message=f"step {step}/{max_steps}", percentage=pct))
+        self.ls.work_done_progress.report(self.token, t.WorkDoneProgressReport(message=label, percentage=pct))
 
-    def end(self) -> None:
-        self.ls.work_done_progress.end(self.token, t.WorkDoneProgressEnd(message="done"))
+    def end(self, message: str = "done") -> None:
+        self.ls.work_done_progress.end(self.token, t.WorkDoneProgressEnd(message=message))
 
 
 server = CanvasServer()
@@ -196,15 +215,25 @@ def on_initialize(ls: CanvasServer, params: t.InitializeParams) -> None:
     ls.apply_settings(params.initialization_options)
 
 
+async def load_model_in_background(ls: CanvasServer) -> None:
+    """Load the model on the model thread right away (so the first completion does not pay for it),
+    with $/progress "loading model" for clients that show progress. A failure is shown once."""
+    settings = ls.settings
+    progress = Progress(ls, _progress_token(ls)) if ls.client_progress else None
+    if progress is not None:
+        progress.begin("canvas-ls: loading model")
+    try:
+        await ls.jobs.submit(lambda: ls.host.get(settings))
+    except Exception as exc:  # ModelLoadError, and never let a warm-up failure take the server down
+        ls.show_error(f"model not loaded: {exc}", logged=isinstance(exc, ModelLoadError))
+    finally:
+        if progress is not None:
+            progress.end("model loaded" if ls.host.error is None else "model not loaded")
+
+
 @server.feature(t.INITIALIZED)
 async def on_initialized(ls: CanvasServer, params: t.InitializedParams) -> None:
-    settings = ls.settings
-    try:  # load now, so the first completion does not wait for it
-        await ls.jobs.submit(lambda: ls.host.get(settings))
-    except ModelLoadError as exc:
-        ls.show_error(f"model not loaded: {exc}")
-    except Exception as exc:  # never let a warm-up failure take the server down
-        ls.show_error(f"model not loaded: {exc}")
+    await load_model_in_background(ls)
 
 
 @server.feature(t.WORKSPACE_DID_CHANGE_CONFIGURATION)
@@ -212,11 +241,7 @@ async def on_configuration(ls: CanvasServer, params: t.DidChangeConfigurationPar
     before = ls.settings.model_key()
     ls.apply_settings(params.settings)
     if ls.settings.model_key() != before:
-        settings = ls.settings
-        try:
-            await ls.jobs.submit(lambda: ls.host.get(settings))
-        except Exception as exc:
-            ls.show_error(f"model not loaded: {exc}")
+        await load_model_in_background(ls)
 
 
 @server.feature(t.TEXT_DOCUMENT_DID_CLOSE)
@@ -260,16 +285,31 @@ async def _apply(ls: CanvasServer, uri: str, outcome: FillOutcome, version: int,
     starts = line_starts(text)
     edits = [t.TextEdit(range=_range(text, e.start, e.end, ls.encoding, starts), new_text=e.text) for e in outcome.edits]
     change = t.TextDocumentEdit(text_document=t.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version), edits=edits)
-    result = await ls.workspace_apply_edit_async(t.ApplyWorkspaceEditParams(edit=t.WorkspaceEdit(document_changes=[change]), label="canvas-ls fill"))
+    params = t.ApplyWorkspaceEditParams(edit=t.WorkspaceEdit(document_changes=[change]), label="canvas-ls fill")
+    applied, reason = await _apply_edit(ls, params)
     r = outcome.result
     return {
-        "applied": bool(result.applied),
-        "reason": result.failure_reason or "",
+        "applied": applied,
+        "reason": reason,
         "edits": len(edits),
         "steps": r.forward_passes if r else 0,
         "tokensPerPass": round(r.tokens_per_pass, 2) if r else 0,
         "seconds": round(r.seconds, 3) if r else 0,
     }
+
+
+async def _apply_edit(ls: CanvasServer, params: t.ApplyWorkspaceEditParams) -> tuple[bool, str]:
+    """(applied, reason). A client that answers null, answers with an error, or never answers within
+    APPLY_EDIT_TIMEOUT gets the fill reported as not applied, instead of a command that hangs."""
+    try:
+        result = await asyncio.wait_for(ls.workspace_apply_edit_async(params), APPLY_EDIT_TIMEOUT)
+    except asyncio.TimeoutError:
+        return False, f"the editor did not answer workspace/applyEdit within {APPLY_EDIT_TIMEOUT:.0f} s"
+    except Exception as exc:  # the client answered with an error (or the answer did not parse)
+        return False, f"the editor refused workspace/applyEdit: {exc}"
+    if result is None or not isinstance(getattr(result, "applied", None), bool):
+        return False, "the editor answered workspace/applyEdit without saying whether it applied the edit"
+    return result.applied, result.failure_reason or ""
 
 
 def _parse_range(text: str, raw: Any, enc: str, starts: list[int]) -> tuple[int, int]:

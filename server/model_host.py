@@ -43,6 +43,15 @@ def demo_model_dir() -> Path:
     return path
 
 
+def set_threads(n: int) -> None:
+    """torch's intra-op threads for the model (process-wide). Imported lazily: the CLI checks its
+    arguments before paying for torch."""
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
 def model_dir_for(settings: ServerSettings) -> Path:
     if settings.modelPath:
         return Path(os.path.expanduser(settings.modelPath))
@@ -55,13 +64,20 @@ class ModelHost:
         self._key: tuple | None = None
         self._infiller: Infiller | None = None
         self.error: str | None = None
+        self._failed: tuple[tuple, ModelLoadError] | None = None  # the settings that failed, and why
 
     def get(self, settings: ServerSettings) -> Infiller:
-        """The Infiller for these settings; raises ModelLoadError with a readable message."""
+        """The Infiller for these settings; raises ModelLoadError with a readable message.
+
+        A load that failed is not retried (nor logged again) until the model settings change: every
+        inline request would otherwise pay for the failure and repeat it in the log."""
         key = settings.model_key() + (settings.maxPromptTokens, settings.canvasLength, settings.engine)
+        set_threads(settings.torch_threads())
         with self._lock:
             if self._infiller is not None and key == self._key:
                 return self._infiller
+            if self._failed is not None and self._failed[0] == key:
+                raise self._failed[1]
             old, self._infiller, self._key = self._infiller, None, None
             if old is not None and hasattr(old, "close"):
                 old.close()  # a RemoteInfiller: drop our connection (the engine serves others until idle)
@@ -74,8 +90,18 @@ class ModelHost:
                     infiller = self._load(settings)
             except ModelLoadError as exc:
                 self.error = str(exc)
+                self._failed = (key, exc)
+                log.error("model not loaded: %s", exc)  # once per failing setting, one line
+                log.debug("model load traceback", exc_info=True)
                 raise
-            self._infiller, self._key, self.error = infiller, key, None
+            except Exception as exc:  # anything else a broken checkpoint makes transformers raise
+                err = ModelLoadError(f"could not load the model: {type(exc).__name__}: {exc}")
+                self.error = str(err)
+                self._failed = (key, err)
+                log.error("model not loaded: %s", err)
+                log.debug("model load traceback", exc_info=True)
+                raise err from exc
+            self._infiller, self._key, self.error, self._failed = infiller, key, None, None
             log.info("model loaded: %s", infiller.loaded.describe())
             return infiller
 

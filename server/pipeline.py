@@ -44,6 +44,12 @@ class FillOutcome:
     note: str = ""  # why there is no edit, when there is none
 
 
+def step_label(event: StepEvent) -> str:
+    """How a step is shown to users: "canvas 4/16", or "canvas 2/8 · repair 1" in a repair round."""
+    label = f"canvas {event.round_step}/{event.round_steps}"
+    return label + (f" · repair {event.repair}" if event.repair else "")
+
+
 def check_document(text: str, settings: ServerSettings) -> None:
     size = len(text.encode("utf-8", errors="surrogatepass"))
     if size > settings.maxDocumentBytes:

@@ -8,20 +8,22 @@ and the editor clients mirror these names.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from canvas_ls.model.settings import SamplerSettings
 
 
-def _setting(default: Any, doc: str, *, choices: tuple = (), lo: float | None = None, hi: float | None = None):
-    return field(default=default, metadata={"doc": doc, "choices": choices, "lo": lo, "hi": hi})
+def _setting(default: Any, doc: str, *, choices: tuple = (), lo: float | None = None, hi: float | None = None, pattern: str = ""):
+    return field(default=default, metadata={"doc": doc, "choices": choices, "lo": lo, "hi": hi, "pattern": pattern})
 
 
 @dataclass(frozen=True)
 class ServerSettings:
     modelPath: str = _setting("", "Checkpoint directory (transformers format). Empty: the bundled model, or a tiny random-weight demo model when none is bundled.")
-    device: str = _setting("auto", "auto (CUDA if available, else CPU), cpu, cuda or cuda:N.")
+    device: str = _setting("auto", "auto (CUDA if available, else CPU), cpu, cuda, cuda:N or mps.", pattern=r"auto|cpu|cuda(:\d+)?|mps")
     dtype: str = _setting("auto", "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16.", choices=("auto", "float32", "bfloat16", "float16"))
     canvasLength: int = _setting(256, "Largest canvas in tokens (capped by the model's own canvas length).", lo=32, hi=4096)
     decoder: str = _setting("diffusion", "diffusion (the canvas) or autoregressive (the same weights left to right, one token per pass: the baseline for comparisons).", choices=("diffusion", "autoregressive"))
@@ -42,7 +44,8 @@ class ServerSettings:
     engineIdleMinutes: float = _setting(30.0, "Shared engine: minutes without requests after which an engine this server started exits (0: never).", lo=0.0, hi=10080.0)
     liveCanvas: bool = _setting(False, "Send canvas/step notifications with the intermediate canvas of each step (for editors that draw it).")
     logFile: str = _setting("", "Also write the log to this file (the log never goes to stdout).")
-    logLevel: str = _setting("info", "debug, info, warning or error.", choices=("debug", "info", "warning", "error"))
+    threads: int = _setting(0, "CPU threads for the model (torch.set_num_threads). 0: one fewer than the cores, at least 1, so the server's own threads keep a core (two torch threads fighting them on a 2-core machine made fills 10-50x slower).", lo=0, hi=1024)
+    logLevel: str = _setting("warning", "Log level on stderr and in logFile: debug, info, warning or error (editors such as Neovim file every stderr line as an error).", choices=("debug", "info", "warning", "error"))
 
     def sampler(self) -> SamplerSettings:
         return SamplerSettings(
@@ -55,6 +58,10 @@ class ServerSettings:
             repair_rounds=self.repairRounds,
             seed=self.seed,
         )
+
+    def torch_threads(self) -> int:
+        """The threads setting resolved: 0 means one fewer than the cores, at least 1."""
+        return self.threads or max(1, (os.cpu_count() or 2) - 1)
 
     def model_key(self) -> tuple[str, str, str]:
         """Changing any of these means loading the model again."""
@@ -79,6 +86,8 @@ def _check(f, value: Any) -> str | None:
     elif isinstance(default, tuple):
         if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096 for v in value):
             return "expected a non-empty list of integers in 1..4096"
+    if meta["pattern"] and not re.fullmatch(meta["pattern"], value):
+        return "expected " + f.metadata["doc"].split(".")[0]
     if meta["choices"] and value not in meta["choices"]:
         return "expected one of " + ", ".join(meta["choices"])
     if meta["lo"] is not None and value < meta["lo"]:
@@ -89,7 +98,10 @@ def _check(f, value: Any) -> str | None:
 
 
 def parse_settings(raw: Any, base: ServerSettings | None = None) -> tuple[ServerSettings, list[str]]:
-    """Settings from a client's JSON object. Returns (settings, problems); never raises."""
+    """Settings from a client's JSON object. Returns (settings, problems); never raises.
+
+    An invalid value is left at its default (or at `base`'s value for cross-field sampler
+    problems); each problem names the setting and why, and callers say what they do about it."""
     base = base or ServerSettings()
     if raw is None:
         return base, []
@@ -107,7 +119,7 @@ def parse_settings(raw: Any, base: ServerSettings | None = None) -> tuple[Server
             continue
         why = _check(f, value)
         if why:
-            problems.append(f"{key}={value!r}: {why}; using {f.default!r}")
+            problems.append(f"{key}={value!r}: {why}")
             changes[key] = f.default
         else:
             changes[key] = float(value) if isinstance(f.default, float) else tuple(value) if isinstance(f.default, tuple) else value
@@ -115,7 +127,7 @@ def parse_settings(raw: Any, base: ServerSettings | None = None) -> tuple[Server
     try:
         settings.sampler()
     except ValueError as exc:  # cross-field problems such as the sampler's own checks
-        problems.append(f"sampler settings: {exc}; using the defaults for them")
+        problems.append(f"sampler settings: {exc}")
         sampler_fields = ("maxSteps", "acceptance", "entropyBound", "confidenceThreshold", "temperatureStart", "temperatureEnd", "repairRounds", "seed")
         settings = replace(settings, **{k: getattr(ServerSettings(), k) for k in sampler_fields})
     return settings, problems

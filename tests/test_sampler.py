@@ -155,6 +155,7 @@ def test_repair_reopens_from_the_first_error_and_is_bounded(tiny):
 
 def test_prefix_cache_is_reused_across_requests_of_one_document(tiny64):
     inf = Infiller(tiny64)
+    inf.prefix.chunk = 4  # TEXT's prompt is shorter than one default chunk
     text1 = TEXT
     text2 = TEXT[:HOLE] + "a" + TEXT[HOLE:]
     r1 = inf.fill(FillRequest(text1, holes=((HOLE, HOLE),), max_tokens=8, cache_key="doc"))
