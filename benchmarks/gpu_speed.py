@@ -11,7 +11,7 @@ multi-client figure also needs msgspec (skipped with a note when missing). Nothi
 
 The model. `--model DIR` loads a checkpoint through model.loading. Otherwise a DiffusionGemma-shaped model
 with random weights is built on the meta device and materialised directly on --device (no CPU copy, so
-large shapes work): its shape is a training preset from model/train_model.py (`small` = the bundled size,
+large shapes work): its shape is a training preset from model/training/module.py (`small` = the bundled size,
 ~46M parameters, 8 x 512, vocabulary 12,288) with any field overridden by flags (--hidden, --layers,
 --heads, --kv-heads, --head-dim, --intermediate, --experts, --top-k, --moe-intermediate, --vocab,
 --window). Random weights make the *speed* representative, not the text; its tokenizer is the small BPE
@@ -89,7 +89,9 @@ _import_canvas_ls()
 
 import torch  # noqa: E402
 
-from canvas_ls.model.infill import FillRequest, Infiller  # noqa: E402
+from canvas_ls.model.infill import Infiller  # noqa: E402
+from canvas_ls.model.interface import FillRequest  # noqa: E402
+from canvas_ls.model.kv import cache_arg  # noqa: E402
 from canvas_ls.model.settings import SamplerSettings  # noqa: E402
 
 DOC = '''import math
@@ -199,7 +201,7 @@ def random_model(args, device: torch.device, dtype: torch.dtype):
 
     from canvas_ls.model import special_tokens as st
     from canvas_ls.model.loading import LoadedModel
-    from canvas_ls.model.train_model import preset
+    from canvas_ls.model.training.module import preset
 
     overrides = {k: v for k, v in {
         "hidden_size": args.hidden, "num_layers": args.layers, "num_heads": args.heads, "num_kv_heads": args.kv_heads,
@@ -282,7 +284,7 @@ def measure_fill(infiller: Infiller, args, device) -> dict:
 
 
 def step_inputs(infiller: Infiller, canvas_len: int):
-    """The decoder inputs Infiller._run builds, for one row: cache, positions, a canvas, sc logits."""
+    """The decoder inputs the Infiller builds for one row: cache, positions, a canvas, sc logits."""
     lm = infiller.loaded
     state = infiller.prefix.encode(infiller.prompt_ids(DOC[:HOLE]))
     cache, masks, lengths = infiller.prefix.decoder_cache([state], canvas_len, [canvas_len])
@@ -290,7 +292,7 @@ def step_inputs(infiller: Infiller, canvas_len: int):
     gen = torch.Generator(device=lm.device).manual_seed(0)
     canvas = torch.randint(0, min(lm.vocab_size, 1024), (1, canvas_len), device=lm.device, generator=gen)
     with torch.inference_mode():
-        sc = lm.model(past_key_values=cache, decoder_input_ids=canvas, decoder_position_ids=positions,
+        sc = lm.model(**cache_arg(lm.model, cache), decoder_input_ids=canvas, decoder_position_ids=positions,
                       decoder_attention_mask=masks).logits
     return state, cache, masks, positions, canvas, sc
 
@@ -301,7 +303,7 @@ def measure_step(infiller: Infiller, args, device) -> dict:
     state, cache, masks, positions, canvas, sc = step_inputs(infiller, args.canvas)
 
     def step(c, s):
-        return model(past_key_values=cache, decoder_input_ids=c, self_conditioning_logits=s,
+        return model(**cache_arg(model, cache), decoder_input_ids=c, self_conditioning_logits=s,
                      decoder_position_ids=positions, decoder_attention_mask=masks).logits
 
     with torch.inference_mode():
@@ -313,7 +315,7 @@ def measure_step(infiller: Infiller, args, device) -> dict:
         explicit = explicit_masks(infiller, len(state), args.canvas)
 
         def step_explicit(c, s):  # the same pass with the masks given, so no mask building runs inside
-            return model(past_key_values=cache, decoder_input_ids=c, self_conditioning_logits=s,
+            return model(**cache_arg(model, cache), decoder_input_ids=c, self_conditioning_logits=s,
                          decoder_position_ids=positions, decoder_attention_mask=explicit).logits
 
         out.update(measure_graph(model, [("as Infiller calls it", step), ("explicit masks", step_explicit)], canvas, sc, eager_out, args, device))
@@ -453,8 +455,9 @@ def client_docs(n: int) -> list[tuple[str, int]]:
 
 def measure_clients(infiller: Infiller, args, device) -> dict:
     try:
-        from canvas_ls.server.engine import EngineConfig, EngineThread
-        from canvas_ls.server.engine_client import RemoteInfiller
+        from canvas_ls.server.engine import EngineThread
+        from canvas_ls.server.engine_client import RemoteFiller
+        from canvas_ls.server.engine_config import EngineConfig
     except ImportError as exc:
         return {"clients_note": f"skipped: {exc}"}
     run_dir = tempfile.mkdtemp(prefix="cls-bench-", dir="/tmp")
@@ -471,16 +474,16 @@ def measure_clients(infiller: Infiller, args, device) -> dict:
             lat.append(time.perf_counter() - t0)
 
     with EngineThread(config, infiller, key=key) as et:
-        solo = RemoteInfiller.attach(et.socket, key)
+        solo = RemoteFiller.attach(et.socket, key)
         one_client(solo, 0, 1, [])  # warm-up
         single: list[float] = []
         one_client(solo, 0, args.client_fills, single)
         solo.close()
-        clients = [RemoteInfiller.attach(et.socket, key) for _ in range(args.clients)]
+        clients = [RemoteFiller.attach(et.socket, key) for _ in range(args.clients)]
         for i, c in enumerate(clients):
             one_client(c, i, 1, [])  # each document's prompt K/V once, as an editor would have it
         lats: list[list[float]] = [[] for _ in clients]
-        batches_before = len(et.engine.stats.batch_sizes)
+        batches_before = len(et.engine.scheduler.stats.batch_sizes)
         threads = [threading.Thread(target=one_client, args=(c, i, args.client_fills, lats[i])) for i, c in enumerate(clients)]
         t0 = time.perf_counter()
         for t in threads:
@@ -488,7 +491,7 @@ def measure_clients(infiller: Infiller, args, device) -> dict:
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
-        sizes = et.engine.stats.batch_sizes[batches_before:]
+        sizes = et.engine.scheduler.stats.batch_sizes[batches_before:]
         for c in clients:
             c.close()
     many = [x for l in lats for x in l]
@@ -564,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     global QUICK
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="", help="checkpoint directory (default: a random model of --preset's shape)")
-    ap.add_argument("--preset", default=None, help="model/train_model.py preset for the random model (default small; toy with --quick)")
+    ap.add_argument("--preset", default=None, help="model/training/module.py preset for the random model (default small; toy with --quick)")
     for flag in ("hidden", "layers", "heads", "kv-heads", "head-dim", "intermediate", "experts", "top-k", "moe-intermediate", "vocab", "window"):
         ap.add_argument(f"--{flag}", type=int, default=None)
     ap.add_argument("--device", default="auto")

@@ -14,7 +14,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from .kv import cache_arg
-from .sampler import FillCancelled
+from .interface import FillCancelled
 
 
 @torch.inference_mode()

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .interface import BadFill
+
 BUCKETS = (32, 64, 128, 256, 512)
 
 
-class CanvasTooSmall(ValueError):
+class CanvasTooSmall(BadFill):
     """The holes and the text between them do not fit on the largest canvas."""
 
 

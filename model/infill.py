@@ -1,13 +1,14 @@
-"""The one interface the server and the CLI use: a fill request in, filled spans (and step events) out.
+"""The in-process model backend: a `Filler` (model/interface.py) over a loaded DiffusionGemma.
 
-    infiller = Infiller(load_model(path))
-    result = infiller.fill(FillRequest(text, holes=((start, end),)), on_step=..., cancelled=..., judge=...)
+    filler = Infiller(load_model(path), make_judge=...)
+    result = filler.fill(FillRequest(text, holes=((start, end),), language="python"), on_step=..., cancelled=...)
 
 A request names character spans of a document; each becomes a hole on one shared canvas (so several
 selections are filled jointly). The text before the first hole is the prompt, encoded once into the
-K/V cache (and reused by the next request with the same `cache_key`). Text between holes and the start
+K/V cache (and reused by the next request for the same `document`). Text between holes and the start
 of the suffix are held on the canvas. A single hole may be tried with several slot counts as one batch;
-the best candidate wins by (syntax errors left, model score).
+the best candidate wins by (syntax errors left, model score). `fill_batch` runs several requests in
+shared forward passes (the shared engine's scheduler uses it).
 """
 
 from __future__ import annotations
@@ -15,65 +16,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
+from .autoregressive import decode_left_to_right
 from .canvas import CanvasTooSmall, RowLayout, bucket_for, lay_out, needed_length
+from .interface import OPEN_SLOT, Cancelled, FillerInfo, FillRequest, FillResult, Judge, JudgeFactory, OnStep, StepEvent
 from .kv import PrefixEncoder, PrefixState, cache_arg
 from .loading import LoadedModel
-from .sampler import CanvasBatch, DenoiseOutput, NoiseSpec, StepEvent, denoise, make_generators
-from .settings import SamplerSettings
-
-# judge(fills) -> for each fill, the character ranges (within that fill) that add syntax errors.
-Judge = Callable[[tuple[str, ...]], Sequence[Sequence[tuple[int, int]]]]
-
-OPEN_SLOT = "·"  # how a still-noisy canvas position is drawn in step renderings
-
-
-@dataclass(frozen=True)
-class FillRequest:
-    text: str
-    holes: tuple[tuple[int, int], ...]  # character spans (start, end) to fill; sorted, not overlapping
-    max_tokens: int = 64  # slots per hole: the most tokens one fill may take
-    length_candidates: tuple[int, ...] = ()  # single hole only: slot counts tried as one batch
-    settings: SamplerSettings = field(default_factory=SamplerSettings)
-    cache_key: str | None = None  # reuse the prompt's K/V across requests with the same key
-
-    def validate(self) -> None:
-        if not self.holes:
-            raise ValueError("a fill request needs at least one hole")
-        prev_end = 0
-        for start, end in self.holes:
-            if not (0 <= start <= end <= len(self.text)):
-                raise ValueError(f"hole ({start}, {end}) lies outside the document (length {len(self.text)})")
-            if start < prev_end:
-                raise ValueError("holes must be sorted and must not overlap")
-            prev_end = end
-        if not 1 <= self.max_tokens <= 4096:
-            raise ValueError(f"max_tokens must be in 1..4096, got {self.max_tokens}")
-        if self.length_candidates and len(self.holes) != 1:
-            raise ValueError("length candidates apply to a single hole only")
-
-
-@dataclass(frozen=True)
-class FillResult:
-    fills: tuple[str, ...]  # one text per hole, raw from the model (post-processing is the caller's)
-    score: float  # mean log-probability of the chosen fill's tokens (higher is better)
-    forward_passes: int  # decoder passes for the whole batch this fill ran in
-    tokens: int  # tokens in the fills, end tokens excluded
-    seconds: float
-    canvas_length: int
-    slots: tuple[int, ...]  # slots per hole of the winning candidate
-    candidates: int
-    repairs: int  # syntax repair rounds the winner went through
-    syntax_errors: int  # error ranges the judge still reports for the winner (0 without a judge)
-    prompt_tokens: int
-    reused_prompt_tokens: int
-
-    @property
-    def tokens_per_pass(self) -> float:
-        return self.tokens / self.forward_passes if self.forward_passes else 0.0
+from .sampler import CanvasStep, CanvasBatch, DenoiseOutput, NoiseSpec, denoise, make_generators
 
 
 @dataclass
@@ -86,8 +38,10 @@ class _Row:
 
 
 class Infiller:
-    def __init__(self, loaded: LoadedModel, *, max_prompt_tokens: int = 1024, min_suffix_tokens: int = 32):
+    def __init__(self, loaded: LoadedModel, *, max_prompt_tokens: int = 1024, min_suffix_tokens: int = 32,
+                 make_judge: JudgeFactory | None = None):
         self.loaded = loaded
+        self.make_judge = make_judge  # the server's syntax judge, for requests that name a language
         self.tok = loaded.tokenizer
         self.max_prompt_tokens = max_prompt_tokens
         self.min_suffix_tokens = min_suffix_tokens
@@ -140,40 +94,49 @@ class Infiller:
 
     # ---- filling -------------------------------------------------------------------------
 
-    def fill(
-        self,
-        request: FillRequest,
-        *,
-        on_step: Callable[[StepEvent], None] | None = None,
-        cancelled: Callable[[], bool] | None = None,
-        judge: Judge | None = None,
-    ) -> FillResult:
-        return self.fill_batch([request], on_step=on_step, cancelled=cancelled, judges=[judge])[0]
+    # ---- the Filler interface --------------------------------------------------------------
+
+    def info(self) -> FillerInfo:
+        lm = self.loaded
+        return FillerInfo(
+            model=lm.path.name, path=str(lm.path), device=str(lm.device), dtype=str(lm.dtype).removeprefix("torch."),
+            canvas_length=lm.canvas_length, backend="in-process", noise=lm.noise, random_weights=lm.random_weights,
+        )
+
+    def forget(self, document: str) -> None:
+        self.prefix.forget(document)
+
+    def fill(self, request: FillRequest, on_step: OnStep | None = None, cancelled: Cancelled | None = None) -> FillResult:
+        if request.decoder == "autoregressive":
+            return self.fill_autoregressive(request, cancelled=cancelled)
+        per_request = (lambda i, event: on_step(event)) if on_step is not None else None
+        return self.fill_batch([request], on_step=per_request, cancelled=cancelled)[0]
 
     def fill_batch(
         self,
         requests: Sequence[FillRequest],
         *,
-        on_step: Callable[[StepEvent], None] | None = None,
-        cancelled: Callable[[], bool] | None = None,
-        judges: Sequence[Judge | None] | None = None,
+        on_step: Callable[[int, StepEvent], None] | None = None,
+        cancelled: Cancelled | None = None,
     ) -> list[FillResult]:
-        """Fill several requests in shared forward passes. They must share sampler settings."""
+        """Fill several requests in shared forward passes. They must share sampler settings.
+
+        on_step(i, event) gets request i's own StepEvent after every step."""
         t0 = time.perf_counter()
         if not requests:
             return []
-        judges = list(judges) if judges is not None else [None] * len(requests)
         settings = requests[0].settings
         if any(r.settings != settings for r in requests):
             raise ValueError("requests filled in one batch must share sampler settings")
         for r in requests:
             r.validate()
+        judges = [self._judge(r) for r in requests]
 
         # Plan each request: its prompt state, the held token runs, and the slot counts to try.
         plans = []
         prompt_info = []
         for req in requests:
-            state = self.prefix.encode(self.prompt_ids(req.text[: req.holes[0][0]]), key=req.cache_key)
+            state = self.prefix.encode(self.prompt_ids(req.text[: req.holes[0][0]]), key=req.document)
             prompt_info.append((len(state), self.prefix.last_reused))
             middles = [self._encode(req.text[a[1] : b[0]]) for a, b in zip(req.holes, req.holes[1:])]
             suffix = self._encode(req.text[req.holes[-1][1] :][: 4 * self.loaded.canvas_length])
@@ -201,10 +164,15 @@ class Infiller:
                 layout = RowLayout(ids=lay.ids + (self.loaded.pad_id,) * pad, hole=lay.hole + (-1,) * pad, slots=lay.slots)
                 rows.append(_Row(i, layout, state, settings.seed + j, own))
 
-        out = self._run(rows, settings, on_step, cancelled, [judges[r.request] for r in rows])
+        out = self._run(rows, settings, on_step, cancelled, [judges[r.request] for r in rows], len(requests))
         return self._pick(requests, rows, out, judges, prompt_info, width, time.perf_counter() - t0)
 
-    def _run(self, rows, settings, on_step, cancelled, row_judges) -> DenoiseOutput:
+    def _judge(self, request: FillRequest) -> Judge | None:
+        if request.language is None or self.make_judge is None:
+            return None
+        return self.make_judge(request.text, request.holes, request.language)
+
+    def _run(self, rows, settings, on_step, cancelled, row_judges, n_requests) -> DenoiseOutput:
         device = self.loaded.device
         ids = torch.tensor([r.layout.ids for r in rows], device=device)  # (batch, canvas)
         hole = torch.tensor([r.layout.hole for r in rows], device=device)  # (batch, canvas)
@@ -230,14 +198,29 @@ class Infiller:
                 return []
             return self._positions_to_reopen(rows[row].layout, row_ids.tolist(), judge)
 
-        def step_event(event: StepEvent) -> None:
-            event.render = lambda row=0: self._render_holes(rows[row].layout, event, row)
-            on_step(event)
+        def step_events(step: CanvasStep) -> None:
+            ids, open_ = step.ids.tolist(), step.open.tolist()  # one host copy per step, for every request
+            for i in range(n_requests):
+                on_step(i, self._step_event(i, rows, step, ids, open_))
 
         gens = make_generators([r.seed for r in rows], device)
         return denoise(
             step_fn, batch, settings, self.noise, gens,
-            on_step=step_event if on_step is not None else None, cancelled=cancelled, repair=repair,
+            on_step=step_events if on_step is not None else None, cancelled=cancelled, repair=repair,
+        )
+
+    def _step_event(self, request: int, rows: list[_Row], step: CanvasStep, ids, open_) -> StepEvent:
+        """Request `request`'s view of a step: counts over its rows, the canvas of its first row, and
+        the round of its row that is furthest into repair."""
+        mine = [k for k, r in enumerate(rows) if r.request == request]
+        committed = sum(1 for k in mine for pos, h in enumerate(rows[k].layout.hole) if h >= 0 and not open_[k][pos])
+        slots = sum(sum(rows[k].layout.slots) for k in mine)
+        k = max(mine, key=lambda k: (step.repairs[k], step.active[k]))
+        done_round = not step.active[k] and step.repairs[k] > 0
+        shown = step.round_steps[k] if done_round else min(max(step.round_step[k], 1), step.round_steps[k])
+        return StepEvent(
+            step=step.step, round_step=shown, round_steps=step.round_steps[k], repair=step.repairs[k],
+            committed=committed, slots=slots, texts=self._render_holes(rows[mine[0]].layout, ids[mine[0]], open_[mine[0]]),
         )
 
     def _fills(self, layout: RowLayout, row_ids: list[int]) -> tuple[str, ...]:
@@ -258,7 +241,7 @@ class Infiller:
             return slot_positions[k:]
         return []
 
-    def _pick(self, requests, rows, out: DenoiseOutput, judges, prompt_info, width, seconds) -> list[FillResult]:
+    def _pick(self, requests, rows, out: DenoiseOutput, judges: list[Judge | None], prompt_info, width, seconds) -> list[FillResult]:
         all_ids = out.ids.tolist()
         logps = out.token_logp.tolist()
         results = []
@@ -300,18 +283,12 @@ class Infiller:
             )
         return results
 
-    def fill_autoregressive(
-        self, request: FillRequest, *, single_line: bool = False, cancelled: Callable[[], bool] | None = None
-    ) -> FillResult:
+    def fill_autoregressive(self, request: FillRequest, *, cancelled: Cancelled | None = None) -> FillResult:
         """The baseline: the same weights decoding the hole left to right (one hole, prefix only)."""
-        from .autoregressive import decode_left_to_right
-
         t0 = time.perf_counter()
         request.validate()
-        if len(request.holes) != 1:
-            raise ValueError("left-to-right decoding fills one hole at a time")
         prompt = self.prompt_ids(request.text[: request.holes[0][0]])
-        stop = (lambda ids: "\n" in self._decode(ids[-1:])) if single_line else None
+        stop = (lambda ids: "\n" in self._decode(ids[-1:])) if request.single_line else None
         ids, passes = decode_left_to_right(
             self.loaded.model, prompt, request.max_tokens, self._end | self._special, stop=stop, cancelled=cancelled
         )
@@ -321,17 +298,16 @@ class Infiller:
             repairs=0, syntax_errors=0, prompt_tokens=len(prompt), reused_prompt_tokens=0,
         )
 
-    def _render_holes(self, layout: RowLayout, event: StepEvent, row: int = 0) -> tuple[str, ...]:
+    def _render_holes(self, layout: RowLayout, ids: list[int], open_: list[bool]) -> tuple[str, ...]:
         """Each hole's slots at this step: committed tokens as text, open positions as OPEN_SLOT."""
-        ids, open_ = event.canvas()
         texts = []
         for h in range(len(layout.slots)):
             pieces, run = [], []
             for pos, hole in enumerate(layout.hole):
                 if hole != h:
                     continue
-                tid = ids[row][pos]
-                if open_[row][pos]:
+                tid = ids[pos]
+                if open_[pos]:
                     pieces.append(self._decode(run))
                     run = []
                     pieces.append(OPEN_SLOT)

@@ -16,12 +16,10 @@ from typing import Literal
 
 import torch
 
+from . import default_model_path  # noqa: F401  (re-exported for callers of this module)
+from .interface import ModelLoadError
+
 Noise = Literal["uniform", "absorbing"]
-BUNDLED_DIR = Path(__file__).parent / "bundled"
-
-
-class ModelLoadError(RuntimeError):
-    """A model directory is missing, incomplete or unusable; the message names what is wrong."""
 
 
 @dataclass
@@ -45,11 +43,6 @@ class LoadedModel:
     def describe(self) -> str:
         kind = " (random weights: output is noise)" if self.random_weights else ""
         return f"{self.path.name} on {self.device} ({str(self.dtype).removeprefix('torch.')}, {self.noise} noise){kind}"
-
-
-def default_model_path() -> Path | None:
-    """The bundled model shipped in the repository, if this checkout has one."""
-    return BUNDLED_DIR if (BUNDLED_DIR / "config.json").exists() else None
 
 
 def resolve_device(setting: str = "auto") -> torch.device:
@@ -170,6 +163,6 @@ def load_model(path: str | os.PathLike, device: str = "auto", dtype: str = "auto
         canvas_length=int(model.config.canvas_length or 256),
         vocab_size=int(text_cfg.vocab_size),
         sliding_window=getattr(text_cfg, "sliding_window", None),
-        random_weights=bool(meta.get("note", "").startswith("random weights")),
+        random_weights=bool(meta.get("random_weights", False)),
         trained_prompt_tokens=meta.get("prefix_length"),
     )

@@ -17,15 +17,12 @@ Only one small host read per step (which rows are done); everything else stays o
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
+from .interface import FillCancelled
 from .settings import SamplerSettings
-
-
-class FillCancelled(Exception):
-    """The caller cancelled the fill; raised between denoising steps."""
 
 
 @dataclass(frozen=True)
@@ -46,27 +43,17 @@ class CanvasBatch:
     widths: list[int] | None = None  # each row's own canvas length; columns past it are padding
 
 
-@dataclass
-class StepEvent:
-    step: int  # forward passes so far (1-based)
-    max_steps: int
-    committed: int  # committed hole slots, summed over the batch
-    slots: int  # hole slots in the batch
-    _canvas: torch.Tensor = field(repr=False)
-    _open: torch.Tensor = field(repr=False)
-    # Set by the Infiller: render(row) -> per-hole text, open positions drawn as "·".
-    render: Callable[[int], tuple[str, ...]] | None = field(default=None, repr=False)
-    # Set by the server's pipeline: (start, end) character spans of the holes in the document.
-    holes: tuple[tuple[int, int], ...] = ()
-    # What users are shown: the step within the current round, that round's budget, and which repair
-    # round it is (0: the first denoising). Repair rounds restart the count with a shorter budget.
-    round_step: int = 0
-    round_steps: int = 0
-    repair: int = 0
+@dataclass(frozen=True)
+class CanvasStep:
+    """The whole batch after one denoising step; the Infiller turns it into each request's StepEvent."""
 
-    def canvas(self) -> tuple[list[list[int]], list[list[bool]]]:
-        """Host copies of the canvas ids and the still-open mask (costs a device sync)."""
-        return self._canvas.tolist(), self._open.tolist()
+    step: int  # forward passes so far (1-based)
+    ids: torch.Tensor  # (batch, canvas) the canvas after the step
+    open: torch.Tensor  # (batch, canvas) bool: positions still noise
+    round_step: tuple[int, ...]  # per row: steps taken in its current round
+    round_steps: tuple[int, ...]  # per row: that round's budget
+    repairs: tuple[int, ...]  # per row: repair rounds started
+    active: tuple[bool, ...]  # per row: still denoising
 
 
 @dataclass
@@ -167,7 +154,7 @@ def denoise(
     noise: NoiseSpec,
     gens: list[torch.Generator],
     *,
-    on_step: Callable[[StepEvent], None] | None = None,
+    on_step: Callable[[CanvasStep], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
     repair: Callable[[int, torch.Tensor], list[int]] | None = None,
 ) -> DenoiseOutput:
@@ -190,7 +177,6 @@ def denoise(
     repairs = [0] * n_rows
     active = [True] * n_rows
     forward_passes = 0
-    slots = int((~batch.held).sum())
 
     while any(active):
         if cancelled is not None and cancelled():
@@ -246,13 +232,6 @@ def denoise(
             else:
                 active[r] = False
         if on_step is not None:
-            # Label the step by the row in the latest round (a repairing row, if any); rows that
-            # finished this step count as done with the round they were in.
-            r = max(range(n_rows), key=lambda i: (repairs[i], active[i]))
-            shown = round_step[r] if active[r] or repairs[r] == 0 else round_budget[r]
-            on_step(StepEvent(
-                forward_passes, settings.max_steps, int((committed & ~batch.held).sum()), slots, ids, ~committed,
-                round_step=min(max(shown, 1), round_budget[r]), round_steps=round_budget[r], repair=repairs[r],
-            ))
+            on_step(CanvasStep(forward_passes, ids, ~committed, tuple(round_step), tuple(round_budget), tuple(repairs), tuple(active)))
 
     return DenoiseOutput(ids=ids, token_logp=token_logp, forward_passes=forward_passes, repairs=repairs)

@@ -6,13 +6,12 @@ the real `DiffusionGemmaForBlockDiffusion` class, safetensors, `AutoTokenizer`. 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import torch
 
-from . import special_tokens as st
+from .checkpoint import diffusion_gemma_config, write_canvas_card, write_generation_config
 from .tokenizer import save_for_transformers, train_bpe
 
 
@@ -29,37 +28,28 @@ def _tokenizer_corpus() -> list[str]:
 
 
 def tiny_config(vocab_size: int, canvas_length: int = 256):
-    # Import here: transformers is slow to import and most callers of this module only need paths.
-    from transformers import DiffusionGemmaConfig, DiffusionGemmaTextConfig, Gemma4VisionConfig
-
-    text = DiffusionGemmaTextConfig(
+    """The tiny model's transformers config (2 layers x 64, sliding + full attention, 2 experts)."""
+    return diffusion_gemma_config(
         vocab_size=vocab_size,
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
         head_dim=32,
-        global_head_dim=32,  # defaults to 512, far too big for a toy
-        num_global_key_value_heads=1,  # must divide num_attention_heads
+        global_head_dim=32,
+        num_global_kv_heads=1,
         sliding_window=64,
         layer_types=["sliding_attention", "full_attention"],
-        num_experts=2,  # every layer has a router, so these three are required
+        num_experts=2,
         top_k_experts=1,
         moe_intermediate_size=64,
-        max_position_embeddings=8192,
-        pad_token_id=st.PAD_ID,
-        eos_token_id=st.EOS_ID,
-        bos_token_id=st.BOS_ID,
+        canvas_length=canvas_length,
         # 25x the usual 0.02: logits spread out like a trained model's (median entropy ~0.9 nats instead
         # of a flat log(vocab)), so sampler decisions do not hinge on 1e-7 numeric noise in tests.
         initializer_range=0.5,
+        compact_vision=False,  # keeps the random weights the tests were written against
     )
-    # vision_config=None would silently build a full-size vision tower.
-    vision = Gemma4VisionConfig(
-        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=1, num_key_value_heads=1, head_dim=16
-    )
-    return DiffusionGemmaConfig(text_config=text, vision_config=vision, canvas_length=canvas_length, initializer_range=0.5)
 
 
 def build_tiny_checkpoint(out_dir: str | Path, *, noise: str = "uniform", vocab_size: int = 1024, seed: int = 0) -> Path:
@@ -71,12 +61,13 @@ def build_tiny_checkpoint(out_dir: str | Path, *, noise: str = "uniform", vocab_
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok = train_bpe(_tokenizer_corpus(), vocab_size)
-    save_for_transformers(tok, out)
+    save_for_transformers(tok, out)  # tokenizer.json, tokenizer_config.json
+    cfg = tiny_config(tok.get_vocab_size())
     torch.manual_seed(seed)
-    model = DiffusionGemmaForBlockDiffusion(tiny_config(tok.get_vocab_size()))
-    model.save_pretrained(out, safe_serialization=True)
-    card = {"noise": noise, "mask_token_id": st.MASK_ID if noise == "absorbing" else None, "note": "random weights: fills are noise"}
-    (out / "canvas_ls.json").write_text(json.dumps(card, indent=2) + "\n")
+    model = DiffusionGemmaForBlockDiffusion(cfg)
+    model.save_pretrained(out, safe_serialization=True)  # config.json, model.safetensors
+    write_generation_config(out, cfg.canvas_length)
+    write_canvas_card(out, noise=noise, random_weights=True, canvas_length=cfg.canvas_length)
     return out
 
 

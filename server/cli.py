@@ -6,30 +6,30 @@ stdout belongs to the protocol under `serve`; logs always go to stderr (and --lo
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
-import logging
 import os
+import platform
 import re
 import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from canvas_ls.model import default_model_path
+from canvas_ls.model.interface import ModelLoadError
 
-
-def _setup_logging(level: str, log_file: str | None) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_file:
-        handlers.append(logging.FileHandler(log_file))
-    logging.basicConfig(level=level.upper(), handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pygls").setLevel(logging.WARNING)
+from . import __version__, pipeline
+from .engine import add_engine_arguments, engine_main
+from .logs import setup_logging
+from .lsp import server
+from .model_host import ModelHost, model_dir_for
+from .positions import line_starts, to_position
+from .settings import parse_settings
+from .syntax import SUPPORTED, language_for, parse
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    _setup_logging(args.log_level or "warning", args.log_file)
-    from .lsp import server
-    from .settings import parse_settings
-
+    setup_logging(args.log_level or "warning", args.log_file)
     server.cli_log_level = args.log_level  # the command line's level wins over the logLevel setting
     if args.model:
         server.settings, _ = parse_settings({"modelPath": args.model})
@@ -41,8 +41,6 @@ def _settings(args: argparse.Namespace):
     """Server settings from the command line: the shortcut flags, then every --set NAME=VALUE.
 
     Invalid values stop the command (exit 2) with the reason; nothing falls back silently."""
-    from .settings import parse_settings
-
     raw: dict = {}
     for flag, name in (("device", "device"), ("dtype", "dtype"), ("steps", "maxSteps"), ("seed", "seed"), ("model", "modelPath")):
         value = getattr(args, flag, None)
@@ -93,8 +91,6 @@ class _Positions:
     """1-based LINE:COL (columns in characters) <-> offsets, with errors in the same terms."""
 
     def __init__(self, text: str, parser: argparse.ArgumentParser) -> None:
-        from .positions import line_starts
-
         self.text, self.parser, self.starts = text, parser, line_starts(text)
 
     def line_length(self, line: int) -> int:
@@ -113,8 +109,6 @@ class _Positions:
         return self.starts[line - 1] + col - 1
 
     def position(self, offset: int) -> dict:
-        from .positions import to_position
-
         line, col = to_position(self.text, offset, "utf-32", self.starts)
         return {"line": line + 1, "col": col + 1}
 
@@ -143,11 +137,7 @@ def _printable(text: str) -> str:
 
 
 def cmd_fill(args: argparse.Namespace) -> int:
-    _setup_logging("info" if args.verbose else "warning", None)
-    from canvas_ls.server.syntax import SUPPORTED, language_for
-
-    from . import pipeline
-
+    setup_logging("info" if args.verbose else "warning")
     # Everything about the request is checked before the model loads: the document, the positions
     # (1-based, in the user's terms), the settings.
     text, name = _read_document(args)
@@ -180,12 +170,8 @@ def cmd_fill(args: argparse.Namespace) -> int:
         offset = pos.offset(args.body, 1, "--body")
         request = lambda inf, **kw: pipeline.fill_body(inf, text, offset, lang, settings, **kw)  # noqa: E731
 
-    from canvas_ls.model.loading import ModelLoadError
-
-    from .model_host import ModelHost
-
     try:
-        infiller = ModelHost().get(settings)
+        filler = ModelHost().get(settings)
     except ModelLoadError as exc:
         print(f"canvas-ls: model not loaded: {exc}", file=sys.stderr)
         return 1
@@ -193,13 +179,12 @@ def cmd_fill(args: argparse.Namespace) -> int:
     on_step = None
     if args.show_steps:
         def on_step(event):
-            texts = event.render(0) if event.render else ()
-            print(f"--- {pipeline.step_label(event)}: {event.committed}/{event.slots} slots committed", file=sys.stderr)
-            for i, s in enumerate(texts):
-                print(("" if len(texts) == 1 else f"[hole {i + 1}] ") + _printable(s), file=sys.stderr)
+            print(f"--- {event.label}: {event.committed}/{event.slots} slots committed", file=sys.stderr)
+            for i, s in enumerate(event.texts):
+                print(("" if len(event.texts) == 1 else f"[hole {i + 1}] ") + _printable(s), file=sys.stderr)
 
     try:
-        outcome = request(infiller, on_step=on_step)
+        outcome = request(filler, on_step=on_step)
     except pipeline.BadRequest as exc:
         print(f"canvas-ls: {exc}", file=sys.stderr)
         return 1
@@ -212,7 +197,7 @@ def cmd_fill(args: argparse.Namespace) -> int:
             "seconds": round(r.seconds, 4) if r else None, "steps": r.forward_passes if r else 0,
             "tokens": r.tokens if r else 0, "tokensPerPass": round(r.tokens_per_pass, 3) if r else 0,
             "canvasLength": r.canvas_length if r else None, "candidates": r.candidates if r else 0,
-            "repairs": r.repairs if r else 0, "model": infiller.loaded.describe(),
+            "repairs": r.repairs if r else 0, "model": filler.info().describe(),
         }, indent=2))
         return 0
     out = text
@@ -220,7 +205,7 @@ def cmd_fill(args: argparse.Namespace) -> int:
         out = out[: e.start] + e.text + out[e.end :]
     sys.stdout.buffer.write(out.encode("utf-8"))  # bytes: the document's own newlines, untranslated
     sys.stdout.flush()
-    print(_summary(outcome, infiller.loaded.describe()), file=sys.stderr)
+    print(_summary(outcome, filler.info().describe()), file=sys.stderr)
     return 0
 
 
@@ -241,48 +226,38 @@ def _summary(outcome, model: str) -> str:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Report versions, device, model and grammars; exit 1 if something is wrong."""
-    import platform
-
-    import torch
-    import transformers
-
-    from canvas_ls.model.loading import ModelLoadError, check_model_dir, default_model_path, load_model
-    from canvas_ls.server.syntax import SUPPORTED, parse
-
-    from .model_host import model_dir_for
-
     ok = True
     print(f"canvas-ls {__version__}")
-    print(f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}")
-    cuda = torch.cuda.is_available()
-    print(f"cuda: {'yes, ' + torch.cuda.get_device_name(0) if cuda else 'no (CPU only)'}")
+    versions = ", ".join(f"{name} {_version(name)}" for name in ("torch", "transformers", "pygls", "tree-sitter"))
+    print(f"python {platform.python_version()}, {versions}")
     settings = _settings(args)
     path = model_dir_for(settings)
     bundled = default_model_path()
     print(f"model: {path}" + (" (bundled)" if bundled and path == bundled else " (tiny random-weight demo model: output is noise)" if not settings.modelPath and not bundled else ""))
-    problems = check_model_dir(path)
-    if problems:
+    t0 = time.perf_counter()
+    try:
+        info = ModelHost().get(settings).info()
+        print(f"  loaded in {time.perf_counter() - t0:.1f}s: {info.describe()}, canvas {info.canvas_length}")
+    except ModelLoadError as exc:
         ok = False
-        for p in problems:
-            print(f"  PROBLEM: {p}")
-    else:
-        try:
-            t0 = time.perf_counter()
-            lm = load_model(path, device=settings.device, dtype=settings.dtype)
-            n = sum(p.numel() for p in lm.model.parameters())
-            print(f"  loaded in {time.perf_counter() - t0:.1f}s: {n / 1e6:.1f}M parameters, {lm.describe()}, canvas {lm.canvas_length}")
-        except ModelLoadError as exc:
-            ok = False
-            print(f"  PROBLEM: {exc}")
+        for problem in str(exc).split("; "):
+            print(f"  PROBLEM: {problem}")
     for lang in SUPPORTED:
         try:
-            tree = parse("x", lang)
+            parse("x", lang)
             print(f"grammar {lang}: ok")
         except Exception as exc:  # a broken grammar wheel should be named, not crash the check
             ok = False
             print(f"grammar {lang}: PROBLEM {exc}")
     print("status: ok" if ok else "status: PROBLEMS FOUND (see above)")
     return 0 if ok else 1
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 DEMO = '''def mean(values):
@@ -298,8 +273,6 @@ print(mean([1, 2, 3]))
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Fill a hole in a small example file, showing the canvas converge step by step."""
-    from canvas_ls.model.loading import default_model_path
-
     example = Path(args.file) if args.file else Path(os.environ.get("TMPDIR", "/tmp")) / "canvas-ls-demo.py"
     if not args.file:
         example.write_text(DEMO)
@@ -360,8 +333,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--at", metavar="LINE:COL", type=_position_arg)
     model_args(p)
     p.set_defaults(func=cmd_demo)
-
-    from .engine import add_engine_arguments, engine_main
 
     p = sub.add_parser("engine", help="run the shared model engine: one process per model serving every language server")
     add_engine_arguments(p)

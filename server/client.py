@@ -52,11 +52,13 @@ class RecordingClient(LanguageClient):
         return await self.protocol.send_request_async(method, params, msg_id=msg_id)
 
 
-async def start(init_options: dict, progress: bool = True, log_level: str | None = "debug", env: dict | None = None) -> RecordingClient:
-    """Start `canvas-ls serve` (logging at `log_level`; None: the server's own default) and initialize it."""
+async def start(init_options: dict, progress: bool = True, log_level: str | None = "debug", env: dict | None = None,
+                command: list[str] | None = None) -> RecordingClient:
+    """Start `canvas-ls serve` (logging at `log_level`; None: the server's own default), or `command`,
+    and initialize it."""
     client = RecordingClient()
-    args = ["serve"] + (["--log-level", log_level] if log_level else [])
-    await client.start_io(sys.executable, "-m", "canvas_ls.server.cli", *args, env=env)
+    args = command or [sys.executable, "-m", "canvas_ls.server.cli", "serve"] + (["--log-level", log_level] if log_level else [])
+    await client.start_io(*args, env=env)
     caps = t.ClientCapabilities(window=t.WindowClientCapabilities(work_done_progress=progress))
     result = await client.initialize_async(t.InitializeParams(capabilities=caps, initialization_options=init_options))
     client.server_capabilities = result.capabilities

@@ -1,7 +1,7 @@
 """`canvas-ls engine`: one process that holds the model and serves fills to every language server.
 
     python -m canvas_ls.server.engine --model DIR --device cuda      (what language servers spawn)
-    canvas-ls engine --model DIR --device cuda                        (the same, once the CLI is wired)
+    canvas-ls engine --model DIR --device cuda                        (the same, by hand)
 
 Three editor windows with `engine: "shared"` load the model once: each language server attaches to the
 engine for its model key (see engine_protocol.model_key), or starts it. **One engine per model key**: the
@@ -9,21 +9,13 @@ socket's name is a hash of the key, so a server configured for another checkpoin
 window/canvas length finds (or starts) another engine, never a wrong one; the handshake compares the full
 key and answers a mismatch with a clear error.
 
-Scheduling. Requests wait in one queue. The scheduler waits until the oldest has waited
-`--batch-window-ms` (5 ms), then takes every queued request whose sampler settings equal the oldest's
-(up to `--max-batch`) and runs them as ONE `Infiller.fill_batch` call on the model thread: shared
-forward passes, each request's rows masked and with its own random streams, so a batched fill equals the
-same fill alone. Requests with other settings wait for the next batch. While a batch runs, new requests
-queue, so under load batches form by themselves.
+This module is the process and socket plumbing: the asyncio side (clients, messages, idle exit, signals),
+the lock file, the private socket, peer uid checks and the command line. The model is loaded with
+`server.model_host.load_in_process` (so its Infiller builds syntax judges from each request's language)
+and driven by server/engine_scheduler.py (queue, batching, per-request steps and cancellation) on its
+own model thread. The configuration is server/engine_config.py.
 
-Cancellation is per request: a cancelled request is answered at once (`Error(id, "cancelled")`) and its
-rows keep running until the batch ends (their result is dropped); the batch itself stops (within one step)
-only when all its requests are cancelled or their clients are gone. (Dropping a cancelled request's rows
-early, or answering a request whose rows are done before its batch-mates', needs per-row hooks in
-model.sampler.denoise that do not exist yet.)
-
-Steps stream only to requests that asked for them (`steps: true`): per request, the committed/total hole
-slots of its rows and its first candidate row rendered per hole.
+Steps stream only to requests that asked for them (`steps: true`). Cancel answers a request at once.
 
 Life cycle: an flock'ed lock file (pid inside) makes the engine unique per key; a second engine started
 for the same key exits at once (status 0). The socket is created 0600 in a 0700 directory, and peers of
@@ -42,16 +34,16 @@ import logging
 import os
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
-from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from canvas_ls.model.canvas import CanvasTooSmall
+from canvas_ls.model.interface import BadFill, FillCancelled, ModelLoadError, StepEvent
+
 from . import __version__
+from .engine_config import EngineConfig
 from .engine_protocol import (
     BAD_REQUEST,
     CANCELLED,
@@ -65,85 +57,43 @@ from .engine_protocol import (
     ByeMsg,
     CancelMsg,
     ErrorMsg,
-    FillRequestMsg,
+    FillMsg,
     ForgetMsg,
     HelloMsg,
     HelloReplyMsg,
-    ModelInfo,
     Msg,
     ProtocolError,
     ResultMsg,
     StepMsg,
     encode,
-    engine_paths,
     ensure_private_dir,
-    model_key,
+    peer_credentials,
     read_message,
 )
+from .engine_scheduler import Answer, BatchFiller, EngineStopping, Job, Scheduler
+from .model_host import load_in_process
+from .syntax import SUPPORTED
 
 log = logging.getLogger("canvas_ls.engine")
 
 LOAD_ERROR_GRACE_S = 3.0  # after a failed load, answer handshakes with the error this long, then exit
 
 
-@dataclass
-class EngineConfig:
-    model: str = ""  # modelPath ("" = the bundled model, else the tiny random demo model)
-    device: str = "auto"
-    dtype: str = "auto"
-    max_prompt_tokens: int = 1024
-    canvas_length: int = 256
-    idle_minutes: float = 30.0  # exit after this long without requests; 0 = never
-    batch_window_ms: float = 5.0  # how long the oldest queued request waits for batch-mates
-    max_batch: int = 16  # requests per fill_batch call
-    prefix_entries: int = 16  # documents whose prompt K/V the engine keeps (LRU)
-    run_dir: str | None = None  # default: engine_protocol.default_run_dir()
-    socket: str | None = None  # default: derived from the model key inside run_dir
-
-    def key(self) -> list[str]:
-        return model_key(self.model, self.device, self.dtype, self.max_prompt_tokens, self.canvas_length)
-
-    def paths(self, key: list[str] | None = None) -> dict[str, Path]:
-        paths = engine_paths(key or self.key(), Path(self.run_dir) if self.run_dir else None)
-        if self.socket:
-            sock = Path(self.socket)
-            paths.update(dir=sock.parent, socket=sock, lock=sock.with_name(sock.name + ".lock"), log=sock.with_name(sock.name + ".log"))
-        return paths
-
-    def argv(self) -> list[str]:
-        """Command-line arguments that reproduce this config (what a client passes when spawning)."""
-        out = ["--model", self.model, "--device", self.device, "--dtype", self.dtype,
-               "--max-prompt-tokens", str(self.max_prompt_tokens), "--canvas-length", str(self.canvas_length),
-               "--idle-minutes", str(self.idle_minutes), "--batch-window-ms", str(self.batch_window_ms),
-               "--max-batch", str(self.max_batch), "--prefix-entries", str(self.prefix_entries)]
-        if self.run_dir:
-            out += ["--run-dir", self.run_dir]
-        if self.socket:
-            out += ["--socket", self.socket]
-        return out
-
-
-# ---- per connection and per request state --------------------------------------------------------
-
-
 class _Conn:
     def __init__(self, writer: asyncio.StreamWriter, peer: str) -> None:
         self.writer = writer
         self.peer = peer
-        self.jobs: dict[int, _Job] = {}
+        self.jobs: dict[int, Job] = {}  # open requests by id
         self.hello = False
         self.closed = False
 
-    def write(self, frame: bytes) -> None:
+    def send(self, msg: Msg) -> None:
         if self.closed:
             return
         try:
-            self.writer.write(frame)
+            self.writer.write(encode(msg))
         except (ConnectionError, RuntimeError, OSError):
             self.closed = True
-
-    def send(self, msg: Msg) -> None:
-        self.write(encode(msg))
 
     def close(self) -> None:
         if not self.closed:
@@ -152,101 +102,75 @@ class _Conn:
                 self.writer.close()
 
 
-@dataclass(eq=False)
-class _Job:
-    conn: _Conn
-    id: int
-    request: object  # model.infill.FillRequest
-    lang: str | None
-    steps: bool
-    arrived: float
-    cancelled: bool = False  # read by the model thread: the client cancelled or is gone
-    finished: bool = False  # answered (result or error); later answers are dropped
-    step_done: bool = False  # all its slots committed: no more step messages
-
-
-@dataclass
-class EngineStats:
-    batches: int = 0
-    requests: int = 0
-    forward_passes: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
-
-
-# ---- the engine --------------------------------------------------------------------------------
+def answer_message(id: int, answer: Answer) -> ResultMsg | ErrorMsg:
+    """A scheduler Answer on the wire."""
+    if answer.result is not None:
+        return ResultMsg(id, answer.result, batch_requests=answer.batch_requests, queued_seconds=answer.queued_seconds)
+    exc = answer.error
+    if isinstance(exc, FillCancelled):
+        return ErrorMsg(id, CANCELLED, "cancelled")
+    if isinstance(exc, CanvasTooSmall):
+        return ErrorMsg(id, CANVAS_TOO_SMALL, str(exc))
+    if isinstance(exc, BadFill):
+        return ErrorMsg(id, BAD_REQUEST, str(exc))
+    if isinstance(exc, ModelLoadError):
+        return ErrorMsg(id, MODEL_LOAD, str(exc))
+    if isinstance(exc, EngineStopping):
+        return ErrorMsg(id, SHUTTING_DOWN, str(exc))
+    return ErrorMsg(id, INTERNAL, f"{type(exc).__name__}: {exc}")
 
 
 class Engine:
-    """The asyncio side (clients, queue, scheduler) plus one model thread that runs the batches."""
+    """The asyncio side of the engine: clients and their messages, model loading, idle exit."""
 
-    def __init__(self, config: EngineConfig, *, infiller=None, key: list[str] | None = None) -> None:
+    def __init__(self, config: EngineConfig, *, filler: BatchFiller | None = None, key: list[str] | None = None) -> None:
         self.config = config
         self.key = key if key is not None else config.key()
-        self.infiller = infiller
+        self.filler = filler
+        self.scheduler: Scheduler | None = None
         self.load_error: str | None = None
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="canvas-engine-model")
-        self.pending: list[_Job] = []
-        self.running: list[_Job] = []
         self.conns: set[_Conn] = set()
-        self.busy = False
         self.closing = False
         self.stop_reason = ""
-        self.stats = EngineStats()
-        self.last_activity = time.monotonic()
-        self._rows = None  # the running batch's rows (captured from Infiller._run), for step messages
         self.loop: asyncio.AbstractEventLoop | None = None
         self.serving = threading.Event()  # set once the socket accepts and the model is being loaded
 
     # -- model --
 
-    def _load(self):
-        from canvas_ls.model.loading import ModelLoadError
-
-        from .model_host import ModelHost
-        from .settings import ServerSettings
-
-        settings = ServerSettings(
-            modelPath=self.config.model, device=self.config.device, dtype=self.config.dtype,
-            maxPromptTokens=self.config.max_prompt_tokens, canvasLength=self.config.canvas_length,
-        )
+    def _load(self) -> BatchFiller:
         t0 = time.perf_counter()
         try:
-            infiller = ModelHost().get(settings)
+            filler = load_in_process(self.config.server_settings())
         except ModelLoadError:
             raise
         except Exception as exc:  # anything from torch/transformers: report it, do not crash silently
             raise ModelLoadError(f"{type(exc).__name__}: {exc}") from exc
-        log.info("model loaded in %.1fs: %s", time.perf_counter() - t0, infiller.loaded.describe())
-        return infiller
+        log.info("model loaded in %.1fs: %s", time.perf_counter() - t0, filler.info().describe())
+        return filler  # type: ignore[return-value]  (load_in_process makes an Infiller)
 
-    def _prepare(self, infiller) -> None:
-        prefix = getattr(infiller, "prefix", None)
-        if prefix is not None and hasattr(prefix, "max_entries"):
+    async def _start_model(self) -> None:
+        if self.filler is None:
+            try:
+                self.filler = await asyncio.to_thread(self._load)
+            except Exception as exc:
+                self.load_error = str(exc)
+                log.error("model not loaded: %s", exc)
+                self.ready.set_result(False)
+                await asyncio.sleep(LOAD_ERROR_GRACE_S)
+                self.stop("model load failed")
+                return
+        prefix = getattr(self.filler, "prefix", None)  # the Infiller's prompt K/V cache: room for every editor's documents
+        if prefix is not None:
             prefix.max_entries = max(prefix.max_entries, self.config.prefix_entries)
-        # Step messages need each batch row's request and layout. Infiller keeps them private to fill_batch;
-        # wrapping its _run on this instance captures them without touching model code.
-        run = getattr(infiller, "_run", None)
-        if run is not None:
-            def _run(rows, *args, **kwargs):
-                self._rows = rows
-                return run(rows, *args, **kwargs)
-
-            infiller._run = _run
-
-    def model_info(self) -> ModelInfo:
-        lm = self.infiller.loaded
-        return ModelInfo(
-            path=str(lm.path), device=str(lm.device), dtype=str(lm.dtype).removeprefix("torch."), noise=str(lm.noise),
-            canvas_length=int(lm.canvas_length), vocab_size=int(lm.vocab_size), random_weights=bool(lm.random_weights),
-            description=lm.describe(),
-        )
+        self.scheduler = Scheduler(self.filler, batch_window_s=self.config.batch_window_ms / 1000.0,
+                                   max_batch=self.config.max_batch).start()
+        self.ready.set_result(True)
 
     # -- serving --
 
     async def serve(self, sock: socket.socket, *, install_signals: bool = True) -> str:
         """Serve on a bound, listening socket until stopped; returns why it stopped."""
         self.loop = asyncio.get_running_loop()
-        self.wake = asyncio.Event()
         self.stopped = asyncio.Event()
         self.ready: asyncio.Future = self.loop.create_future()
         self.server = await asyncio.start_unix_server(self._handle, sock=sock)
@@ -254,7 +178,7 @@ class Engine:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     self.loop.add_signal_handler(sig, self.stop, "stopped by signal")
-        tasks = [asyncio.create_task(self._load_then_schedule()), asyncio.create_task(self._idle_watch())]
+        tasks = [asyncio.create_task(self._start_model()), asyncio.create_task(self._idle_watch())]
         self.serving.set()
         log.info("engine pid %d serving %s (model key %s)", os.getpid(), sock.getsockname(), " ".join(self.key))
         await self.stopped.wait()
@@ -267,9 +191,13 @@ class Engine:
         self.server.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.server.wait_closed(), 1.0)
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        log.info("engine stopped: %s (%d batches, %d requests, %d forward passes)", self.stop_reason,
-                 self.stats.batches, self.stats.requests, self.stats.forward_passes)
+        if self.scheduler is not None:
+            await asyncio.to_thread(self.scheduler.join, 5.0)  # the running batch stops within one step
+            s = self.scheduler.stats
+            log.info("engine stopped: %s (%d batches, %d requests, %d forward passes)", self.stop_reason,
+                     s.batches, s.requests, s.forward_passes)
+        else:
+            log.info("engine stopped: %s", self.stop_reason)
         return self.stop_reason
 
     def stop(self, reason: str) -> None:
@@ -280,29 +208,14 @@ class Engine:
         self.stop_reason = reason
         log.info("stopping: %s", reason)
         self.server.close()
-        for job in self.pending + self.running:
-            self._answer(job, ErrorMsg(job.id, SHUTTING_DOWN, f"the canvas-ls engine (pid {os.getpid()}) stopped: {reason}"))
-            job.cancelled = True  # the model thread stops the batch at its next step
-        self.pending.clear()
-        for conn in list(self.conns):
-            conn.send(ByeMsg("idle" if reason == "idle" else "stopped"))
-        self.wake.set()
-        self.stopped.set()
+        if self.scheduler is not None:  # its answers are posted to this loop before the Bye below
+            self.scheduler.close(f"the canvas-ls engine (pid {os.getpid()}) stopped: {reason}")
+        self.loop.call_soon(self._say_bye, "idle" if reason == "idle" else "stopped")
 
-    async def _load_then_schedule(self) -> None:
-        if self.infiller is None:
-            try:
-                self.infiller = await self.loop.run_in_executor(self.pool, self._load)
-            except Exception as exc:
-                self.load_error = str(exc)
-                log.error("model not loaded: %s", exc)
-                self.ready.set_result(False)
-                await asyncio.sleep(LOAD_ERROR_GRACE_S)
-                self.stop("model load failed")
-                return
-        self._prepare(self.infiller)
-        self.ready.set_result(True)
-        await self._schedule()
+    def _say_bye(self, reason: str) -> None:
+        for conn in list(self.conns):
+            conn.send(ByeMsg(reason))
+        self.stopped.set()
 
     async def _idle_watch(self) -> None:
         idle = self.config.idle_minutes * 60.0
@@ -310,15 +223,14 @@ class Engine:
             return
         while not self.closing:
             await asyncio.sleep(min(5.0, max(0.05, idle / 4)))
-            if not self.busy and not self.pending and time.monotonic() - self.last_activity >= idle:
+            if self.scheduler is not None and self.scheduler.idle_seconds() >= idle:
                 self.stop("idle")
                 return
 
     # -- clients --
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        peer = _peer(sock)
+        peer = peer_credentials(writer.get_extra_info("socket"))
         if peer is not None and peer[1] != os.getuid():
             log.warning("refused a connection from uid %d (pid %d)", peer[1], peer[0])
             writer.close()
@@ -343,11 +255,9 @@ class Engine:
                 await self._dispatch(conn, msg)
         finally:
             self.conns.discard(conn)
-            for job in list(conn.jobs.values()):  # the client is gone: nobody waits for these
-                job.cancelled = True
-                job.finished = True
-                if job in self.pending:
-                    self.pending.remove(job)
+            for job in conn.jobs.values():  # the client is gone: nobody waits for these
+                if self.scheduler is not None:
+                    self.scheduler.cancel(job, answer=False)
             conn.jobs.clear()
             conn.close()
 
@@ -357,13 +267,14 @@ class Engine:
         elif not conn.hello:
             conn.send(ErrorMsg(0, PROTOCOL, "send hello first"))
             conn.close()
-        elif isinstance(msg, FillRequestMsg):
+        elif isinstance(msg, FillMsg):
             self._submit(conn, msg)
         elif isinstance(msg, CancelMsg):
-            self._cancel(conn, msg.id)
+            job = conn.jobs.get(msg.id)
+            if job is not None:
+                self.scheduler.cancel(job)  # answered (cancelled) through _answer
         elif isinstance(msg, ForgetMsg):
-            if self.infiller is not None and hasattr(self.infiller, "prefix"):
-                self.loop.run_in_executor(self.pool, self.infiller.prefix.forget, msg.cache_key)
+            self.scheduler.forget(msg.document)
         else:
             conn.send(ErrorMsg(0, PROTOCOL, f"unexpected message {type(msg).__name__}"))
 
@@ -380,204 +291,34 @@ class Engine:
             return
         conn.hello = True
         log.info("client %s attached (%s)", conn.peer, msg.client)
-        conn.send(HelloReplyMsg(protocol=PROTOCOL_VERSION, pid=os.getpid(), key=list(self.key), model=self.model_info(), version=__version__))
+        conn.send(HelloReplyMsg(protocol=PROTOCOL_VERSION, pid=os.getpid(), key=list(self.key), info=self.filler.info(), version=__version__))
 
-    def _submit(self, conn: _Conn, msg: FillRequestMsg) -> None:
-        from canvas_ls.model.infill import FillRequest
-        from canvas_ls.model.settings import SamplerSettings
-
-        if msg.id in conn.jobs:
-            conn.send(ErrorMsg(msg.id, PROTOCOL, f"request id {msg.id} is already in use on this connection"))
+    def _submit(self, conn: _Conn, msg: FillMsg) -> None:
+        if msg.id <= 0 or msg.id in conn.jobs:
+            conn.send(ErrorMsg(msg.id, PROTOCOL, f"request id {msg.id} is not positive or already in use on this connection"))
             return
-        try:
-            settings = SamplerSettings(**msg.settings)
-            request = FillRequest(
-                text=msg.text, holes=tuple((int(a), int(b)) for a, b in msg.holes), max_tokens=int(msg.max_tokens),
-                length_candidates=tuple(int(n) for n in msg.length_candidates), settings=settings, cache_key=msg.cache_key,
-            )
-            request.validate()
-            if msg.lang is not None:
-                from .syntax import SUPPORTED
-
-                if msg.lang not in SUPPORTED:
-                    raise ValueError(f"unsupported language {msg.lang!r}; expected one of {SUPPORTED}")
-        except (TypeError, ValueError) as exc:
-            conn.send(ErrorMsg(msg.id, BAD_REQUEST, str(exc)))
+        language = msg.request.language
+        if language is not None and language not in SUPPORTED:
+            conn.send(ErrorMsg(msg.id, BAD_REQUEST, f"unsupported language {language!r}; expected one of {SUPPORTED}"))
             return
-        job = _Job(conn, msg.id, request, msg.lang, msg.steps, time.monotonic())
-        conn.jobs[msg.id] = job
-        self.pending.append(job)
-        self.last_activity = time.monotonic()
-        self.wake.set()
+        loop = self.loop
 
-    def _cancel(self, conn: _Conn, id: int) -> None:
-        job = conn.jobs.get(id)
-        if job is None or job.finished:
-            return
-        job.cancelled = True
-        if job in self.pending:
-            self.pending.remove(job)
-        self._answer(job, ErrorMsg(id, CANCELLED, "cancelled by the client"))
+        def on_answer(answer: Answer) -> None:  # any thread
+            loop.call_soon_threadsafe(self._answer, conn, msg.id, answer)
 
-    def _answer(self, job: _Job, msg: Msg) -> None:
-        """Loop thread. The one final answer of a request; later ones (a result after a cancel) are dropped."""
-        if job.finished:
-            return
-        job.finished = True
-        job.conn.jobs.pop(job.id, None)
-        job.conn.send(msg)
+        def on_step(event: StepEvent) -> None:  # the model thread
+            loop.call_soon_threadsafe(self._step, conn, msg.id, event)
 
-    def _post_answer(self, job: _Job, msg: Msg) -> None:
-        self.loop.call_soon_threadsafe(self._answer, job, msg)
+        # Answers always arrive through the loop, so the job is registered before its answer is sent.
+        conn.jobs[msg.id] = self.scheduler.submit(msg.request, on_answer, on_step if msg.steps else None)
 
-    def _post_step(self, job: _Job, frame: bytes) -> None:
-        def send() -> None:
-            if not job.finished and not job.cancelled:
-                job.conn.write(frame)
+    def _answer(self, conn: _Conn, id: int, answer: Answer) -> None:
+        conn.jobs.pop(id, None)
+        conn.send(answer_message(id, answer))
 
-        self.loop.call_soon_threadsafe(send)
-
-    # -- scheduling --
-
-    async def _schedule(self) -> None:
-        window = self.config.batch_window_ms / 1000.0
-        while not self.closing:
-            await self.wake.wait()
-            self.wake.clear()
-            while self.pending and not self.closing:
-                delay = window - (time.monotonic() - self.pending[0].arrived)
-                if delay > 0:
-                    await asyncio.sleep(delay)  # let batch-mates arrive
-                batch = self._take_batch()
-                if not batch:
-                    continue
-                self.busy = True
-                self.running = batch
-                try:
-                    await self.loop.run_in_executor(self.pool, self._run_batch, batch)
-                except Exception:  # never let the scheduler die; _run_batch answers its own errors
-                    log.exception("batch failed")
-                finally:
-                    self.busy = False
-                    self.running = []
-                    self.last_activity = time.monotonic()
-
-    def _take_batch(self) -> list[_Job]:
-        self.pending = [j for j in self.pending if not j.cancelled]
-        if not self.pending:
-            return []
-        settings = self.pending[0].request.settings
-        batch = [j for j in self.pending if j.request.settings == settings][: max(1, self.config.max_batch)]
-        taken = set(map(id, batch))
-        self.pending = [j for j in self.pending if id(j) not in taken]
-        return batch
-
-    def _run_batch(self, jobs: list[_Job]) -> None:
-        """Model thread: one fill_batch call for jobs that share sampler settings."""
-        from canvas_ls.model.canvas import CanvasTooSmall
-        from canvas_ls.model.sampler import FillCancelled
-
-        live = [j for j in jobs if not j.cancelled]
-        if not live:
-            return
-        judges = []
-        for j in live:
-            if j.lang is None:
-                judges.append(None)
-            else:
-                from .pipeline import make_judge
-
-                judges.append(make_judge(j.request.text, list(j.request.holes), j.lang))
-        started = time.monotonic()
-        try:
-            results = self.infiller.fill_batch(
-                [j.request for j in live],
-                on_step=self._step_emitter(live),
-                cancelled=lambda: all(j.cancelled for j in live),
-                judges=judges,
-            )
-        except FillCancelled:
-            for j in live:
-                self._post_answer(j, ErrorMsg(j.id, CANCELLED, "cancelled"))
-            return
-        except Exception as exc:
-            if len(live) > 1:
-                # One bad request must not fail its batch-mates: run each alone (before the first step
-                # this costs only the prompt encodes, which the prefix cache mostly keeps).
-                log.info("batch of %d failed (%s: %s); running its requests one by one", len(live), type(exc).__name__, exc)
-                for j in live:
-                    self._run_batch([j])
-                return
-            job = live[0]
-            if isinstance(exc, CanvasTooSmall):
-                self._post_answer(job, ErrorMsg(job.id, CANVAS_TOO_SMALL, str(exc)))
-            elif isinstance(exc, ValueError):
-                self._post_answer(job, ErrorMsg(job.id, BAD_REQUEST, str(exc)))
-            else:
-                log.exception("fill failed")
-                self._post_answer(job, ErrorMsg(job.id, INTERNAL, f"{type(exc).__name__}: {exc}"))
-            return
-        finally:
-            self._rows = None
-        self.stats.batches += 1
-        self.stats.requests += len(live)
-        self.stats.forward_passes += results[0].forward_passes if results else 0
-        self.stats.batch_sizes.append(len(live))
-        for j, r in zip(live, results):
-            self._post_answer(j, ResultMsg.from_result(j.id, r, batch_requests=len(live), queued_seconds=started - j.arrived))
-
-    def _step_emitter(self, jobs: list[_Job]):
-        wanted = [i for i, j in enumerate(jobs) if j.steps]
-        if not wanted:
-            return None
-        layout: dict = {}
-
-        def on_step(event) -> None:
-            rows = self._rows
-            if not layout:
-                if rows is None:
-                    layout["rows"] = None
-                else:
-                    per_request = defaultdict(list)
-                    for k, r in enumerate(rows):
-                        per_request[r.request].append(k)
-                    layout["rows"] = rows
-                    layout["per_request"] = per_request
-                    layout["holes"] = [[p for p, h in enumerate(r.layout.hole) if h >= 0] for r in rows]
-            canvas = event.canvas()  # one host copy per step, shared by every request's rendering
-            event.canvas = lambda: canvas
-            ids, open_ = canvas
-            for i in wanted:
-                job = jobs[i]
-                if job.cancelled or job.step_done:
-                    continue
-                if layout["rows"] is None:  # no row information: batch totals, first row
-                    committed, slots = event.committed, event.slots
-                    texts = event.render(0) if event.render is not None else ()
-                else:
-                    ks = layout["per_request"][i]
-                    holes = layout["holes"]
-                    slots = sum(len(holes[k]) for k in ks)
-                    committed = slots - sum(1 for k in ks for p in holes[k] if open_[k][p])
-                    k0 = ks[0]
-                    texts = self.infiller._render_holes(layout["rows"][k0].layout, event, k0)
-                if committed >= slots:
-                    job.step_done = True  # finished rows do not change while the batch goes on
-                frame = encode(StepMsg(job.id, event.step, event.max_steps, committed, slots, list(texts), event.round_step, event.round_steps, event.repair))
-                self._post_step(job, frame)
-
-        return on_step
-
-
-def _peer(sock: socket.socket | None) -> tuple[int, int, int] | None:
-    """(pid, uid, gid) of a Unix socket's peer, where the platform tells (Linux)."""
-    if sock is None or not hasattr(socket, "SO_PEERCRED"):
-        return None
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except OSError:
-        return None
-    return struct.unpack("3i", raw)
+    def _step(self, conn: _Conn, id: int, event: StepEvent) -> None:
+        if id in conn.jobs:  # not answered yet (a step posted just before a cancel is dropped)
+            conn.send(StepMsg(id, event))
 
 
 # ---- process plumbing ----------------------------------------------------------------------------
@@ -624,18 +365,18 @@ def run_engine(config: EngineConfig) -> int:
     """Run an engine process in the foreground. 0: stopped normally or another engine serves this key."""
     key = config.key()
     paths = config.paths(key)
-    ensure_private_dir(paths["dir"])
-    lock_fd = acquire_lock(paths["lock"])
+    ensure_private_dir(paths.dir)
+    lock_fd = acquire_lock(paths.lock)
     if lock_fd is None:
-        log.info("another engine (pid %s) already serves this model key; exiting", lock_holder_pid(paths["lock"]))
+        log.info("another engine (pid %s) already serves this model key; exiting", lock_holder_pid(paths.lock))
         return 0
-    sock = bind_private_socket(paths["socket"])
+    sock = bind_private_socket(paths.socket)
     engine = Engine(config, key=key)
     try:
         reason = asyncio.run(engine.serve(sock))
     finally:
         with contextlib.suppress(OSError):
-            os.unlink(paths["socket"])  # we hold the lock: the socket at this path is ours
+            os.unlink(paths.socket)  # we hold the lock: the socket at this path is ours
         sock.close()
         with contextlib.suppress(OSError):
             os.ftruncate(lock_fd, 0)
@@ -644,23 +385,23 @@ def run_engine(config: EngineConfig) -> int:
 
 
 class EngineThread:
-    """An engine inside this process, on its own thread (benchmarks and tests), serving a given Infiller.
+    """An engine inside this process, on its own thread (benchmarks and tests), serving a given filler.
 
         with EngineThread(config, infiller) as et:   # et.socket, et.key
-            RemoteInfiller.attach(et.socket, et.key).fill(...)
+            RemoteFiller.attach(et.socket, et.key).fill(...)
     """
 
-    def __init__(self, config: EngineConfig, infiller=None, *, key: list[str] | None = None) -> None:
+    def __init__(self, config: EngineConfig, filler: BatchFiller | None = None, *, key: list[str] | None = None) -> None:
         self.config = config
         self.key = key if key is not None else config.key()
         self.paths = config.paths(self.key)
-        self.socket = self.paths["socket"]
-        self.engine = Engine(config, infiller=infiller, key=self.key)
+        self.socket = self.paths.socket
+        self.engine = Engine(config, filler=filler, key=self.key)
         self._thread: threading.Thread | None = None
         self.reason: str | None = None
 
-    def start(self) -> "EngineThread":
-        ensure_private_dir(self.paths["dir"])
+    def start(self) -> EngineThread:
+        ensure_private_dir(self.paths.dir)
         sock = bind_private_socket(self.socket)
 
         def main() -> None:
@@ -675,6 +416,10 @@ class EngineThread:
             raise RuntimeError("engine thread did not start")
         return self
 
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
     def stop(self, reason: str = "stopped") -> None:
         if self._thread is None:
             return
@@ -685,7 +430,7 @@ class EngineThread:
         self._thread.join(10)
         self._thread = None
 
-    def __enter__(self) -> "EngineThread":
+    def __enter__(self) -> EngineThread:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -696,40 +441,21 @@ class EngineThread:
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
-    d = EngineConfig()
-    p.add_argument("--model", default=d.model, help="checkpoint directory (default: bundled, else the tiny random demo model)")
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--dtype", default=d.dtype, help="auto, float32, bfloat16, float16 (float64: exactness tests)")
-    p.add_argument("--max-prompt-tokens", type=int, default=d.max_prompt_tokens)
-    p.add_argument("--canvas-length", type=int, default=d.canvas_length)
-    p.add_argument("--idle-minutes", type=float, default=d.idle_minutes, help="exit after this long without requests (0: never)")
-    p.add_argument("--batch-window-ms", type=float, default=d.batch_window_ms, help="how long a request waits for batch-mates")
-    p.add_argument("--max-batch", type=int, default=d.max_batch, help="most requests in one batch")
-    p.add_argument("--prefix-entries", type=int, default=d.prefix_entries, help="documents whose prompt K/V stay cached")
-    p.add_argument("--run-dir", default=None, help="directory for socket, lock and log (default: $XDG_RUNTIME_DIR/canvas-ls or ~/.cache/canvas-ls/run)")
-    p.add_argument("--socket", default=None, help="explicit socket path (default: derived from the model key)")
+    EngineConfig.add_arguments(p)
     p.add_argument("--log-file", default=None)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-
-
-def config_from_args(args: argparse.Namespace) -> EngineConfig:
-    return EngineConfig(
-        model=args.model or "", device=args.device, dtype=args.dtype, max_prompt_tokens=args.max_prompt_tokens,
-        canvas_length=args.canvas_length, idle_minutes=args.idle_minutes, batch_window_ms=args.batch_window_ms,
-        max_batch=args.max_batch, prefix_entries=args.prefix_entries, run_dir=args.run_dir, socket=args.socket,
-    )
 
 
 def engine_main(args: argparse.Namespace) -> int:
     """`canvas-ls engine ...`: run the shared engine in the foreground (logs to stderr and --log-file)."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if getattr(args, "log_file", None):
+    if args.log_file:
         handlers.append(logging.FileHandler(args.log_file))
     logging.basicConfig(level=args.log_level.upper(), handlers=handlers, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     try:
-        return run_engine(config_from_args(args))
-    except Exception as exc:
-        log.exception("engine failed: %s", exc)
+        return run_engine(EngineConfig.from_args(args))
+    except Exception:
+        log.exception("engine failed")
         return 2
 
 

@@ -1,25 +1,18 @@
-"""RemoteInfiller: the `Infiller.fill` interface, served by the shared engine over its Unix socket.
+"""RemoteFiller: the `Filler` interface (model/interface.py), served by the shared engine over its Unix socket.
 
-    infiller = connect_or_start(settings)     # attach to the engine for this model key, or start it
-    result = infiller.fill(request, on_step=..., cancelled=..., judge=make_judge(text, holes, lang))
+    filler = connect_or_start(settings)     # attach to the engine for this model key, or start it
+    result = filler.fill(FillRequest(..., language="python"), on_step=..., cancelled=...)
 
+Plain Python (no torch, no transformers): a language server with `engine: "shared"` never loads them.
 `fill` blocks (call it from the language server's model thread, as in-process fills are). What crosses:
-  * the request, and the judge as its language: the engine rebuilds it with
-    `server.pipeline.make_judge(text, holes, lang)` (judges from make_judge carry `.lang`; another callable
-    cannot cross a process, so the fill then runs without syntax repair, with a warning in the log);
-  * step events, only when `on_step` is given: `RemoteStepEvent` has step/max_steps/committed/slots,
-    `render(row)` (the per-hole texts of the request's first candidate row) and a settable `holes`;
-    `canvas()` (token ids) stays in the engine;
+  * the request, as it is: the engine's Infiller builds the syntax judge from `request.language`;
+  * step events, only when `on_step` is given: the interface's StepEvent of this request alone;
   * cancellation: `cancelled()` is polled every 20 ms; when it turns true the engine is told and
     `FillCancelled` is raised at once;
-  * errors: CanvasTooSmall, ValueError (bad request), ModelLoadError (the engine could not load its
-    model or start), FillCancelled, `EngineDied` (the connection broke while a fill was in flight: the
-    fill is lost, never half-applied; the next fill starts a fresh engine), `EngineError` (the engine
-    raised something else).
-
-What the server reads besides `fill`: `.loaded.path`, `.loaded.device`, `.loaded.dtype`,
-`.loaded.random_weights`, `.loaded.canvas_length`, `.loaded.describe()`, `.prefix.forget(key)`,
-`.pid`, and `.on_event` (a callable(str) told when the engine died or was restarted; default: log).
+  * errors: BadFill (CanvasTooSmall included), ModelLoadError (the engine could not load its model or
+    start), FillCancelled, `EngineDied` (a BackendDied: the connection broke while a fill was in flight;
+    the fill is lost, never half-applied, and the next fill starts a fresh engine), `EngineError` (the
+    engine raised something else).
 """
 
 from __future__ import annotations
@@ -34,11 +27,24 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
+from canvas_ls.model.canvas import CanvasTooSmall
+from canvas_ls.model.interface import (
+    BackendDied,
+    BadFill,
+    Cancelled,
+    FillCancelled,
+    FillerInfo,
+    FillRequest,
+    FillResult,
+    ModelLoadError,
+    OnStep,
+)
+
 from . import __version__
-from .engine import EngineConfig, _peer
+from .engine_config import EngineConfig
 from .engine_protocol import (
     BAD_REQUEST,
     CANCELLED,
@@ -50,7 +56,7 @@ from .engine_protocol import (
     ByeMsg,
     CancelMsg,
     ErrorMsg,
-    FillRequestMsg,
+    FillMsg,
     ForgetMsg,
     FrameReader,
     HelloMsg,
@@ -59,11 +65,14 @@ from .engine_protocol import (
     ProtocolError,
     ResultMsg,
     StepMsg,
+    UnsafeRunDir,
     default_run_dir,
     encode,
     ensure_private_dir,
-    normalize_device,
+    peer_credentials,
+    resolve_model_dir,
 )
+from .settings import ServerSettings
 
 log = logging.getLogger("canvas_ls.engine_client")
 
@@ -71,7 +80,7 @@ POLL_S = 0.02  # how often a waiting fill checks its cancel flag
 LOG_ROTATE_BYTES = 4 * 1024 * 1024
 
 
-class EngineDied(RuntimeError):
+class EngineDied(BackendDied):
     """The engine exited (or the connection broke) while this fill was in flight. Nothing was applied;
     the next fill starts a fresh engine."""
 
@@ -80,7 +89,7 @@ class EngineError(RuntimeError):
     """The engine failed this request for a reason other than the request itself."""
 
 
-class EngineUnavailable(RuntimeError):
+class EngineUnavailable(ModelLoadError):
     """No engine listens on the socket and this client may not start one."""
 
 
@@ -92,118 +101,54 @@ class _Eof(Exception):
     pass
 
 
-@dataclass
-class RemoteLoaded:
-    """The engine's model, as the server reads it (a subset of model.loading.LoadedModel)."""
-
-    path: Path
-    device: object  # torch.device
-    dtype: object  # torch.dtype
-    noise: str
-    canvas_length: int
-    vocab_size: int
-    random_weights: bool
-    description: str
-    pid: int
-
-    def describe(self) -> str:
-        return f"{self.description} [shared engine, pid {self.pid}]"
-
-
-class RemoteStepEvent:
-    """What on_step receives for a remote fill (the fields of model.sampler.StepEvent that cross)."""
-
-    def __init__(self, step: int, max_steps: int, committed: int, slots: int, texts: tuple[str, ...], round_step: int = 0, round_steps: int = 0, repair: int = 0) -> None:
-        self.step, self.max_steps, self.committed, self.slots = step, max_steps, committed, slots
-        self.round_step, self.round_steps, self.repair = round_step, round_steps, repair
-        self.texts = texts
-        self.holes: tuple[tuple[int, int], ...] = ()  # set by the pipeline, as for StepEvent
-        self.render = lambda row=0: self.texts
-
-    def canvas(self):
-        raise NotImplementedError("a remote step carries rendered texts only (render()); the canvas ids stay in the engine")
-
-    def __repr__(self) -> str:
-        return f"RemoteStepEvent(step={self.step}, max_steps={self.max_steps}, committed={self.committed}, slots={self.slots})"
-
-
-class _RemotePrefix:
-    def __init__(self, owner: "RemoteInfiller") -> None:
-        self._owner = owner
-
-    def forget(self, key: str) -> None:
-        """Drop a document's cached prompt K/V in the engine (fire and forget; safe from any thread)."""
-        self._owner._send_quiet(ForgetMsg(key))
-
-    def clear(self) -> None:  # the engine's cache is shared by every client: nothing to clear from here
-        pass
-
-
-def _to_loaded(reply: HelloReplyMsg) -> RemoteLoaded:
-    import torch
-
-    m = reply.model
-    return RemoteLoaded(
-        path=Path(m.path), device=torch.device(m.device), dtype=getattr(torch, m.dtype, m.dtype), noise=m.noise,
-        canvas_length=m.canvas_length, vocab_size=m.vocab_size, random_weights=m.random_weights,
-        description=m.description, pid=reply.pid,
-    )
-
-
-class RemoteInfiller:
+class RemoteFiller:
     """A connection to the engine for one model key. Thread-safe; fills run one at a time per instance."""
 
     def __init__(self, config: EngineConfig | None = None, *, socket_path: str | os.PathLike | None = None,
                  key: list[str] | None = None, autostart: bool = True, start_timeout: float = 300.0) -> None:
         if config is None and (socket_path is None or key is None):
             raise ValueError("give an EngineConfig, or a socket path and a model key")
-        if config is not None:
-            config = replace(config, device=normalize_device(config.device),
-                             run_dir=str(config.run_dir) if config.run_dir else str(default_run_dir()))
+        if config is not None and not config.socket:
+            # Pin what the environment would decide, so an engine we spawn serves exactly our key and paths.
+            config = replace(config, model=config.model and resolve_model_dir(config.model),
+                             run_dir=config.run_dir or str(default_run_dir()))
         self.config = config
         self.key = key if key is not None else config.key()
         paths = config.paths(self.key) if config is not None else None
-        self.socket_path = Path(socket_path) if socket_path is not None else paths["socket"]
-        self.log_path = paths["log"] if paths else None
+        self.socket_path = Path(socket_path) if socket_path is not None else paths.socket
+        self.log_path = paths.log if paths else None
         self.autostart = autostart and config is not None
         self.start_timeout = start_timeout
-        self.prefix = _RemotePrefix(self)
-        self.on_event = lambda message: log.warning("%s", message)
         self.last_result: ResultMsg | None = None  # the latest ResultMsg (batch_requests, queued_seconds)
         self.restarts = 0  # engines this client started after the first
+        self.pid: int | None = None  # the engine's, once attached
+        self._info: FillerInfo | None = None
         self._sock: socket.socket | None = None
         self._frames = FrameReader()
-        self._loaded: RemoteLoaded | None = None
         self._bye: str | None = None
         self._ids = itertools.count(1)
         self._fill_lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._procs: list[subprocess.Popen] = []
         self._started_any = False
-        self._warned_judge = False
 
     @classmethod
-    def attach(cls, socket_path: str | os.PathLike, key: list[str]) -> "RemoteInfiller":
+    def attach(cls, socket_path: str | os.PathLike, key: list[str]) -> RemoteFiller:
         """Connect to a running engine (never start one), e.g. an EngineThread."""
         r = cls(socket_path=socket_path, key=key, autostart=False)
         r.connect()
         return r
 
-    # ---- what the server reads ----
+    # ---- the Filler interface besides fill ----
 
-    @property
-    def loaded(self) -> RemoteLoaded:
-        if self._loaded is None:
+    def info(self) -> FillerInfo:
+        if self._info is None:
             self.connect()
-        return self._loaded  # type: ignore[return-value]
+        return self._info  # type: ignore[return-value]
 
-    @property
-    def pid(self) -> int | None:
-        return self._loaded.pid if self._loaded else None
-
-    @property
-    def connected(self) -> bool:
-        return self._sock is not None
+    def forget(self, document: str) -> None:
+        """Drop a document's cached prompt K/V in the engine (fire and forget; safe from any thread)."""
+        self._send_quiet(ForgetMsg(document))
 
     # ---- connection ----
 
@@ -235,15 +180,13 @@ class RemoteInfiller:
             lines = self.log_path.read_text(errors="replace").splitlines()[-n:]
         except OSError:
             return ""
-        return " | ".join(l.strip() for l in lines if l.strip())
+        return " | ".join(line.strip() for line in lines if line.strip())
 
     def _spawn(self) -> subprocess.Popen:
-        from canvas_ls.model.loading import ModelLoadError
-
         assert self.config is not None
         paths = self.config.paths(self.key)
-        ensure_private_dir(paths["dir"])
-        logf = paths["log"]
+        ensure_private_dir(paths.dir)
+        logf = paths.log
         with contextlib.suppress(OSError):
             if logf.stat().st_size > LOG_ROTATE_BYTES:
                 logf.replace(logf.with_name(logf.name + ".1"))
@@ -264,8 +207,6 @@ class RemoteInfiller:
 
     def _ensure_connected(self) -> None:
         """Connect and handshake; start the engine if none listens (and we may). Raises ModelLoadError."""
-        from canvas_ls.model.loading import ModelLoadError
-
         if self._sock is not None:
             return
         self._reap()
@@ -294,7 +235,7 @@ class RemoteInfiller:
             except OSError as exc:
                 sock.close()
                 raise ModelLoadError(f"cannot connect to the canvas-ls engine at {self.socket_path}: {exc}") from exc
-            peer = _peer(sock)
+            peer = peer_credentials(sock)
             if peer is not None and peer[1] != os.getuid():
                 sock.close()
                 raise ModelLoadError(f"the engine socket {self.socket_path} belongs to uid {peer[1]}, not to this user")
@@ -310,13 +251,12 @@ class RemoteInfiller:
             self._sock = sock
             self._frames = FrameReader()
             self._bye = None
-            self._loaded = _to_loaded(reply)
-            log.info("attached to the canvas-ls engine pid %d: %s", reply.pid, reply.model.description)
+            self.pid = reply.pid
+            self._info = replace(reply.info, backend=f"shared engine (pid {reply.pid})")
+            log.info("attached to the canvas-ls engine pid %d: %s", reply.pid, self._info.describe())
             return
 
     def _handshake(self, sock: socket.socket, deadline: float, proc: subprocess.Popen | None) -> HelloReplyMsg:
-        from canvas_ls.model.loading import ModelLoadError
-
         sock.sendall(encode(HelloMsg(PROTOCOL_VERSION, list(self.key), f"canvas-ls {__version__} pid {os.getpid()}")))
         frames = FrameReader()
         while True:
@@ -385,18 +325,12 @@ class RemoteInfiller:
             pid, bye = self.pid, self._bye
             self._reset()
             if bye != "idle":
-                self.on_event(f"the canvas-ls engine (pid {pid}) exited; starting a new one")
+                log.warning("the canvas-ls engine (pid %s) exited; starting a new one", pid)
 
     # ---- filling ----
 
-    def fill(self, request, *, on_step=None, cancelled=None, judge=None):
-        """Fill one request through the engine; same contract as model.infill.Infiller.fill."""
-        from canvas_ls.model.sampler import FillCancelled
-
-        lang = getattr(judge, "lang", None) if judge is not None else None
-        if judge is not None and lang is None and not self._warned_judge:
-            self._warned_judge = True
-            log.warning("this judge has no .lang, so the engine cannot rebuild it: remote fills run without syntax repair")
+    def fill(self, request: FillRequest, on_step: OnStep | None = None, cancelled: Cancelled | None = None) -> FillResult:
+        """Fill one request through the engine; the Filler contract (model/interface.py)."""
         with self._fill_lock:
             for attempt in range(2):
                 if cancelled is not None and cancelled():
@@ -404,18 +338,13 @@ class RemoteInfiller:
                 self._check_alive()
                 self._ensure_connected()
                 rid = next(self._ids)
-                msg = FillRequestMsg(
-                    id=rid, text=request.text, holes=[tuple(h) for h in request.holes], max_tokens=request.max_tokens,
-                    length_candidates=list(request.length_candidates), settings=request.settings.to_dict(),
-                    cache_key=request.cache_key, lang=lang, steps=on_step is not None,
-                )
                 try:
-                    self._send(msg)
+                    self._send(FillMsg(rid, request, steps=on_step is not None))
                 except OSError:
                     pid = self.pid
                     self._reset()
                     if attempt == 0:  # it never reached a live engine: nothing ran, so resending is safe
-                        self.on_event(f"the canvas-ls engine (pid {pid}) is gone; starting a new one")
+                        log.warning("the canvas-ls engine (pid %s) is gone; starting a new one", pid)
                         continue
                     raise EngineDied(f"could not send the fill to the canvas-ls engine (pid {pid}); the next fill starts a new one")
                 try:
@@ -424,9 +353,7 @@ class RemoteInfiller:
                     continue
             raise EngineDied("the canvas-ls engine closed the connection twice before starting the fill")
 
-    def _wait(self, rid: int, on_step, cancelled):
-        from canvas_ls.model.sampler import FillCancelled
-
+    def _wait(self, rid: int, on_step: OnStep | None, cancelled: Cancelled | None) -> FillResult:
         answered = False
         heard = False  # any message for this request arrived (the engine took it)
         try:
@@ -445,7 +372,7 @@ class RemoteInfiller:
                         raise _RetrySafe() from None
                     why = f" ({exc})" if isinstance(exc, ProtocolError) else ""
                     message = f"the canvas-ls engine (pid {pid}) exited during this fill{why}; the fill was lost (nothing was applied) and the next fill starts a new engine"
-                    self.on_event(message)
+                    log.warning("%s", message)
                     raise EngineDied(message) from None
                 for m in msgs:
                     if isinstance(m, ByeMsg):
@@ -459,11 +386,11 @@ class RemoteInfiller:
                     heard = True
                     if isinstance(m, StepMsg):
                         if on_step is not None:
-                            on_step(RemoteStepEvent(m.step, m.max_steps, m.committed, m.slots, tuple(m.texts), m.round_step, m.round_steps, m.repair))
+                            on_step(m.event)
                     elif isinstance(m, ResultMsg):
                         answered = True
                         self.last_result = m
-                        return m.to_result()
+                        return m.result
                     elif isinstance(m, ErrorMsg):
                         answered = True
                         raise self._error(m)
@@ -472,16 +399,12 @@ class RemoteInfiller:
                 self._send_quiet(CancelMsg(rid))
 
     def _error(self, m: ErrorMsg) -> Exception:
-        from canvas_ls.model.canvas import CanvasTooSmall
-        from canvas_ls.model.loading import ModelLoadError
-        from canvas_ls.model.sampler import FillCancelled
-
         if m.kind == CANCELLED:
             return FillCancelled()
         if m.kind == CANVAS_TOO_SMALL:
             return CanvasTooSmall(m.message)
         if m.kind == BAD_REQUEST:
-            return ValueError(m.message)
+            return BadFill(m.message)
         if m.kind == MODEL_LOAD:
             return ModelLoadError(m.message)
         if m.kind == SHUTTING_DOWN:
@@ -490,32 +413,15 @@ class RemoteInfiller:
         return EngineError(f"canvas-ls engine: {m.kind}: {m.message}")
 
 
-def engine_config_for(settings, **overrides) -> EngineConfig:
-    """The engine a language server with these ServerSettings needs (the model key comes from them)."""
-    base = dict(
-        model=settings.modelPath, device=settings.device, dtype=settings.dtype,
-        max_prompt_tokens=settings.maxPromptTokens, canvas_length=settings.canvasLength,
-    )
-    idle = getattr(settings, "engineIdleMinutes", None)
-    if idle is not None:
-        base["idle_minutes"] = float(idle)
-    base.update(overrides)
-    return EngineConfig(**base)
-
-
-def connect_or_start(settings, *, start_timeout: float = 300.0, **engine_overrides) -> RemoteInfiller:
+def connect_or_start(settings: ServerSettings, *, start_timeout: float = 300.0, **engine_overrides) -> RemoteFiller:
     """Attach to the running engine for these settings' model key, or start one and wait for it.
 
     Raises ModelLoadError (with the engine log's tail) when the engine cannot start or load its model.
     engine_overrides: EngineConfig fields (run_dir, idle_minutes, batch_window_ms, max_batch, ...); they
     apply when this call starts the engine.
     """
-    from canvas_ls.model.loading import ModelLoadError
-
-    from .engine_protocol import UnsafeRunDir
-
     try:
-        remote = RemoteInfiller(engine_config_for(settings, **engine_overrides), start_timeout=start_timeout)
+        remote = RemoteFiller(EngineConfig.from_settings(settings, **engine_overrides), start_timeout=start_timeout)
         remote.connect()
     except (UnsafeRunDir, OSError) as exc:
         raise ModelLoadError(f"shared engine: {exc}") from exc

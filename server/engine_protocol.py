@@ -1,5 +1,5 @@
 """The shared engine's wire protocol: msgspec messages, length-prefixed msgpack frames, and where the
-engine of a model lives on disk.
+engine of a model lives on disk. Plain Python (msgspec, no torch): the client side imports it.
 
 One engine process serves one *model key* (checkpoint, device, dtype, prompt window, canvas length, and
 the canvas-ls install and protocol version). Its files live in a private run directory:
@@ -18,28 +18,35 @@ engine checks the full key again in the handshake.
 
 A conversation (client -> engine, engine -> client):
 
-    Hello(protocol, key, client)            -> HelloReply(protocol, pid, key, model) | Error(0, kind, message)
-    FillRequest(id, ...)                    -> Step(id, ...)* then exactly one of Result(id, ...) | Error(id, ...)
-    Cancel(id)                              -> the request ends with Error(id, "cancelled") (at once)
-    Forget(cache_key)                       (no answer: drop that document's cached prompt K/V)
-                                            <- Bye(reason) before the engine closes a connection on purpose
+    Hello(protocol, key, client)      -> HelloReply(protocol, pid, key, info) | Error(0, kind, message)
+    Fill(id, request, steps)          -> Step(id, event)* then exactly one of Result(id, ...) | Error(id, ...)
+    Cancel(id)                        -> the request ends with Error(id, "cancelled") (at once)
+    Forget(document)                  (no answer: drop that document's cached prompt K/V)
+                                      <- Bye(reason) before the engine closes a connection on purpose
 
-Frames: a 4-byte big-endian payload length, then one msgpack-encoded message (a tagged union: the
-"type" field names the message).
+The payloads are the interface's own dataclasses (model/interface.py: FillRequest, StepEvent,
+FillResult, FillerInfo), so nothing is declared twice. Frames: a 4-byte big-endian payload length,
+then one msgpack-encoded message (a tagged union: the "type" field names the message).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import stat
 import struct
 from pathlib import Path
-from typing import Any, Union
+from typing import NamedTuple, Union
 
 import msgspec
 
-PROTOCOL_VERSION = 1
+from canvas_ls.model import default_model_path
+from canvas_ls.model.interface import FillerInfo, FillRequest, FillResult, StepEvent
+
+from . import __version__
+
+PROTOCOL_VERSION = 2
 MAX_FRAME = 256 * 1024 * 1024  # documents are capped at maxDocumentBytes (8 MB by default); this is a sanity bound
 _HEADER = struct.Struct(">I")
 
@@ -57,36 +64,17 @@ class HelloMsg(Msg, tag="hello"):
     client: str = ""  # free text for logs: "canvas-ls 0.1.0 pid 1234"
 
 
-class ModelInfo(msgspec.Struct, omit_defaults=True):
-    path: str
-    device: str  # "cpu", "cuda:0"
-    dtype: str  # "float32", "bfloat16", ...
-    noise: str
-    canvas_length: int
-    vocab_size: int
-    random_weights: bool
-    description: str  # LoadedModel.describe()
-
-
 class HelloReplyMsg(Msg, tag="hello_reply"):
     protocol: int
     pid: int
     key: list[str]
-    model: ModelInfo
+    info: FillerInfo  # the engine's Infiller.info(); the client names itself the backend
     version: str = ""  # canvas-ls version of the engine
 
 
-class FillRequestMsg(Msg, tag="fill"):
-    id: int
-    text: str
-    holes: list[tuple[int, int]]
-    max_tokens: int = 64
-    length_candidates: list[int] = []
-    settings: dict[str, Any] = {}  # SamplerSettings.to_dict()
-    cache_key: str | None = None
-    # The syntax judge is rebuilt in the engine with server.pipeline.make_judge(text, holes, lang): a
-    # Python closure cannot cross processes. None: no judge (no syntax repair).
-    lang: str | None = None
+class FillMsg(Msg, tag="fill"):
+    id: int  # per connection, > 0 (0 names the connection in errors)
+    request: FillRequest  # the engine builds the syntax judge from request.language
     steps: bool = False  # stream StepMsg for this request
 
 
@@ -95,70 +83,31 @@ class CancelMsg(Msg, tag="cancel"):
 
 
 class ForgetMsg(Msg, tag="forget"):
-    cache_key: str
+    document: str
 
 
 class StepMsg(Msg, tag="step"):
     id: int
-    step: int  # forward passes so far
-    max_steps: int
-    committed: int  # committed hole slots of this request (all its candidate rows)
-    slots: int  # hole slots of this request
-    texts: list[str]  # per hole: the canvas as text, open slots drawn as "·" (model.infill.OPEN_SLOT)
-    round_step: int = 0  # model.sampler.StepEvent's user-facing labels
-    round_steps: int = 0
-    repair: int = 0
+    event: StepEvent  # the request's own view of the step (its rows, its first row's canvas)
 
 
 class ResultMsg(Msg, tag="result"):
     id: int
-    # model.infill.FillResult, field by field
-    fills: list[str]
-    score: float
-    forward_passes: int
-    tokens: int
-    seconds: float
-    canvas_length: int
-    slots: list[int]
-    candidates: int
-    repairs: int
-    syntax_errors: int
-    prompt_tokens: int
-    reused_prompt_tokens: int
+    result: FillResult
     # engine-side extras, for diagnostics and benchmarks
     batch_requests: int = 1  # requests that shared this fill's forward passes (1: ran alone)
     queued_seconds: float = 0.0  # time between arrival and the start of its batch
 
-    @classmethod
-    def from_result(cls, id: int, r, *, batch_requests: int = 1, queued_seconds: float = 0.0) -> "ResultMsg":
-        return cls(
-            id=id, fills=list(r.fills), score=float(r.score), forward_passes=r.forward_passes, tokens=r.tokens,
-            seconds=float(r.seconds), canvas_length=r.canvas_length, slots=list(r.slots), candidates=r.candidates,
-            repairs=r.repairs, syntax_errors=r.syntax_errors, prompt_tokens=r.prompt_tokens,
-            reused_prompt_tokens=r.reused_prompt_tokens, batch_requests=batch_requests, queued_seconds=queued_seconds,
-        )
 
-    def to_result(self):
-        from canvas_ls.model.infill import FillResult
-
-        return FillResult(
-            fills=tuple(self.fills), score=self.score, forward_passes=self.forward_passes, tokens=self.tokens,
-            seconds=self.seconds, canvas_length=self.canvas_length, slots=tuple(self.slots), candidates=self.candidates,
-            repairs=self.repairs, syntax_errors=self.syntax_errors, prompt_tokens=self.prompt_tokens,
-            reused_prompt_tokens=self.reused_prompt_tokens,
-        )
-
-
-# ErrorMsg kinds. id 0 is a connection-level error (handshake).
-CANCELLED = "cancelled"  # the client cancelled the request
-BAD_REQUEST = "bad_request"  # the request is invalid (message says why); ValueError on the client
-CANVAS_TOO_SMALL = "canvas_too_small"  # model.canvas.CanvasTooSmall on the client
-MODEL_LOAD = "model_load"  # the engine could not load its model; ModelLoadError on the client
+# ErrorMsg kinds. id 0 is a connection-level error (handshake, protocol).
+CANCELLED = "cancelled"  # the client cancelled the request: FillCancelled on the client
+BAD_REQUEST = "bad_request"  # the request cannot be filled as asked: BadFill on the client
+CANVAS_TOO_SMALL = "canvas_too_small"  # model.canvas.CanvasTooSmall (a BadFill) on the client
+MODEL_LOAD = "model_load"  # the engine could not load its model: ModelLoadError on the client
 MISMATCH = "mismatch"  # handshake: protocol or model key differ
 PROTOCOL = "protocol"  # a malformed or unexpected message
 SHUTTING_DOWN = "shutting_down"  # the engine was stopped while the request was queued or running
 INTERNAL = "internal"  # anything else raised while filling
-ERROR_KINDS = (CANCELLED, BAD_REQUEST, CANVAS_TOO_SMALL, MODEL_LOAD, MISMATCH, PROTOCOL, SHUTTING_DOWN, INTERNAL)
 
 
 class ErrorMsg(Msg, tag="error"):
@@ -173,10 +122,8 @@ class ByeMsg(Msg, tag="bye"):
     reason: str
 
 
-Message = Union[
-    HelloMsg, HelloReplyMsg, FillRequestMsg, CancelMsg, ForgetMsg, StepMsg, ResultMsg, ErrorMsg, ByeMsg
-]
-MESSAGE_TYPES = (HelloMsg, HelloReplyMsg, FillRequestMsg, CancelMsg, ForgetMsg, StepMsg, ResultMsg, ErrorMsg, ByeMsg)
+MESSAGE_TYPES = (HelloMsg, HelloReplyMsg, FillMsg, CancelMsg, ForgetMsg, StepMsg, ResultMsg, ErrorMsg, ByeMsg)
+Message = Union[MESSAGE_TYPES]  # type: ignore[valid-type]
 
 
 class ProtocolError(Exception):
@@ -222,10 +169,6 @@ class FrameReader:
             out.append(decode_payload(payload))
         return out
 
-    @property
-    def pending_bytes(self) -> int:
-        return len(self._buf)
-
 
 async def read_message(reader) -> Msg:
     """Next message from an asyncio StreamReader; raises asyncio.IncompleteReadError at EOF."""
@@ -234,6 +177,17 @@ async def read_message(reader) -> Msg:
     if n > MAX_FRAME:
         raise ProtocolError(f"frame of {n} bytes exceeds the {MAX_FRAME}-byte limit")
     return decode_payload(await reader.readexactly(n))
+
+
+def peer_credentials(sock: socket.socket | None) -> tuple[int, int, int] | None:
+    """(pid, uid, gid) of a Unix socket's peer, where the platform tells (Linux)."""
+    if sock is None or not hasattr(socket, "SO_PEERCRED"):
+        return None
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    return struct.unpack("3i", raw)
 
 
 # ---- where engines live ------------------------------------------------------------------------
@@ -280,43 +234,40 @@ def ensure_private_dir(path: Path) -> Path:
 def model_key(model: str, device: str, dtype: str, max_prompt_tokens: int, canvas_length: int) -> list[str]:
     """The identity of an engine: everything that changes what a fill computes or which code computes it.
 
-    `model` is the modelPath setting ("" = the default model); it is resolved to the directory that
-    would be loaded (without building the demo model). "auto" device and CPU "auto" dtype are resolved
-    so "auto" and what it means share one engine; CUDA "auto" dtype is left to the engine.
+    `model` is the modelPath setting ("" = the default model), named as resolve_model_dir names it.
+    "cuda" means "cuda:0" and CPU "auto" dtype means float32, so either spelling shares one engine.
+    An "auto" device stays "auto": resolving it needs torch, which clients never import (the engine
+    resolves it when it loads), so "auto" and the device it picks start separate engines.
     """
-    from . import __version__
-
+    device = normalize_device(device)
     return [
         f"protocol={PROTOCOL_VERSION}",
         f"canvas-ls={__version__}",
         f"install={Path(__file__).resolve().parent}",
         f"model={resolve_model_dir(model)}",
-        f"device={normalize_device(device)}",
-        f"dtype={normalize_dtype(dtype, normalize_device(device))}",
+        f"device={device}",
+        f"dtype={normalize_dtype(dtype, device)}",
         f"maxPromptTokens={int(max_prompt_tokens)}",
         f"canvasLength={int(canvas_length)}",
     ]
 
 
+DEMO_MODEL = "<demo>"  # the key's name for the tiny random-weight demo model (server.model_host.demo_model_dir())
+
+
 def resolve_model_dir(model: str) -> str:
+    """The checkpoint the modelPath setting `model` names: its real path; for "" the bundled model's,
+    or DEMO_MODEL when this install bundles none (its directory is server.model_host.demo_model_dir(),
+    which the engine resolves; model_host imports the engine client, so this module must not import it)."""
     if model:
         return os.path.realpath(os.path.expanduser(model))
-    from canvas_ls.model.loading import default_model_path
-
-    from .model_host import cache_dir
-
-    return str(default_model_path() or (cache_dir() / "tiny-model"))
+    bundled = default_model_path()
+    return str(bundled.resolve()) if bundled is not None else DEMO_MODEL
 
 
 def normalize_device(device: str) -> str:
     d = (device or "auto").strip().lower()
-    if d == "auto":
-        import torch
-
-        d = "cuda" if torch.cuda.is_available() else "cpu"
-    if d == "cuda":
-        d = "cuda:0"
-    return d
+    return "cuda:0" if d == "cuda" else d
 
 
 def normalize_dtype(dtype: str, device: str) -> str:
@@ -330,11 +281,23 @@ def key_hash(key: list[str]) -> str:
     return hashlib.sha256("\0".join(key).encode()).hexdigest()[:16]
 
 
-def engine_paths(key: list[str], run_dir: Path | None = None) -> dict[str, Path]:
-    """{"dir", "socket", "lock", "log"} for the engine of this key."""
-    d = Path(run_dir) if run_dir is not None else default_run_dir()
+class EnginePaths(NamedTuple):
+    dir: Path
+    socket: Path
+    lock: Path
+    log: Path
+
+    @classmethod
+    def beside(cls, socket_path: Path) -> EnginePaths:
+        """The files of an engine on an explicit socket path: lock and log next to it."""
+        return cls(socket_path.parent, socket_path, socket_path.with_name(socket_path.name + ".lock"),
+                   socket_path.with_name(socket_path.name + ".log"))
+
+
+def engine_paths(key: list[str], run_dir: Path) -> EnginePaths:
+    """The socket, lock and log of the engine for this key, in `run_dir`."""
     h = key_hash(key)
-    paths = {"dir": d, "socket": d / f"engine-{h}.sock", "lock": d / f"engine-{h}.lock", "log": d / f"engine-{h}.log"}
-    if len(os.fsencode(paths["socket"])) > 107:
-        raise UnsafeRunDir(f"socket path {paths['socket']} is too long for a Unix socket; set CANVAS_LS_RUN_DIR to a shorter directory")
+    paths = EnginePaths(run_dir, run_dir / f"engine-{h}.sock", run_dir / f"engine-{h}.lock", run_dir / f"engine-{h}.log")
+    if len(os.fsencode(paths.socket)) > 107:
+        raise UnsafeRunDir(f"socket path {paths.socket} is too long for a Unix socket; set CANVAS_LS_RUN_DIR to a shorter directory")
     return paths

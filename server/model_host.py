@@ -1,23 +1,27 @@
-"""Owns the loaded model: loads it on first use, reloads when modelPath/device/dtype change.
+"""Owns the model backend: loads it on first use, reloads when the model settings change.
 
-With no modelPath: the bundled model if this install ships one, else a tiny random-weight model built
-once into the user's cache directory (its fills are noise; it lets the whole stack run anywhere).
+The language server imports only the interface (model/interface.py) until a model is actually loaded;
+`load_in_process` is the one place that imports torch and transformers (the shared-engine client needs
+neither). With no modelPath: the bundled model if this install ships one, else a tiny random-weight model
+built once into the user's cache directory (its fills are noise; it lets the whole stack run anywhere).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 from pathlib import Path
 
-from canvas_ls.model.infill import Infiller
-from canvas_ls.model.loading import ModelLoadError, default_model_path, load_model
+from canvas_ls.model import default_model_path
+from canvas_ls.model.interface import Filler, ModelLoadError
 
+from .engine_client import connect_or_start
+from .pipeline import make_judge
 from .settings import ServerSettings
 
 log = logging.getLogger("canvas_ls.model_host")
-
 
 def cache_dir() -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -25,31 +29,8 @@ def cache_dir() -> Path:
 
 
 def demo_model_dir() -> Path:
-    """The tiny random-weight model, built on first use (about 10 s, once)."""
-    path = cache_dir() / "tiny-model"
-    if not (path / "canvas_ls.json").exists():
-        from canvas_ls.model.tiny import build_tiny_checkpoint
-
-        log.warning("no model configured and none bundled: building a tiny random-weight model at %s", path)
-        tmp = path.with_name(f"tiny-model.tmp{os.getpid()}")
-        build_tiny_checkpoint(tmp)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            tmp.rename(path)
-        except OSError:  # another process won the race; use theirs
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-    return path
-
-
-def set_threads(n: int) -> None:
-    """torch's intra-op threads for the model (process-wide). Imported lazily: the CLI checks its
-    arguments before paying for torch."""
-    import torch
-
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
+    """Where the tiny random-weight demo model lives (load_in_process builds it on first use)."""
+    return cache_dir() / "tiny-model"
 
 
 def model_dir_for(settings: ServerSettings) -> Path:
@@ -58,62 +39,81 @@ def model_dir_for(settings: ServerSettings) -> Path:
     return default_model_path() or demo_model_dir()
 
 
+def _current_demo(path: Path) -> bool:
+    """A demo model built by this version (older builds lack the random_weights field: rebuild them)."""
+    card = path / "canvas_ls.json"
+    return card.exists() and '"random_weights"' in card.read_text()
+
+
+def load_in_process(settings: ServerSettings) -> Filler:
+    """Load the model into this process: the one place the server imports torch and transformers."""
+    import torch
+
+    from canvas_ls.model.infill import Infiller
+    from canvas_ls.model.loading import load_model
+    from canvas_ls.model.tiny import build_tiny_checkpoint
+
+    if torch.get_num_threads() != settings.torch_threads():
+        torch.set_num_threads(settings.torch_threads())
+    path = model_dir_for(settings)
+    if path == demo_model_dir() and not _current_demo(path):
+        log.warning("no model configured and none bundled: building a tiny random-weight model at %s", path)
+        tmp = path.with_name(f"tiny-model.tmp{os.getpid()}")
+        build_tiny_checkpoint(tmp)  # about 10 s, once
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and not _current_demo(path):
+            shutil.rmtree(path, ignore_errors=True)
+        try:
+            tmp.rename(path)
+        except OSError:  # another process won the race; use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    loaded = load_model(path, device=settings.device, dtype=settings.dtype)
+    loaded.canvas_length = min(loaded.canvas_length, settings.canvasLength)
+    prompt = settings.maxPromptTokens
+    if loaded.trained_prompt_tokens:  # a checkpoint trained on shorter prompts gets no longer ones
+        prompt = min(prompt, int(loaded.trained_prompt_tokens))
+    return Infiller(loaded, max_prompt_tokens=prompt, make_judge=make_judge)
+
+
 class ModelHost:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._key: tuple | None = None
-        self._infiller: Infiller | None = None
+        self._filler: Filler | None = None
         self.error: str | None = None
         self._failed: tuple[tuple, ModelLoadError] | None = None  # the settings that failed, and why
 
-    def get(self, settings: ServerSettings) -> Infiller:
-        """The Infiller for these settings; raises ModelLoadError with a readable message.
+    def get(self, settings: ServerSettings) -> Filler:
+        """The Filler for these settings; raises ModelLoadError with a readable message.
 
         A load that failed is not retried (nor logged again) until the model settings change: every
         inline request would otherwise pay for the failure and repeat it in the log."""
-        key = settings.model_key() + (settings.maxPromptTokens, settings.canvasLength, settings.engine)
-        set_threads(settings.torch_threads())
+        key = settings.model_key()
         with self._lock:
-            if self._infiller is not None and key == self._key:
-                return self._infiller
+            if self._filler is not None and key == self._key:
+                return self._filler
             if self._failed is not None and self._failed[0] == key:
                 raise self._failed[1]
-            old, self._infiller, self._key = self._infiller, None, None
+            old, self._filler, self._key = self._filler, None, None
             if old is not None and hasattr(old, "close"):
-                old.close()  # a RemoteInfiller: drop our connection (the engine serves others until idle)
+                old.close()  # a shared engine's client: drop our connection (the engine serves others until idle)
             try:
-                if settings.engine == "shared":
-                    from .engine_client import connect_or_start
-
-                    infiller = connect_or_start(settings)  # the engine loads the model with this same method
+                if settings.backend == "shared":
+                    filler = connect_or_start(settings)  # the engine loads the model with load_in_process
                 else:
-                    infiller = self._load(settings)
-            except ModelLoadError as exc:
-                self.error = str(exc)
-                self._failed = (key, exc)
-                log.error("model not loaded: %s", exc)  # once per failing setting, one line
+                    filler = load_in_process(settings)
+            except Exception as exc:  # ModelLoadError, or anything else a broken checkpoint makes transformers raise
+                err = exc if isinstance(exc, ModelLoadError) else ModelLoadError(f"could not load the model: {type(exc).__name__}: {exc}")
+                self.error, self._failed = str(err), (key, err)
+                log.error("model not loaded: %s", err)  # once per failing setting, one line
                 log.debug("model load traceback", exc_info=True)
-                raise
-            except Exception as exc:  # anything else a broken checkpoint makes transformers raise
-                err = ModelLoadError(f"could not load the model: {type(exc).__name__}: {exc}")
-                self.error = str(err)
-                self._failed = (key, err)
-                log.error("model not loaded: %s", err)
-                log.debug("model load traceback", exc_info=True)
+                if err is exc:
+                    raise
                 raise err from exc
-            self._infiller, self._key, self.error, self._failed = infiller, key, None, None
-            log.info("model loaded: %s", infiller.loaded.describe())
-            return infiller
-
-    @staticmethod
-    def _load(settings: ServerSettings) -> Infiller:
-        loaded = load_model(model_dir_for(settings), device=settings.device, dtype=settings.dtype)
-        loaded.canvas_length = min(loaded.canvas_length, settings.canvasLength)
-        prompt = settings.maxPromptTokens
-        if loaded.trained_prompt_tokens:  # a checkpoint trained on shorter prompts gets no longer ones
-            prompt = min(prompt, int(loaded.trained_prompt_tokens))
-        return Infiller(loaded, max_prompt_tokens=prompt)
+            self._filler, self._key, self.error, self._failed = filler, key, None, None
+            log.info("model loaded: %s", filler.info().describe())
+            return filler
 
     @property
-    def current(self) -> Infiller | None:
-        return self._infiller
+    def current(self) -> Filler | None:
+        return self._filler

@@ -10,12 +10,9 @@ LSP-free, so the CLI, the server and the benchmarks share it:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from canvas_ls.model.canvas import CanvasTooSmall
-from canvas_ls.model.infill import FillRequest, FillResult, Infiller, Judge
-from canvas_ls.model.sampler import StepEvent
+from canvas_ls.model.interface import BadFill, Cancelled, Filler, FillRequest, FillResult, Judge, OnStep
 
 from .settings import ServerSettings
 from .syntax import FillContext, Span, added_errors, completion_mode, cut_at_syntax_boundary, fill_offsets_after, function_body, run_pipeline
@@ -44,12 +41,6 @@ class FillOutcome:
     note: str = ""  # why there is no edit, when there is none
 
 
-def step_label(event: StepEvent) -> str:
-    """How a step is shown to users: "canvas 4/16", or "canvas 2/8 · repair 1" in a repair round."""
-    label = f"canvas {event.round_step}/{event.round_steps}"
-    return label + (f" · repair {event.repair}" if event.repair else "")
-
-
 def check_document(text: str, settings: ServerSettings) -> None:
     size = len(text.encode("utf-8", errors="surrogatepass"))
     if size > settings.maxDocumentBytes:
@@ -70,7 +61,7 @@ def _window(text: str, holes: list[tuple[int, int]]) -> tuple[int, int]:
     return lo, hi
 
 
-def make_judge(text: str, holes: list[tuple[int, int]], lang: str) -> Judge:
+def make_judge(text: str, holes: tuple[tuple[int, int], ...], lang: str) -> Judge:
     """judge(fills) -> per fill, the character ranges in it that add syntax errors.
 
     An error after a fill (it broke the code that follows) is charged to the fill's last character.
@@ -99,7 +90,6 @@ def make_judge(text: str, holes: list[tuple[int, int]], lang: str) -> Judge:
                 out[owner].append((max(0, n - 1), n))
         return out
 
-    judge.lang = lang  # type: ignore[attr-defined]  # lets a remote engine rebuild the judge
     return judge
 
 
@@ -135,7 +125,7 @@ def _finish(text: str, holes: list[tuple[int, int]], fills: tuple[str, ...], lan
 
 
 def run_fill(
-    infiller: Infiller,
+    filler: Filler,
     text: str,
     holes: list[tuple[int, int]],
     lang: str | None,
@@ -143,9 +133,9 @@ def run_fill(
     slots: tuple[int, ...],
     settings: ServerSettings,
     *,
-    cache_key: str | None = None,
-    on_step: Callable[[StepEvent], None] | None = None,
-    cancelled: Callable[[], bool] | None = None,
+    document: str | None = None,
+    on_step: OnStep | None = None,
+    cancelled: Cancelled | None = None,
 ) -> FillOutcome:
     """Fill `holes`; callers have run check_document (the entry points below do, before parsing)."""
     request = FillRequest(
@@ -154,24 +144,15 @@ def run_fill(
         max_tokens=max(slots),
         length_candidates=tuple(slots) if len(holes) == 1 and len(slots) > 1 else (),
         settings=settings.sampler(),
-        cache_key=cache_key,
+        document=document,
+        language=lang,
+        decoder=settings.decoder,  # type: ignore[arg-type]
+        single_line=mode == "single",
     )
     try:
         request.validate()
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
-    judge = make_judge(text, holes, lang) if lang is not None else None
-    step_cb = None
-    if on_step is not None:
-        def step_cb(event: StepEvent) -> None:
-            event.holes = tuple(holes)  # where each hole sits in the document, for live canvases
-            on_step(event)
-    try:
-        if settings.decoder == "autoregressive":
-            result = infiller.fill_autoregressive(request, single_line=mode == "single", cancelled=cancelled)
-        else:
-            result = infiller.fill(request, on_step=step_cb, cancelled=cancelled, judge=judge)
-    except (CanvasTooSmall, ValueError) as exc:
+        result = filler.fill(request, on_step=on_step, cancelled=cancelled)
+    except BadFill as exc:
         raise BadRequest(str(exc)) from exc
     edits, note = _finish(text, holes, result.fills, lang, mode)
     log.debug("fill %s: %d edits, %d passes, %.3fs %s", mode, len(edits), result.forward_passes, result.seconds, note)
@@ -195,15 +176,15 @@ def plan_at_cursor(text: str, offset: int, lang: str | None, settings: ServerSet
     return mode, tuple(settings.singleLineSlots if mode == "single" else settings.multiLineSlots)
 
 
-def complete_at(infiller: Infiller, text: str, offset: int, lang: str | None, settings: ServerSettings, **kw) -> FillOutcome:
+def complete_at(filler: Filler, text: str, offset: int, lang: str | None, settings: ServerSettings, **kw) -> FillOutcome:
     check_document(text, settings)
     mode, slots = plan_at_cursor(text, offset, lang, settings)
     if mode == "none":
         return FillOutcome((), "none", note="nothing to complete here (cursor inside a word)")
-    return run_fill(infiller, text, [(offset, offset)], lang, mode, slots, settings, **kw)
+    return run_fill(filler, text, [(offset, offset)], lang, mode, slots, settings, **kw)
 
 
-def fill_selections(infiller: Infiller, text: str, spans: list[tuple[int, int]], lang: str | None, settings: ServerSettings, **kw) -> FillOutcome:
+def fill_selections(filler: Filler, text: str, spans: list[tuple[int, int]], lang: str | None, settings: ServerSettings, **kw) -> FillOutcome:
     check_document(text, settings)
     if not spans:
         raise BadRequest("no range to fill")
@@ -214,10 +195,10 @@ def fill_selections(infiller: Infiller, text: str, spans: list[tuple[int, int]],
     for s, e in spans:
         if not 0 <= s <= e <= len(text):
             raise BadRequest(f"range ({s}, {e}) is outside the document (length {len(text)})")
-    return run_fill(infiller, text, spans, lang, "selection", tuple(settings.multiLineSlots), settings, **kw)
+    return run_fill(filler, text, spans, lang, "selection", tuple(settings.multiLineSlots), settings, **kw)
 
 
-def fill_body(infiller: Infiller, text: str, offset: int, lang: str | None, settings: ServerSettings, **kw) -> FillOutcome:
+def fill_body(filler: Filler, text: str, offset: int, lang: str | None, settings: ServerSettings, **kw) -> FillOutcome:
     check_document(text, settings)
     if lang is None:
         raise BadRequest("fillBody needs a grammar to find the function; this language is not supported (python, javascript, typescript, tsx, go, rust, lua are)")
@@ -226,4 +207,4 @@ def fill_body(infiller: Infiller, text: str, offset: int, lang: str | None, sett
     body = function_body(text, lang, offset)
     if body is None:
         raise BadRequest("the cursor is not inside a function")
-    return run_fill(infiller, text, [(body.start, body.end)], lang, "body", (settings.bodySlots,), settings, **kw)
+    return run_fill(filler, text, [(body.start, body.end)], lang, "body", (settings.bodySlots,), settings, **kw)

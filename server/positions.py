@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
+from lsprotocol import types as t
+
 from .pipeline import BadRequest
 
 
@@ -52,3 +54,10 @@ def to_position(text: str, offset: int, encoding: str = "utf-16", starts: list[i
     starts = starts if starts is not None else line_starts(text)
     line = bisect_right(starts, offset) - 1
     return line, _units(text[starts[line] : offset], encoding)
+
+
+def to_range(text: str, start: int, end: int, encoding: str, starts: list[int] | None = None) -> t.Range:
+    """The LSP range of text[start:end]."""
+    starts = starts if starts is not None else line_starts(text)
+    a, b = to_position(text, start, encoding, starts), to_position(text, end, encoding, starts)
+    return t.Range(start=t.Position(line=a[0], character=a[1]), end=t.Position(line=b[0], character=b[1]))

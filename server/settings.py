@@ -40,7 +40,11 @@ class ServerSettings:
     bodySlots: int = _setting(128, "Slots for a regenerated function body.", lo=1, hi=4096)
     maxPromptTokens: int = _setting(1024, "Tokens of text before the hole given to the encoder.", lo=16, hi=131072)
     maxDocumentBytes: int = _setting(8_000_000, "Documents larger than this are refused with a message.", lo=1, hi=2**31 - 1)
-    engine: str = _setting("inprocess", "Where the model runs: inprocess (inside this language server) or shared (one engine process per model serves every editor window; started on demand, see `canvas-ls engine`).", choices=("inprocess", "shared"))
+    backend: str = _setting("inprocess", "Where the model runs: inprocess (inside this language server), shared (one engine process per model serves every editor window; started on demand, see `canvas-ls engine`) or vllm (a vLLM >= 0.32 server at vllmUrl). The old name `engine` is accepted.", choices=("inprocess", "shared", "vllm"))
+    vllmUrl: str = _setting("http://127.0.0.1:8000", "backend vllm: the server's base URL (its /v1/completions serves the DiffusionGemma model).")
+    vllmApiKeyEnv: str = _setting("CANVAS_VLLM_API_KEY", "backend vllm: the name of the environment variable that holds the API key (the key itself is never a setting, never logged).")
+    vllmTimeout: float = _setting(30.0, "backend vllm: seconds a request may take before the fill fails with a timeout.", lo=0.1, hi=3600.0)
+    tokenizerPath: str = _setting("", "backend vllm: a directory with the checkpoint's tokenizer.json, to tokenize locally; empty: the server's /tokenize and /detokenize.")
     engineIdleMinutes: float = _setting(30.0, "Shared engine: minutes without requests after which an engine this server started exits (0: never).", lo=0.0, hi=10080.0)
     liveCanvas: bool = _setting(False, "Send canvas/step notifications with the intermediate canvas of each step (for editors that draw it).")
     logFile: str = _setting("", "Also write the log to this file (the log never goes to stdout).")
@@ -63,9 +67,11 @@ class ServerSettings:
         """The threads setting resolved: 0 means one fewer than the cores, at least 1."""
         return self.threads or max(1, (os.cpu_count() or 2) - 1)
 
-    def model_key(self) -> tuple[str, str, str]:
-        """Changing any of these means loading the model again."""
-        return (self.modelPath, self.device, self.dtype)
+    def model_key(self) -> tuple:
+        """Changing any of these means loading the model (or connecting to its server) again."""
+        if self.backend == "vllm":
+            return (self.backend, self.vllmUrl, self.vllmApiKeyEnv, self.vllmTimeout, self.tokenizerPath)
+        return (self.backend, self.modelPath, self.device, self.dtype, self.maxPromptTokens, self.canvasLength)
 
 
 def _check(f, value: Any) -> str | None:
@@ -109,6 +115,8 @@ def parse_settings(raw: Any, base: ServerSettings | None = None) -> tuple[Server
         return base, [f"settings must be a JSON object, got {type(raw).__name__}"]
     if isinstance(raw.get("canvas"), dict):
         raw = raw["canvas"]
+    if "engine" in raw and "backend" not in raw:  # the setting's old name
+        raw = {("backend" if k == "engine" else k): v for k, v in raw.items()}
     known = {f.name: f for f in fields(ServerSettings)}
     changes: dict[str, Any] = {}
     problems = []

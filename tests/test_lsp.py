@@ -102,21 +102,6 @@ async def test_fill_body_applies_a_versioned_edit_that_parses_and_reports_progre
         await stop(client)
 
 
-async def test_fill_selection_fills_two_ranges_jointly(tiny_dir):
-    client = await start(_opts(tiny_dir))
-    try:
-        uri = open_doc(client, DOC)
-        r1 = {"start": {"line": 2, "character": 12}, "end": {"line": 2, "character": 13}}  # the 0 in total = 0
-        r2 = {"start": {"line": 10, "character": 10}, "end": {"line": 10, "character": 12}}  # the [] in out = []
-        result = await client.workspace_execute_command_async(t.ExecuteCommandParams(command="canvas.fillSelection", arguments=[uri, [r1, r2]]))
-        assert "applied" in result
-        if result["applied"]:
-            [params] = client.applied
-            assert 1 <= len(params.edit.document_changes[0].edits) <= 2
-    finally:
-        await stop(client)
-
-
 async def test_cancel_request_stops_the_fill_and_the_server_goes_on(tiny_dir):
     client = await start(_opts(tiny_dir, **SLOW))
     try:
@@ -148,23 +133,6 @@ async def test_a_newer_request_for_the_document_cancels_the_older(tiny_dir):
         assert isinstance(second, list)
         with pytest.raises(JsonRpcException):
             await asyncio.wait_for(first, 60)
-    finally:
-        await stop(client)
-
-
-async def test_a_document_edited_while_filling_gets_no_stale_edit(tiny_dir):
-    client = await start(_opts(tiny_dir, **SLOW))
-    try:
-        uri = open_doc(client, DOC)
-        cmd = asyncio.ensure_future(client.workspace_execute_command_async(t.ExecuteCommandParams(command="canvas.fillBody", arguments=[uri, {"line": 10, "character": 4}])))
-        await asyncio.sleep(1.0)
-        client.text_document_did_change(t.DidChangeTextDocumentParams(
-            text_document=t.VersionedTextDocumentIdentifier(uri=uri, version=2),
-            content_changes=[t.TextDocumentContentChangeWholeDocument(text=DOC + "\n# edited\n")],
-        ))
-        result = await asyncio.wait_for(cmd, 120)
-        assert result["applied"] is False and "changed" in result["reason"]
-        assert client.applied == []
     finally:
         await stop(client)
 
@@ -238,7 +206,7 @@ async def test_live_canvas_streams_each_step_to_clients_that_opted_in(tiny_dir, 
         # pygls' client hands custom notifications over as attribute objects
         steps = [s for s in client.steps if not s.done]
         assert steps and steps[0].uri == uri
-        assert [s.step for s in steps] == sorted(s.step for s in steps)
+        assert steps[0].label == "canvas 1/16" and all(1 <= s.step <= s.maxSteps for s in steps)  # rounds shown as such
         assert all(len(s.spans) == 1 and s.spans[0].range.start.line == 5 and s.spans[0].range.start.character == 11 for s in steps)
         assert client.steps[-1].done is True  # the client is told to clear its live canvas
         assert "fill" in log_file.read_text()  # the logFile setting is honoured
@@ -253,7 +221,7 @@ async def test_two_language_servers_share_one_engine(tiny_dir, monkeypatch):
 
     run_dir = tempfile.mkdtemp(prefix="cls-", dir="/tmp")  # short: Unix socket paths are limited
     monkeypatch.setenv("CANVAS_LS_RUN_DIR", run_dir)
-    opts = _opts(tiny_dir, engine="shared", maxSteps=4, engineIdleMinutes=1.0)
+    opts = _opts(tiny_dir, backend="shared", maxSteps=4, engineIdleMinutes=1.0)
     a, b = await start(opts), await start(opts)
     try:
         ua = open_doc(a, DOC.replace("return total / len(values)", "return "))

@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from canvas_ls.model.infill import FillRequest, Infiller
+from canvas_ls.model.infill import Infiller
+from canvas_ls.model.interface import OPEN_SLOT, FillCancelled, FillRequest
 from canvas_ls.model.sampler import (
     CanvasBatch,
-    FillCancelled,
     NoiseSpec,
     close_ended_holes,
     denoise,
     make_generators,
+    noise_like,
     select_confidence,
     select_entropy_bound,
 )
@@ -110,12 +111,23 @@ def test_a_batch_equals_the_same_requests_one_by_one(tiny64):
 
 
 def test_model_ends_the_span_and_fills_stop_at_the_end_token(tiny):
-    inf = Infiller(tiny)
-    req = FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=48, settings=SamplerSettings(max_steps=48))
-    r = inf.fill(req)
-    # A random model commits an end token somewhere; everything after it is padding, not text.
-    assert r.tokens <= 48
-    assert r.forward_passes <= 48
+    """A model sure of <eos> at slot 3 ends the hole there: later slots become padding at once, so the
+    fill is 3 tokens long and the loop does not spend steps on the rest."""
+    noise = _noise(tiny)
+    eos, word = noise.end_ids[0], 100
+
+    def step_fn(canvas, sc):
+        logits = torch.zeros((canvas.shape[0], canvas.shape[1], tiny.vocab_size))  # unsure everywhere ...
+        logits[:, :3, word] = 30.0  # ... but sure of three words
+        logits[:, 3, eos] = 30.0  # and of the end right after them
+        return logits
+
+    settings = SamplerSettings(max_steps=8, acceptance="confidence")
+    out = denoise(step_fn, _batch(tiny), settings, noise, make_generators([0], torch.device("cpu")))
+    assert out.ids[0, :3].tolist() == [word] * 3
+    assert out.ids[0, 3].item() == eos
+    assert out.ids[0, 4:12].tolist() == [noise.pad_id] * 8
+    assert out.forward_passes == 1  # the unsure slots after the end were closed, not denoised
 
 
 def test_length_candidates_run_as_one_batch_and_pick_one(tiny):
@@ -128,29 +140,33 @@ def test_length_candidates_run_as_one_batch_and_pick_one(tiny):
 def test_absorbing_noise_uses_the_mask_and_never_emits_it(tiny_absorbing):
     inf = Infiller(tiny_absorbing)
     assert inf.noise.kind == "absorbing" and inf.noise.mask_id == 3
-    first = []
-
-    def spy(event):
-        if not first:
-            ids, open_ = event.canvas()
-            first.append([i for i, o in zip(ids[0], open_[0]) if o])
-
-    r = inf.fill(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=16), on_step=spy)
-    assert first and set(first[0]) == {3}  # open positions hold <mask>
+    events = []
+    r = inf.fill(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=16), on_step=events.append)
+    assert events and OPEN_SLOT in events[0].texts[0]  # still-open slots are drawn, never as text
+    assert all("<mask>" not in e.texts[0] for e in events)
     assert "<mask>" not in r.fills[0]
+    canvas = torch.zeros(1, 8, dtype=torch.long)
+    assert noise_like(canvas, inf.noise, make_generators([0], torch.device("cpu")), [8]).tolist() == [[3] * 8]
 
 
 def test_repair_reopens_from_the_first_error_and_is_bounded(tiny):
-    inf = Infiller(tiny)
     calls = []
 
     def judge(fills):
         calls.append(fills)
         return [[(0, 1)] if f else [] for f in fills]  # every non-empty fill "has an error" at its start
 
-    r = inf.fill(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=8, settings=SamplerSettings(repair_rounds=2)), judge=judge)
-    assert r.repairs <= 2
+    inf = Infiller(tiny, make_judge=lambda text, holes, language: judge)
+    events = []
+    req = FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=8, settings=SamplerSettings(repair_rounds=2), language="python")
+    r = inf.fill(req, on_step=events.append)
     assert len(calls) >= 1
+    if r.tokens:  # a fill that never became empty was re-noised twice, then kept
+        assert r.repairs == 2 and r.syntax_errors == 1
+    assert [e.repair for e in events] == sorted(e.repair for e in events) and events[-1].repair == r.repairs
+    assert all(1 <= e.round_step <= e.round_steps for e in events)
+    assert {e.round_steps for e in events if e.repair} <= {req.settings.max_steps // 2}  # repair rounds: half the budget
+    assert Infiller(tiny).fill(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=8, language="python")).repairs == 0  # no judge
 
 
 def test_prefix_cache_is_reused_across_requests_of_one_document(tiny64):
@@ -158,8 +174,8 @@ def test_prefix_cache_is_reused_across_requests_of_one_document(tiny64):
     inf.prefix.chunk = 4  # TEXT's prompt is shorter than one default chunk
     text1 = TEXT
     text2 = TEXT[:HOLE] + "a" + TEXT[HOLE:]
-    r1 = inf.fill(FillRequest(text1, holes=((HOLE, HOLE),), max_tokens=8, cache_key="doc"))
-    r2 = inf.fill(FillRequest(text2, holes=((HOLE + 1, HOLE + 1),), max_tokens=8, cache_key="doc"))
+    r1 = inf.fill(FillRequest(text1, holes=((HOLE, HOLE),), max_tokens=8, document="doc"))
+    r2 = inf.fill(FillRequest(text2, holes=((HOLE + 1, HOLE + 1),), max_tokens=8, document="doc"))
     assert r1.reused_prompt_tokens == 0
     assert r2.reused_prompt_tokens > 0
     fresh = Infiller(tiny64).fill(FillRequest(text2, holes=((HOLE + 1, HOLE + 1),), max_tokens=8))

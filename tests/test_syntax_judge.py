@@ -150,3 +150,78 @@ def _walk(node):
     yield node
     for child in node.children:
         yield from _walk(child)
+
+
+# --- errors tree-sitter keeps out of every node's children (issue 14) --------------------
+
+
+@pytest.mark.parametrize(
+    ("lang", "before", "where", "fill"),
+    [
+        # `Item(sku, name)turn`: a MISSING _newline, hidden (it is no node's child)
+        ("python", "def make(sku, name):\n    item = Item(sku, name)\n    return item\n", "\n    return", "turn"),
+        # after a function's `}`: a MISSING separator (source_file_token1), hidden
+        ("go", "package main\n\nfunc a() {\n}\n\nfunc main() {}\n", "\n\nfunc main", " x"),
+        ("go", 'package main\n\nimport "fmt"\n\nfunc main() { fmt.Println() }\n', "\n\nfunc main", " fmt"),
+    ],
+)
+def test_hidden_missing_tokens_are_errors(lang, before, where, fill):
+    hole = before.index(where)
+    after = apply_fills(before, [(at(hole), fill)])
+    assert error_count(before, lang) == 0
+    assert error_spans(after, lang) == [at(hole)]  # where the separator is missing
+    assert added_errors(before, [(at(hole), fill)], lang)
+    assert cut_at_syntax_boundary(before, at(hole), fill, lang) == ""
+
+
+def test_every_error_tree_has_an_error_span():
+    # Random edits of real code: whenever tree-sitter calls the tree an error tree, the
+    # judge finds at least one error in it.
+    import random
+
+    from canvas_ls.server.syntax.parsed import Parsed
+
+    docs = {
+        "python": TAIL_BEFORE,
+        "go": "package m\n\nimport \"fmt\"\n\nfunc f(a int) int {\n\tif a > 0 {\n\t\treturn a\n\t}\n\treturn -a\n}\n\nfunc g() { fmt.Println(f(1)) }\n",
+        "javascript": "function f(a) {\n  if (a) {\n    return [a, `x${a}`];\n  }\n  return null;\n}\n",
+        "typescript": "export function f(a: number): string {\n  const xs: number[] = [a];\n  return xs.join(',');\n}\n",
+        "rust": "fn f(a: i32) -> i32 {\n    if a > 0 {\n        return a;\n    }\n    -a\n}\n",
+        "lua": "local function f(a)\n  if a > 0 then\n    return a\n  end\n  return -a\nend\n",
+    }
+    pieces = ["x", " y", "(", ")", "{", "}", "\n", "turn", ";", ":", '"', "'", "end", "\tz", "1 2"]
+    rng = random.Random(14)
+    for lang, doc in docs.items():
+        for _ in range(150):
+            a = rng.randrange(len(doc) + 1)
+            b = min(len(doc), a + rng.choice([0, 0, 1, 4]))
+            after = doc[:a] + "".join(rng.choice(pieces) for _ in range(rng.randint(1, 3))) + doc[b:]
+            if Parsed(after, lang).root.has_error:
+                assert error_spans(after, lang), (lang, after)
+
+
+def test_a_cut_is_judged_on_a_fresh_parse():
+    # tree-sitter-go's incremental reparse accepts a stray `;` between two functions that a
+    # fresh parse rejects; the kept cut must pass a fresh parse.
+    before = "package main\n\nfunc a() {\n}\n\nfunc b() {\n}\n"
+    hole = before.index("func b")
+    assert error_count(apply_fills(before, [(at(hole), ";")]), "go") >= 1
+    assert cut_at_syntax_boundary(before, at(hole), ";", "go") == ""
+
+
+@pytest.mark.parametrize(
+    ("lang", "before", "old", "fill", "kept"),
+    [
+        ("python", "def f(x):\n    return x\n", "return x", "y = x * 2\n    return (y", "y = x * 2"),
+        ("javascript", "function f(a) {\n  return a;\n}\n", "return a;", "const b = a * 2;\n  return Math.max(b", "const b = a * 2;"),
+        ("typescript", "function f(a: number): number {\n  return a;\n}\n", "return a;", "const b: number = a;\n  const c: Array<number = [b];", "const b: number = a;"),
+        ("go", "package m\n\nfunc f(a int) int {\n\treturn a\n}\n", "return a", "b := a * 2\n\treturn (b", "b := a * 2"),
+        ("rust", "fn f(a: u32) -> u32 {\n    a\n}\n", "a\n", "let b = a * 2;\n    let c = b\n    c\n", "let b = a * 2;\n"),
+        ("lua", "local function f(a)\n  return a\nend\n", "return a", "local b = a * 2\n  if b > 1 then", "local b = a * 2"),
+    ],
+)
+def test_each_language_cuts_a_fill_that_breaks_the_grammar(lang, before, old, fill, kept):
+    start = before.index(old)
+    span = Span(start, start + len(old))
+    assert added_errors(before, [(span, fill)], lang)
+    assert cut_at_syntax_boundary(before, span, fill, lang) == kept

@@ -216,3 +216,36 @@ def test_pipeline_drops_replacement_characters_from_partial_utf8_tokens():
     text = "x = \n"
     edits, _ = _finish(text, [(4, 4)], ("out\ufffd\x11 + 1",), "python", "single")
     assert edits and edits[0].text == "out + 1"
+
+
+# --- newline_after_held_line --------------------------------------------------------------
+
+
+def test_fill_after_a_docstring_starts_on_a_new_line():
+    from canvas_ls.server.syntax.postprocess import newline_after_held_line
+
+    c = ctx('def f(n):\n    """Doc."""<C>\n\n\nx = 1\n')
+    assert newline_after_held_line("alue\nreturn n", c) == "\nalue\nreturn n"
+    assert newline_after_held_line("\nreturn n", c) == "\nreturn n"  # already on its own line
+    assert newline_after_held_line(".strip()", c) == "\n.strip()"
+    # a multi-line docstring's closing line, and a comment held after the docstring
+    c = ctx('def f(n):\n    """Doc.\n\n    More.\n    """<C>\n')
+    assert newline_after_held_line("alue", c) == "\nalue"
+    c = ctx('def f(n):\n    """Doc."""  # note<C>\n')
+    assert newline_after_held_line("return n", c) == "\nreturn n"
+    c = ctx("def f(n):  # note<C>\n")
+    assert newline_after_held_line("return n", c) == "\nreturn n"
+
+
+def test_fill_after_an_ordinary_string_or_comment_is_left_alone():
+    from canvas_ls.server.syntax.postprocess import newline_after_held_line
+
+    assert newline_after_held_line(' + "b"', ctx('x = "a"<C>\n')) == ' + "b"'
+    assert newline_after_held_line("ute the sum", ctx("x = 1  # comp<C>\n")) == "ute the sum"
+    assert newline_after_held_line("more", ctx('"""Doc."""<C>\n', mode="single")) == "more"
+    assert newline_after_held_line("more", ctx('"""Doc."""<C>\n', lang="javascript")) == "more"
+
+
+def test_a_comment_on_the_def_line_still_opens_the_block():
+    c = ctx("def f(n):  # note<C>\n\n\nx = 1\n")
+    assert run_pipeline("y = n\nreturn y", c) == "\n    y = n\n    return y"

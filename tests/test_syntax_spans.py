@@ -120,3 +120,18 @@ def test_statement_span(doc, lang, expected):
     text, offset = cut(doc)
     span = statement_span(text, lang, offset)
     assert (None if span is None else text[span.start : span.end]) == expected
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        # a comment after the docstring stays held with it: the span starts at the line's end,
+        # not right after the closing quotes (a fill there would be glued onto the docstring)
+        ('def f(n):\n    """Doc."""  # c\n    return <C>n\n', "\n    return n"),
+        ('def f(n):\n    """Doc."""  # c\n    <C>\n', ""),
+        # code on the docstring's line after a `;` is body
+        ('def f(n):\n    """Doc."""; x = <C>1\n    return x\n', "; x = 1\n    return x"),
+    ],
+)
+def test_python_body_after_a_docstring_with_more_on_its_line(doc, expected):
+    assert body_text(doc, "python") == expected

@@ -11,10 +11,16 @@ import numpy as np
 import pytest
 
 from canvas_ls.model import special_tokens as st
-from canvas_ls.model.data import Objective, Shard, make_batch, make_example, prepare, split_of
+from canvas_ls.model.training import data
+from canvas_ls.model.training.data import Objective, Shard, make_batch, make_example, prepare, split_of
 
 STDLIB = Path(os.__file__).parent
 SOURCES = ["textwrap.py", "bisect.py", "heapq.py", "fnmatch.py", "glob.py", "shlex.py", "colorsys.py", "string.py", "this.py"]
+
+
+def file_text(shard: Shard, f: int) -> str:
+    fs, fe = shard.file_range(f)
+    return shard.decode(shard.ids[fs:fe])
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +69,33 @@ def test_filters_and_dedup(corpus):
     assert sum(manifest["splits"][s]["files"] for s in ("train", "val")) == len(rows)
 
 
+def test_default_excludes_come_from_the_environment_and_the_checkout(tmp_path, monkeypatch):
+    """Never from the installed package's location: $CANVAS_EXCLUDE_DIRS, and ../shared/benchmarks of a checkout."""
+    checkout, bench = tmp_path / "repo", tmp_path / "shared" / "benchmarks"
+    (checkout / "model").mkdir(parents=True)
+    bench.mkdir(parents=True)
+    a, b = tmp_path / "a", tmp_path / "b"
+    monkeypatch.delenv(data.EXCLUDE_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert data.default_excludes() == ()
+    assert data.default_excludes(checkout) == ()  # not a checkout: no pyproject.toml
+    (checkout / "pyproject.toml").write_text("")
+    assert data.default_excludes(checkout) == (bench,)
+    monkeypatch.setenv(data.EXCLUDE_ENV, f"{a}{os.pathsep}{os.pathsep}{b}")
+    assert data.default_excludes() == (a, b)
+    monkeypatch.chdir(checkout)
+    assert data.default_excludes() == (a, b, bench)
+
+
+def test_exclude_flag_is_repeatable_and_adds_to_the_defaults(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(data, "prepare", lambda out, vocab, roots, **kw: seen.update(kw))
+    monkeypatch.setenv(data.EXCLUDE_ENV, str(tmp_path / "env"))
+    monkeypatch.chdir(tmp_path)
+    data.main(["--out", str(tmp_path / "out"), "--exclude", str(tmp_path / "x"), "--exclude", "y", "--exclude", str(tmp_path / "x")])
+    assert seen["excludes"] == (tmp_path / "x", tmp_path / "y", tmp_path / "env")
+
+
 def test_split_is_deterministic_and_about_one_percent():
     paths = [f"pkg{i // 50}/module_{i}.py" for i in range(20_000)]
     first = [split_of(p) for p in paths]
@@ -81,7 +114,7 @@ def test_shards_hold_the_files_exactly(corpus):
         for f, p in enumerate(paths):
             fs, fe = shard.file_range(f)
             assert shard.ids[fe] == st.EOS_ID and shard.safe[fs] == 1 and shard.safe[fe] == 1
-            assert shard.file_text(f) == (root / p).read_text()
+            assert file_text(shard, f) == (root / p).read_text()
 
 
 def test_tokenizer_round_trip(corpus):
@@ -106,7 +139,7 @@ def test_examples_tokenize_like_inference(corpus, kind):
     rng = np.random.default_rng(0)
     for _ in range(60):
         ex = make_example(shard, obj, rng, kind=kind, debug=True)
-        text = shard.file_text(ex.info["file"])
+        text = file_text(shard, ex.info["file"])
         c1, c2 = ex.info["a_char"] + ex.info["x1"], ex.info["a_char"] + ex.info["x2"]
         assert ex.prefix == shard.encode(text[:c1])[-(obj.prefix_len - 1) :]
         after = shard.encode(text[c2:])
@@ -154,7 +187,7 @@ def test_loader_workers_keep_the_batch_order(corpus):
     """Resume relies on batch i being make_batch(seed, i), whichever DataLoader worker builds it."""
     import torch
 
-    from canvas_ls.model.data import BatchStream
+    from canvas_ls.model.training.data import BatchStream
 
     _, out, _ = corpus
     obj = Objective(prefix_len=32, canvas_len=32)

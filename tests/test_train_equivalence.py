@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from canvas_ls.model.convert import build_hf_model, from_hf_state_dict, to_hf_state_dict
-from canvas_ls.model.train_model import CanvasLM, preset
+from canvas_ls.model.training.export import build_hf_model, from_hf_state_dict, to_hf_state_dict
+from canvas_ls.model.training.module import CanvasLM, preset
 
 ATOL = 1e-4
 

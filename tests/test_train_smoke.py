@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from canvas_ls.model.data import Objective, Shard, make_batch, prepare
-from canvas_ls.model.train import build_parser, make_optimizer, np_batch_to_torch, train
-from canvas_ls.model.train_model import CanvasLM, preset, training_losses
+from canvas_ls.model.training.data import Objective, Shard, make_batch, prepare
+from canvas_ls.model.training.train import build_parser, make_optimizer, np_batch_to_torch, train
+from canvas_ls.model.training.module import CanvasLM, preset, training_losses
 
 STDLIB = Path(os.__file__).parent
 
@@ -87,6 +87,10 @@ def test_export_loads_in_transformers(data_dir, tmp_path):
     assert len(shards) > 1 and all(f.stat().st_size <= 200_000 + 65536 for f in shards)
     meta = json.loads((export / "canvas_ls.json").read_text())
     assert meta["noise"] == "uniform" and meta["mask_token_id"] is None and meta["prefix_length"] == 48
+    assert meta["random_weights"] is False and meta["canvas_length"] == 64 and "note" not in meta
+    gen = json.loads((export / "generation_config.json").read_text())
+    assert gen["sampler_config"] == {"_cls_name": "EntropyBoundSamplerConfig", "entropy_bound": 0.1}
+    assert gen["max_new_tokens"] == 64 and gen["max_denoising_steps"] == 48
 
     hf = DiffusionGemmaForBlockDiffusion.from_pretrained(export).eval()
     tok = AutoTokenizer.from_pretrained(export)
@@ -110,7 +114,7 @@ def test_export_loads_in_transformers(data_dir, tmp_path):
     _run(data_dir, run, "--resume", "--steps-this-run", "0", "--export", str(run / "export16"))
     hf16 = DiffusionGemmaForBlockDiffusion.from_pretrained(export.with_name("export16"))
     assert hf16.dtype == torch.bfloat16
-    from canvas_ls.model.convert import load_hf_checkpoint
+    from canvas_ls.model.training.export import load_hf_checkpoint
 
     back = load_hf_checkpoint(run / "export16")
     for k, v in ours.state_dict().items():

@@ -8,6 +8,7 @@
 # Then:  (cd editors/vscode && npm test)                       protocol test (node --test)
 #        .venv/bin/python -m pytest tests/editors/vscode -q    end to end in code-server + Chromium
 # Environment: VENV (default <repo>/.venv), SKIP_APT=1 (never call apt-get).
+# Needs nothing from $HOME: it works with an empty one (npm's cache is refilled from the registry).
 set -euo pipefail
 
 EXT_DIR="$(cd "$(dirname "$0")" && pwd)"
@@ -42,6 +43,22 @@ fi
 command -v node >/dev/null || { echo "node (20.x) is required" >&2; exit 1; }
 NODE_MAJOR="$(node -p 'process.versions.node.split(".")[0]')"
 [ "$NODE_MAJOR" = 20 ] || echo "   warning: code-server $CODE_SERVER_VERSION wants node 20, this is $(node --version)"
+# Native modules (argon2, VS Code's) are compiled by node-gyp against node's headers, which it would
+# otherwise download from nodejs.org into ~/.cache/node-gyp (absent with a new HOME, and the host may be
+# unreachable). Node installs ship them as <prefix>/include/node: point node-gyp there, unless a
+# nodedir is configured already.
+NODE_HEADERS="${npm_config_nodedir:-$(npm config get nodedir 2>/dev/null || true)}"
+if [ -z "$NODE_HEADERS" ] || [ "$NODE_HEADERS" = undefined ]; then
+  NODE_PREFIX="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")"
+  NODE_H="$NODE_PREFIX/include/node/node_version.h"
+  if [ -f "$NODE_H" ] && grep -q "^#define NODE_MAJOR_VERSION $NODE_MAJOR\$" "$NODE_H"; then
+    export npm_config_nodedir="$NODE_PREFIX"
+    NODE_HEADERS="$NODE_PREFIX"
+  else
+    NODE_HEADERS="downloaded by node-gyp"
+    echo "   warning: no headers for node $(node --version) in $NODE_PREFIX/include/node: node-gyp will download them"
+  fi
+fi
 
 # ---- 2. the extension ----
 step "extension: npm ci, build, package"; STEP_START=$SECONDS
@@ -73,8 +90,10 @@ else
   # Its postinstall would fetch nothing we lack, but needs --unsafe-perm as root and rebuilds
   # everything; the same steps by hand:
   npm install --ignore-scripts --no-audit --no-fund "code-server@$CODE_SERVER_VERSION" >/dev/null
-  npm rebuild argon2 >/dev/null
-  did "npm install code-server, rebuilt argon2"
+  # Built from source: node-pre-gyp would first try to download a prebuilt binary from GitHub. It
+  # reads npm_config_build_from_source; npm warns that it does not know it (hence loglevel error).
+  npm_config_build_from_source=true npm rebuild argon2 --loglevel=error >/dev/null
+  did "npm install code-server, rebuilt argon2 (node headers: $NODE_HEADERS)"
   STEP_START=$SECONDS
   cd "$CS_DIR/lib/vscode"
   npm install --omit=dev --ignore-scripts --no-audit --no-fund >/dev/null

@@ -9,9 +9,13 @@ function's contract:
 * Python: from the end of the line holding the ``:`` (or the docstring) to the end of the
   block. The span therefore starts with the newline and includes the first body line's
   indentation, exactly like the brace languages: every regenerated line carries its own
-  indentation, which fix_indentation can then check. A comment on the ``def`` line stays
-  held; a one-line body (``def f(): return 1``) starts right after the ``:``. A function
-  holding only a docstring gets an empty span at the end of the docstring's line.
+  indentation, which fix_indentation can then check. A comment on the ``def`` line (or on
+  the docstring's line) stays held; a one-line body (``def f(): return 1``) starts right
+  after the ``:``. A function holding only a docstring gets an empty span at the end of
+  the docstring's line. A fill of a span that starts at the end of a docstring's line
+  must start with a newline, or its text would be glued onto the docstring (the docstring
+  followed by ``+ x`` or ``.strip()`` still parses): postprocess.newline_after_held_line
+  sees to it.
 """
 
 from __future__ import annotations
@@ -109,10 +113,12 @@ def _python_body(p: Parsed, fn: tree_sitter.Node) -> Span | None:
         held_end = p.end(first)
         rest = [c for c in rest if p.start(c) >= held_end]
     line_end = _line_end(p.text, held_end)
-    if rest and p.start(rest[0]) < line_end:
+    same_line = [c for c in rest if p.start(c) < line_end]
+    if same_line and not all(c.type == "comment" for c in same_line):
         start = held_end  # body continues on the held line: `def f(): return 1`
     else:
-        start = line_end
+        start = line_end  # a comment after the `:` or the docstring stays held
+        rest = [c for c in rest if p.start(c) >= line_end]
     end = p.end(block) if rest else start
     return Span(start, max(start, end))
 

@@ -13,13 +13,14 @@ end of the file) is caught.
 from __future__ import annotations
 
 import re
-from functools import cache
+from functools import cache, lru_cache
 from typing import Iterator, Sequence
 
 import tree_sitter
 
 from .languages import language
 from .parsed import Parsed, edited, parsed
+from .pycompile import added_compile_error
 from .span import Span
 
 Fill = tuple[Span, str]
@@ -59,9 +60,12 @@ def fill_offsets_after(before: str, fills: Sequence[Fill]) -> list[Span]:
 
 
 def added_errors(before: str, fills: Sequence[Fill], lang: str) -> list[Span]:
-    """Ranges, in the after-text, of ERROR/MISSING nodes the fills introduced."""
+    """Ranges, in the after-text, of the syntax errors the fills introduced: ERROR/MISSING
+    nodes no error of the before-text explains and, for Python, the place where CPython's
+    parser first fails on a region that parsed before the fills (see pycompile.py)."""
     after = Parsed(apply_fills(before, fills), lang)
-    return _judge(_error_spans(parsed(before, lang)), _moves(before, fills), after)[0]
+    added = _judge(_before_errors(before, lang), _moves(before, fills), after)[0]
+    return _with_compile_error(added, before, fills, after.text, lang)
 
 
 def cut_at_syntax_boundary(before: str, span: Span, fill: str, lang: str) -> str:
@@ -77,20 +81,48 @@ def cut_at_syntax_boundary(before: str, span: Span, fill: str, lang: str) -> str
     "explains" it.
     """
     base = parsed(before, lang)
-    old = _error_spans(base)
+    old = _before_errors(before, lang)
     local = _local_errors(before, span, old)
     fallback = None
     for candidate in _cuts(fill):
         landed = Span(span.start, span.start + len(candidate))
         added, after = _judge(old, [(span, landed)], edited(base, span, candidate))
-        if added:
+        if added or _compile_fails(before, span, candidate, lang):
             continue
         if not local or len(after) < len(old):
-            return candidate
+            if _confirmed(before, span, candidate, lang):
+                return candidate
+            continue
         inside = any(e.start < landed.end and landed.start < e.end for e in after)
-        if fallback is None and not inside:
+        if fallback is None and not inside and _confirmed(before, span, candidate, lang):
             fallback = candidate
     return fallback or ""
+
+
+def _compile_fails(before: str, span: Span, candidate: str, lang: str) -> bool:
+    if lang != "python":
+        return False
+    return added_compile_error(before, [(span, candidate)], apply_fills(before, [(span, candidate)])) is not None
+
+
+def _confirmed(before: str, span: Span, candidate: str, lang: str) -> bool:
+    """The cuts are judged on incremental reparses; tree-sitter's incremental and fresh
+    parses can disagree at the margins, so the cut we keep is judged once more afresh."""
+    return not added_errors(before, [(span, candidate)], lang)
+
+
+def _with_compile_error(added: list[Span], before: str, fills: Sequence[Fill], after: str, lang: str) -> list[Span]:
+    if lang != "python":
+        return added
+    err = added_compile_error(before, fills, after)
+    if err is None or any(e.touches(err) for e in added):
+        return added
+    # The fills caused it, so it never lies before the first of them (CPython reports an
+    # unclosed bracket where it opened, which is in the fill).
+    first = min(fill_offsets_after(before, fills)).start
+    if err.start < first:
+        err = Span(first, max(first, err.end))
+    return sorted([*added, err])
 
 
 def _local_errors(before: str, span: Span, errors: list[Span]) -> list[Span]:
@@ -151,20 +183,144 @@ def _empty_python_blocks(p: Parsed) -> list[Span]:
     return [p.span(b) for b in blocks if all(c.type == "comment" for c in b.named_children)]
 
 
-def _error_spans(p: Parsed) -> list[Span]:
-    out: list[Span] = _empty_python_blocks(p) if p.lang == "python" else []
+@lru_cache(maxsize=16)
+def _before_errors_cached(text: str, lang: str) -> tuple[Span, ...]:
+    return tuple(_error_spans(parsed(text, lang)))
 
-    def visit(node: tree_sitter.Node) -> None:
+
+def _before_errors(text: str, lang: str) -> list[Span]:
+    """Errors of a before-text: it is judged against many fills, so they are computed once."""
+    return list(_before_errors_cached(text, lang))
+
+
+def _error_spans(p: Parsed) -> list[Span]:
+    """Outermost ERROR nodes, MISSING nodes (zero-width), and for Python empty blocks.
+
+    Every node whose subtree holds an error is searched, ``has_error`` being the guide
+    (it is set on the ancestors of MISSING nodes too). Some MISSING nodes are invisible:
+    a missing hidden token, such as tree-sitter-python's ``_newline``, appears in no
+    node's ``children`` and no TreeCursor visits it, yet it makes the tree an error tree.
+    Those are found in the tree's S-expression, which lists every MISSING node.
+    """
+    out: list[Span] = _empty_python_blocks(p) if p.lang == "python" else []
+    if not p.root.has_error:
+        return sorted(out)
+    visible_missing = 0
+    error_nodes: list[tree_sitter.Node] = []
+    stack = [p.root]
+    while stack:
+        node = stack.pop()
         if node.is_error or node.is_missing:
             out.append(p.span(node))
-            return  # nested errors belong to this one
-        for child in node.children:
-            if child.has_error or child.is_missing:
-                visit(child)
-
-    if p.root.has_error:
-        visit(p.root)
+            if node.is_error:
+                error_nodes.append(node)  # nested errors belong to this one
+            else:
+                visible_missing += 1
+            continue
+        stack.extend(c for c in reversed(node.children) if c.has_error or c.is_missing)
+    sexp = str(p.root)
+    listed = sexp.count("(MISSING ")
+    if listed:
+        inside_errors = sum(str(e).count("(MISSING ") for e in error_nodes)
+        if listed > visible_missing + inside_errors:
+            out += _hidden_missing(p, sexp)
     return sorted(out, key=lambda s: (s.start, s.end))
+
+
+# Tokens of a tree's S-expression: a MISSING leaf (an anonymous token's name is quoted
+# unescaped: `(MISSING """)`), an error leaf `(UNEXPECTED 'c')`, a node's opening, a
+# closing parenthesis, a field name.
+_SEXP_TOKEN = re.compile(
+    r"""\(MISSING (?:".*?"|[^\s()]+)\)|\(UNEXPECTED (?:'\\?.'|[^\s()]+)\)|\([^\s()]+|\)|[^\s()]+"""
+)
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _sexp_children(node: tree_sitter.Node) -> Iterator[tree_sitter.Node]:
+    """The children an S-expression lists: named or missing, anonymous ones inlined."""
+    for child in node.children:
+        if child.is_named or child.is_missing:
+            yield child
+        else:
+            yield from _sexp_children(child)
+
+
+def _hidden_missing(p: Parsed, sexp: str) -> list[Span]:
+    """Zero-width spans of the MISSING nodes the S-expression lists but no visible node
+    is, outside ERROR nodes; each sits where the sibling before it ends."""
+    toks = [m.group() for m in _SEXP_TOKEN.finditer(sexp)]
+    found: list[int] = []
+
+    def leaf(tok: str) -> bool:
+        return tok.startswith(("(MISSING ", "(UNEXPECTED "))
+
+    def skip(i: int) -> int:
+        if leaf(toks[i]):
+            return i + 1
+        depth = 0
+        while True:
+            tok = toks[i]
+            i += 1
+            if tok == ")":
+                depth -= 1
+                if depth == 0:
+                    return i
+            elif tok.startswith("(") and not leaf(tok):
+                depth += 1
+
+    def match(node: tree_sitter.Node, i: int) -> int:
+        tok = toks[i]
+        if leaf(tok):
+            return i + 1
+        if tok[1:] != node.type:
+            raise _Mismatch
+        i += 1
+        kids = list(_sexp_children(node))
+        k, last_end = 0, node.start_byte
+        while toks[i] != ")":
+            tok = toks[i]
+            if not tok.startswith("("):  # a field name
+                i += 1
+                continue
+            if tok.startswith("(MISSING ") and not (k < len(kids) and kids[k].is_missing):
+                found.append(last_end)  # hidden: no visible node stands for it
+                i += 1
+                continue
+            if k >= len(kids):
+                raise _Mismatch
+            child = kids[k]
+            k += 1
+            if child.has_error and not child.is_error and not child.is_missing:
+                i = match(child, i)
+            else:
+                i = skip(i)
+            last_end = child.end_byte
+        return i + 1
+
+    try:
+        match(p.root, 0)
+    except (_Mismatch, IndexError, RecursionError):
+        # Could not line the two up: report every node whose error none of its visible
+        # children carries.
+        return [p.span(n) for n in _bare_error_nodes(p.root)]
+    to_char = p.offsets.to_char
+    return [Span(to_char(b), to_char(b)) for b in found]
+
+
+def _bare_error_nodes(root: tree_sitter.Node) -> list[tree_sitter.Node]:
+    out, stack = [], [root]
+    while stack:
+        node = stack.pop()
+        if node.is_error or node.is_missing:
+            continue
+        kids = [c for c in node.children if c.has_error or c.is_missing]
+        if not kids:
+            out.append(node)
+        stack.extend(kids)
+    return out
 
 
 def _sorted_checked(before: str, fills: Sequence[Fill]) -> list[Fill]:

@@ -4,12 +4,14 @@ Every filter is ``f(fill, ctx) -> str``. ``run_pipeline`` applies them in this o
 
 1. newlines are unified to ``\\n`` (fill and context) so the filters below can split on it;
 2. ``single_line``: in single mode keep only the first line;
-3. ``drop_suffix_repeat``: the fill must not repeat what already follows the hole;
-4. ``fix_indentation``: re-indent lines after the first to the surrounding block;
-5. ``drop_suffix_repeat`` again: re-indented lines may now match the suffix exactly;
-6. ``end_before_closer``: a ``}``/``end`` right after the hole keeps its own line;
-7. ``trim_trailing_whitespace``;
-8. ``normalize_newlines``: back to the document's newline style.
+3. ``newline_after_held_line``: a multi-line fill right after a Python docstring (or a
+   comment after a block's ``:`` or docstring) starts on a new line, never glued onto it;
+4. ``drop_suffix_repeat``: the fill must not repeat what already follows the hole;
+5. ``fix_indentation``: re-indent lines after the first to the surrounding block;
+6. ``drop_suffix_repeat`` again: re-indented lines may now match the suffix exactly;
+7. ``end_before_closer``: a ``}``/``end`` right after the hole keeps its own line;
+8. ``trim_trailing_whitespace``;
+9. ``normalize_newlines``: back to the document's newline style.
 
 The filters other than normalize_newlines expect ``\\n`` newlines; run_pipeline sees to it.
 """
@@ -52,6 +54,49 @@ def normalize_newlines(fill: str, ctx: FillContext) -> str:
 def single_line(fill: str, ctx: FillContext) -> str:
     """Single mode keeps text up to the first newline (possibly nothing)."""
     return fill.split("\n", 1)[0] if ctx.mode == "single" else fill
+
+
+def newline_after_held_line(fill: str, ctx: FillContext) -> str:
+    """In multi mode, a Python fill whose hole starts right after a docstring-like string
+    statement (or after a comment that follows a ``:`` or such a string on its line)
+    starts with a newline: a function body span begins at the end of the docstring's
+    line, and text glued there would become part of the docstring's statement (a
+    docstring followed by `` + x`` or ``.strip()`` still parses) or of the comment."""
+    if ctx.lang != "python" or ctx.mode != "multi" or not fill.split("\n", 1)[0].strip():
+        return fill
+    line = ctx.prefix[ctx.prefix.rfind("\n") + 1 :].rstrip(" \t")
+    if not line.strip() or (not line.endswith(("'", '"')) and "#" not in line):
+        return fill  # cheap test first: most holes are not after a string or a comment
+    return "\n" + fill if _ends_held_line(ctx.prefix, ctx.suffix) else fill
+
+
+def _ends_held_line(prefix: str, suffix: str) -> bool:
+    from .parsed import parsed  # here, not at the top: the other filters need no parser
+
+    p = parsed(prefix + suffix, "python")
+    q = len(prefix.rstrip(" \t"))
+    path = p.path_at(q)
+    node = path[-1] if path else None
+    if node is None or p.end(node) != q:
+        return False
+    if node.type == "comment":
+        before = node.prev_sibling
+        if before is None or p.text.count("\n", p.end(before), p.start(node)):
+            return False
+        return before.type == ":" or _is_string_statement(before)
+    while node is not None and p.end(node) == q:
+        if _is_string_statement(node):
+            return True
+        node = node.parent
+    return False
+
+
+def _is_string_statement(node) -> bool:
+    return (
+        node.type == "expression_statement"
+        and node.named_child_count == 1
+        and node.named_children[0].type in ("string", "concatenated_string")
+    )
 
 
 def drop_suffix_repeat(fill: str, ctx: FillContext) -> str:
@@ -152,6 +197,7 @@ def trim_trailing_whitespace(fill: str, ctx: FillContext) -> str:
 
 PIPELINE: tuple[Filter, ...] = (
     single_line,
+    newline_after_held_line,
     drop_suffix_repeat,
     fix_indentation,
     drop_suffix_repeat,
@@ -243,7 +289,7 @@ def _spare(fill: str, tail: str) -> bool:
 def _block_columns(ctx: FillContext, unit: str, lower_to_suffix: bool) -> int:
     line = ctx.prefix[ctx.prefix.rfind("\n") + 1 :]
     own = columns(line if not line.strip() else leading_ws(line), unit)
-    code = line.rstrip()
+    code = _without_line_comment(line, ctx.lang).rstrip()
     if code and (opens_block(code, ctx.lang) or code.endswith(("(", "["))):
         return own + columns(unit, unit)
     below = next((row for row in ctx.suffix.split("\n", _LOOKAHEAD_LINES)[1:_LOOKAHEAD_LINES] if row.strip()), None)
@@ -252,3 +298,21 @@ def _block_columns(ctx: FillContext, unit: str, lower_to_suffix: bool) -> int:
     # a closing line below (`}`, `end`) sits one level left of the block it closes
     closes = bool(CLOSING_LINE.match(below.lstrip()))
     return min(own, columns(leading_ws(below), unit) + (columns(unit, unit) if closes else 0))
+
+
+_LINE_COMMENT = {"python": "#", "lua": "--", "javascript": "//", "typescript": "//", "tsx": "//", "go": "//", "rust": "//"}
+
+
+def _without_line_comment(line: str, lang: str | None) -> str:
+    """``line`` without a trailing line comment (``def f():  # note`` still opens a block);
+    lexical: a marker counts when the quotes before it are balanced."""
+    marker = _LINE_COMMENT.get(lang or "")
+    if not marker or marker not in line:
+        return line
+    at = line.find(marker)
+    while at >= 0:
+        head = line[:at]
+        if all(head.count(q) % 2 == 0 for q in "\"'`"):
+            return head
+        at = line.find(marker, at + 1)
+    return line

@@ -21,8 +21,8 @@ def require_editors() -> bool:
 def missing(reason: str):
     """Skip (the editor is not installed here) or, with CANVAS_REQUIRE_EDITORS=1, fail."""
     if require_editors():
-        pytest.fail(f"{reason} (CANVAS_REQUIRE_EDITORS=1); run editors/nvim/test-setup.sh", pytrace=False)
-    pytest.skip(f"{reason}; run editors/nvim/test-setup.sh to install it")
+        pytest.fail(f"{reason} (CANVAS_REQUIRE_EDITORS=1); run make editors-setup-nvim (editors/nvim/test-setup.sh)", pytrace=False)
+    pytest.skip(f"{reason}; run make editors-setup-nvim (editors/nvim/test-setup.sh) to install it")
 
 
 def canvas_ls_exe() -> str:

@@ -24,11 +24,16 @@ export const SERVER_SETTING_DEFAULTS: Readonly<Record<string, unknown>> = {
   "bodySlots": 128,
   "maxPromptTokens": 1024,
   "maxDocumentBytes": 8000000,
-  "engine": "inprocess",
+  "backend": "inprocess",
+  "vllmUrl": "http://127.0.0.1:8000",
+  "vllmApiKeyEnv": "CANVAS_VLLM_API_KEY",
+  "vllmTimeout": 30,
+  "tokenizerPath": "",
   "engineIdleMinutes": 30,
   "liveCanvas": true,
   "logFile": "",
-  "logLevel": "info"
+  "threads": 0,
+  "logLevel": "warning"
 };
 
 export const SERVER_SETTING_NAMES: readonly string[] = Object.keys(SERVER_SETTING_DEFAULTS);

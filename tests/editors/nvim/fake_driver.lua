@@ -1,8 +1,8 @@
 -- The plugin against an in-process fake canvas-ls (no model): exact, instant answers, so the drawing
 -- and editing paths get checked precisely: a multi-line suggestion (inline text + virtual lines) and
 -- its acceptance, the live canvas (an insertion, a replaced range, a stale version, done), the
--- selection ranges :CanvasFill sends (charwise, linewise, blockwise), and a command whose answer is
--- RequestCancelled (which Neovim drops without calling the handler).
+-- selection ranges :CanvasFill sends (charwise, linewise, blockwise), a command whose answer is
+-- RequestCancelled (which Neovim drops without calling the handler), and the highlight groups.
 -- Run: CANVAS_TEST_CONFIG=cfg.json nvim --headless --clean -u fake_driver.lua
 local cfg = vim.json.decode(table.concat(vim.fn.readfile(os.getenv('CANVAS_TEST_CONFIG')), '\n'))
 vim.opt.rtp:prepend(cfg.plugin_dir)
@@ -134,6 +134,16 @@ local function marks(bufnr, ns)
   return out
 end
 
+local HL_GROUPS = { 'CanvasGhost', 'CanvasLive', 'CanvasLiveInfo', 'CanvasLiveReplaced', 'ComplHint' }
+local function highlights()
+  local out = {}
+  for _, name in ipairs(HL_GROUPS) do
+    local hl = vim.api.nvim_get_hl(0, { name = name, link = false })
+    out[name] = { fg = hl.fg, ctermfg = hl.ctermfg, italic = hl.italic or false, cterm_italic = (hl.cterm or {}).italic or false }
+  end
+  return out
+end
+
 local function scenario(bufnr, client)
   local uri = vim.uri_from_bufnr(bufnr)
   -- 1. multi-line suggestion in an empty line of a function body
@@ -198,6 +208,12 @@ local function scenario(bufnr, client)
     return done.body
   end)
   result.body_done = done.body
+
+  -- 5. highlight groups (with cterm colours, for terminals without 'termguicolors'), also as set
+  -- again after a colorscheme change
+  result.hl = highlights()
+  vim.cmd.colorscheme('default')
+  result.hl_after_colorscheme = highlights()
   result.ok = true
 end
 

@@ -236,3 +236,14 @@ def test_drawing_and_edits_against_a_fake_server(nvim, tmp_path):
     inline_reqs = [q for q in r["requests"] if q["method"] == "textDocument/inlineCompletion"]
     assert inline_reqs and inline_reqs[0]["params"]["position"] == {"line": 1, "character": 4}
     assert inline_reqs[0]["params"]["context"]["triggerKind"] == 2
+
+    # highlight groups: GUI and cterm colours (a 256-colour terminal without 'termguicolors' draws only
+    # ctermfg/cterm; Neovim's default Comment and NonText have none), also after :colorscheme
+    for when in ("hl", "hl_after_colorscheme"):
+        hl = r[when]
+        for name in ("CanvasGhost", "CanvasLive", "CanvasLiveInfo", "CanvasLiveReplaced"):
+            assert hl[name].get("ctermfg") is not None and hl[name].get("fg") is not None, (when, name, hl[name])
+        for name in ("CanvasGhost", "CanvasLive"):
+            assert hl[name]["italic"] and hl[name]["cterm_italic"], (when, name, hl[name])
+        if series == "0.12":  # the built-in inline completion's ghost text
+            assert hl["ComplHint"].get("ctermfg") is not None, (when, hl["ComplHint"])

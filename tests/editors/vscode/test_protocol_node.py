@@ -22,7 +22,7 @@ EXT_DIR = REPO / "editors" / "vscode"
 def test_vscode_protocol_node(tiny_dir):
     missing = [what for what, ok in (("node", shutil.which("node")), ("npm", shutil.which("npm")), (f"{EXT_DIR}/node_modules", (EXT_DIR / "node_modules").is_dir())) if not ok]
     if missing:
-        why = "the VS Code protocol test needs " + ", ".join(missing) + "; run editors/vscode/test-setup.sh"
+        why = "the VS Code protocol test needs " + ", ".join(missing) + "; run make editors-setup-vscode (editors/vscode/test-setup.sh)"
         if os.environ.get("CANVAS_REQUIRE_EDITORS", "") not in ("", "0", "false", "no"):
             pytest.fail(why + " (CANVAS_REQUIRE_EDITORS=1)")
         pytest.skip(why)

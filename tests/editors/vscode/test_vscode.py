@@ -81,7 +81,7 @@ def _missing() -> list[str]:
 def prerequisites():
     missing = _missing()
     if missing:
-        why = "VS Code end-to-end test needs " + ", ".join(missing) + "; run editors/vscode/test-setup.sh"
+        why = "VS Code end-to-end test needs " + ", ".join(missing) + "; run make editors-setup-vscode (editors/vscode/test-setup.sh)"
         if REQUIRE:
             pytest.fail(why + " (CANVAS_REQUIRE_EDITORS=1)")
         pytest.skip(why)

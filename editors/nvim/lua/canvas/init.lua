@@ -6,7 +6,7 @@
 --     keymaps = { accept = "<Tab>", dismiss = "<C-]>", trigger = "<M-\\>" },
 --   })
 --
--- See :help canvas and editors/README-editors.md.
+-- See :help canvas (editors/nvim/doc/canvas.txt) and the "Neovim" section of the repository's README.md.
 local util = require('canvas.util')
 
 local api = vim.api
@@ -21,7 +21,8 @@ local defaults = {
   filetypes = { 'python', 'javascript', 'javascriptreact', 'typescript', 'typescriptreact', 'go', 'rust', 'lua' },
   root_markers = { '.git', 'pyproject.toml', 'package.json', 'go.mod', 'Cargo.toml' },
   -- Server settings (sent as initializationOptions, and with workspace/didChangeConfiguration).
-  -- Names as the server has them: modelPath, device, dtype, maxSteps, seed, ... (see the server README).
+  -- Names as the server has them: modelPath, device, dtype, maxSteps, seed, ... (see the
+  -- "Configuration" table in the repository's README.md).
   settings = {},
   -- Draw the intermediate canvas of each denoising step (sets the server's liveCanvas setting).
   live_canvas = true,

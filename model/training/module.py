@@ -2,7 +2,7 @@
 
 It computes exactly what `transformers`' `DiffusionGemmaForBlockDiffusion` computes for the text
 model (checked by tests/test_train_equivalence.py), with parameter names that mirror the HF decoder so
-`convert.py` is a rename. Why not train the HF classes: they run ~100K tokens/s on an H100 against
+`export.py` is a rename. Why not train the HF classes: they run ~100K tokens/s on an H100 against
 ~0.8-1.35M for a plain module of the same size (data-dependent expert loops, Python mask building,
 a DynamicCache per step). Here everything has static shapes, masks are built from two small integer
 tensors with `arange` comparisons, experts are computed densely, so `torch.compile` takes the whole step.
@@ -28,9 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import special_tokens as st
-
-SLIDING, FULL = "sliding_attention", "full_attention"
+from ..checkpoint import FULL, SLIDING, diffusion_gemma_config
 
 
 @dataclass
@@ -83,52 +81,11 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in CanvasLM(self, device="meta").parameters())
-
     # ---- transformers config ------------------------------------------------------------
 
     def to_hf_config(self):
-        from transformers import DiffusionGemmaConfig, DiffusionGemmaTextConfig, Gemma4VisionConfig
-
-        text = DiffusionGemmaTextConfig(
-            vocab_size=self.vocab_size,
-            hidden_size=self.hidden_size,
-            intermediate_size=self.intermediate_size,
-            num_hidden_layers=self.num_layers,
-            num_attention_heads=self.num_heads,
-            num_key_value_heads=self.num_kv_heads,
-            head_dim=self.head_dim,
-            global_head_dim=self.global_head_dim,
-            num_global_key_value_heads=self.num_global_kv_heads,
-            sliding_window=self.sliding_window,
-            layer_types=list(self.layer_types),
-            num_experts=self.num_experts,
-            top_k_experts=self.top_k_experts,
-            moe_intermediate_size=self.moe_intermediate_size,
-            rms_norm_eps=self.rms_norm_eps,
-            rope_parameters={
-                SLIDING: {"rope_type": "default", "rope_theta": self.rope_theta_sliding},
-                FULL: {
-                    "rope_type": "proportional",
-                    "partial_rotary_factor": self.full_partial_rotary_factor,
-                    "rope_theta": self.rope_theta_full,
-                },
-            },
-            max_position_embeddings=self.max_position_embeddings,
-            initializer_range=self.initializer_range,
-            pad_token_id=st.PAD_ID,
-            eos_token_id=st.EOS_ID,
-            bos_token_id=st.BOS_ID,
-        )
-        text.final_logit_softcapping = self.final_logit_softcapping  # a plain class attribute in HF
-        # vision_config=None silently builds a full-size vision tower: a tiny one, never used (its default
-        # 2 x 10240 x 16 position table alone would be 1.3 MB).
-        vision = Gemma4VisionConfig(
-            hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=1, num_key_value_heads=1,
-            head_dim=16, position_embedding_size=16, patch_size=4,
-        )
-        return DiffusionGemmaConfig(text_config=text, vision_config=vision, canvas_length=self.canvas_length)
+        """The `DiffusionGemmaConfig` of this shape (built by canvas_ls.model.checkpoint)."""
+        return diffusion_gemma_config(**self.to_dict())
 
     @classmethod
     def from_hf_config(cls, cfg) -> "ModelConfig":

@@ -1,9 +1,10 @@
-"""Train the canvas-ls diffusion coder: resumable segments, metrics, plots, HF export, and a benchmark.
+"""Train the canvas-ls diffusion coder: resumable segments, metrics, plots, HF export.
 
-    python -m canvas_ls.model.train --data DATA --out RUN --config small --steps 20000 --minutes 8.5 --compile
-    python -m canvas_ls.model.train --data DATA --out RUN --resume --minutes 8.5 --compile      # next segment
-    python -m canvas_ls.model.train --data DATA --out RUN --resume --steps-this-run 0 --export RUN/export
-    python -m canvas_ls.model.train --bench --out RUN --bench-configs small:64,small:96 --compile
+    python -m canvas_ls.model.training.train --data DATA --out RUN --config small --steps 20000 --minutes 8.5 --compile
+    python -m canvas_ls.model.training.train --data DATA --out RUN --resume --minutes 8.5 --compile   # next segment
+    python -m canvas_ls.model.training.train --data DATA --out RUN --resume --steps-this-run 0 --export RUN/export
+
+The throughput benchmark of the training step is benchmarks/train_speed.py.
 
 A run directory holds checkpoint.pt (model, optimizer, step, data position, RNG), metrics.jsonl,
 loss.png and run.json. Batch i of a run is a pure function of (seed, i) (see data.make_batch), so a
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .data import BatchStream, Objective, Shard, make_batch
-from .train_model import CanvasLM, ModelConfig, count_parameters, flops_per_token, param_groups, preset, training_losses
+from .module import CanvasLM, ModelConfig, count_parameters, param_groups, preset, training_losses
 
 # Recipe settings live in the checkpoint; on --resume they come from there (explicit flags must agree).
 RECIPE_DEFAULTS = {
@@ -53,7 +54,6 @@ PER_CONFIG = {  # batch, prefix length, peak learning rate
     "small-e1": (64, 768, 2e-3),
     "medium": (48, 768, 1.5e-3),
 }
-H100_BF16_FLOPS = 989e12  # dense peak, for MFU
 
 
 def log(msg: str) -> None:
@@ -162,7 +162,7 @@ def evaluate(model, batches: list[dict], recipe: dict, device: torch.device) -> 
     model.eval()
     sums: dict[str, float] = {}
     for b in batches:
-        with _autocast(device):
+        with autocast(device):
             out = training_losses(model, to_device(b, device), ar_weight=recipe["ar_weight"], loss_weighting=recipe["loss_weighting"])
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + float(v)
@@ -170,7 +170,7 @@ def evaluate(model, batches: list[dict], recipe: dict, device: torch.device) -> 
     return {f"val_{k}": v / len(batches) for k, v in sums.items()}
 
 
-def _autocast(device: torch.device):
+def autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
@@ -262,7 +262,7 @@ def load_weights(path: Path) -> CanvasLM:
     """A CanvasLM from `save_weights` output, or from an exported HF checkpoint directory."""
     path = Path(path)
     if path.is_dir():
-        from .convert import load_hf_checkpoint
+        from .export import load_hf_checkpoint
 
         return load_hf_checkpoint(path)
     from safetensors import safe_open
@@ -277,14 +277,14 @@ def load_weights(path: Path) -> CanvasLM:
 
 def export_run(run: Path, out: Path, *, model: CanvasLM | None = None, dtype: str = "bf16", shard_size: str = "15MB") -> Path:
     """HF checkpoint from a run directory (run.json + tokenizer/ + weights or a live model)."""
-    from .convert import save_hf_checkpoint
+    from .export import save_hf_checkpoint
 
     info = json.loads((run / "run.json").read_text())
     if model is None:
         model = load_weights(run / "weights.safetensors")
     recipe, st_ = info["recipe"], info["state"]
     card = {
-        "trained_by": "canvas_ls.model.train",
+        "trained_by": "canvas_ls.model.training.train",
         "prefix_length": recipe["prefix_len"],
         "objective": info["objective"],
         "recipe": recipe,
@@ -440,7 +440,7 @@ def train(args: argparse.Namespace) -> dict:
         lr = lr_at(step, recipe)
         for g in opt.param_groups:
             g["lr"] = lr
-        with _autocast(device):
+        with autocast(device):
             out = loss_fn(model, batch, ar_weight=recipe["ar_weight"], loss_weighting=recipe["loss_weighting"])
         out["loss"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["grad_clip"])
@@ -490,122 +490,12 @@ def train(args: argparse.Namespace) -> dict:
     return {"state": state, "recipe": recipe, "last_loss": last_step_loss, "stop": stop_reason}
 
 
-# ---- benchmark -------------------------------------------------------------------------------
-
-
-def synthetic_batch(obj: Objective, B: int, vocab: int, device: torch.device, seed: int = 0) -> dict:
-    """Shapes and statistics of a real batch without data: for measuring the model step alone."""
-    g = torch.Generator().manual_seed(seed)
-    P, C, K = obj.prefix_len, obj.canvas_len, obj.ar_samples
-    start = torch.randint(0, P // 8, (B,), generator=g)
-    enc = torch.randint(4, vocab, (B, P), generator=g)
-    enc = torch.where(torch.arange(P)[None] < start[:, None], 0, enc)
-    region = torch.arange(C)[None] < torch.randint(8, C // 2, (B, 1), generator=g)
-    t = 1 - torch.rand(B, generator=g)
-    mask = region & (torch.rand(B, C, generator=g) < t[:, None])
-    target = torch.randint(4, vocab, (B, C), generator=g)
-    b = {
-        "enc_ids": enc,
-        "start": start,
-        "ar_pos": torch.sort(torch.rand(B, P, generator=g).argsort(1)[:, :K], 1).values,
-        "ar_tgt": torch.randint(4, vocab, (B, K), generator=g),
-        "canvas": torch.where(mask, torch.randint(0, vocab, (B, C), generator=g), target),
-        "target": target,
-        "loss_mask": mask,
-        "region": region,
-        "canvas_len": torch.full((B,), C),
-        "t": t,
-        "sc": (torch.rand(B, generator=g) < 0.5).float(),
-        "sc_temp": 0.4 + 0.6 * torch.rand(B, generator=g),
-    }
-    return to_device(b, device)
-
-
-def bench(args: argparse.Namespace) -> list[dict]:
-    device = pick_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-    vocab = None
-    if args.data:
-        vocab = int(json.loads((Path(args.data) / "manifest.json").read_text())["vocab_size"])
-    results = []
-    for spec in args.bench_configs.split(","):
-        name, _, bs = spec.partition(":")
-        recipe = resolve_recipe(argparse.Namespace(**{k: None for k in RECIPE_DEFAULTS} | {"config": name}), None)
-        B = int(bs) if bs else recipe["batch"]
-        model = build_model(recipe, vocab or preset(name).vocab_size, device)
-        obj = make_objective(recipe, model.cfg.canvas_length)
-        opt = make_optimizer(model, recipe, device)
-        fn = torch.compile(training_losses) if args.compile else training_losses
-        batch = synthetic_batch(obj, B, model.cfg.vocab_size, device)
-        row = {"config": name, "batch": B, "prefix": obj.prefix_len, "canvas": obj.canvas_len, "compile": bool(args.compile),
-               "params_m": round(count_parameters(model)["total"] / 1e6, 2), "device": str(device)}
-        try:
-            t0 = time.time()
-            for i in range(args.bench_warmup + args.bench_steps):
-                if i == args.bench_warmup:
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                        torch.cuda.reset_peak_memory_stats()
-                    row["warmup_s"] = round(time.time() - t0, 1)
-                    t1 = time.time()
-                with _autocast(device):
-                    out = fn(model, batch, ar_weight=0.5, loss_weighting="token")
-                out["loss"].backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            dt = (time.time() - t1) / args.bench_steps
-            tps = B * (obj.prefix_len + obj.canvas_len) / dt
-            row.update({"ms_step": round(dt * 1e3, 1), "tok_s": round(tps), "loss": round(float(out["loss"]), 3)})
-            if device.type == "cuda":
-                row["peak_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
-                row["mfu_h100"] = round(tps * flops_per_token(model.cfg, obj.prefix_len, obj.canvas_len) / H100_BF16_FLOPS, 3)
-        except torch.OutOfMemoryError:
-            row["error"] = "OOM"
-        except Exception as e:  # noqa: BLE001 - report and go on to the next configuration
-            row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
-        results.append(row)
-        log(json.dumps(row))
-        del model, opt, fn, batch
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        torch._dynamo.reset()
-    if args.data:  # the data pipeline: batches per second per worker process
-        recipe = resolve_recipe(argparse.Namespace(**{k: None for k in RECIPE_DEFAULTS} | {"config": results[0]["config"]}), None)
-        obj = make_objective(recipe, results[0]["canvas"])
-        shard = Shard(args.data, "train")
-        B = results[0]["batch"]
-        make_batch(shard, obj, B, 0, 0)
-        t0 = time.time()
-        for i in range(1, 4):
-            make_batch(shard, obj, B, 0, i)
-        dt = (time.time() - t0) / 3
-        results.append({"data_pipeline": f"batch {B} x ({obj.prefix_len}+{obj.canvas_len})", "s_per_batch_per_worker": round(dt, 3),
-                        "tok_s_per_worker": round(B * (obj.prefix_len + obj.canvas_len) / dt)})
-    print(f"{'config':<10} {'batch':>5} {'params(M)':>9} {'ms/step':>8} {'tok/s':>10} {'peak GB':>8} {'MFU':>6}  note")
-    for r in results:
-        if "config" in r:
-            print(f"{r['config']:<10} {r['batch']:>5} {r['params_m']:>9} {r.get('ms_step', '-'):>8} {r.get('tok_s', '-'):>10} "
-                  f"{r.get('peak_gb', '-'):>8} {r.get('mfu_h100', '-'):>6}  {r.get('error', '')}")
-        else:
-            print(f"data pipeline {r['data_pipeline']}: {r['s_per_batch_per_worker']} s/batch/worker = {r['tok_s_per_worker']} tok/s per worker")
-    out = Path(args.bench_out) if args.bench_out else Path(args.out) / "bench.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    return results
-
-
 # ---- CLI ------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m canvas_ls.model.train", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, help="directory written by `python -m canvas_ls.model.data`")
+    ap = argparse.ArgumentParser(prog="python -m canvas_ls.model.training.train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, required=True, help="directory written by `python -m canvas_ls.model.training.data`")
     ap.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, metrics, plots)")
     r = ap.add_argument_group("recipe (stored in the checkpoint; on --resume taken from it)")
     r.add_argument("--config", choices=sorted(PER_CONFIG), help="model size preset (default small)")
@@ -644,23 +534,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--shard-size", default="15MB")
     c.add_argument("--pack", type=Path, help="when the run stops, split run.json, metrics, plot, tokenizer and the export (or "
                    "the bf16 weights) into <= 8 parts of <= 15 MB here (for $OUT on the GPU machine)")
-    b = ap.add_argument_group("benchmark")
-    b.add_argument("--bench", action="store_true", help="measure training tokens/s instead of training")
-    b.add_argument("--bench-configs", default="small:32,small:64,small:96", help="config:batch,...")
-    b.add_argument("--bench-steps", type=int, default=10)
-    b.add_argument("--bench-warmup", type=int, default=3)
-    b.add_argument("--bench-out", type=Path, help="JSON results (default OUT/bench.json)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # data workers are processes already
-    if args.bench:
-        bench(args)
-        return
-    if args.data is None:
-        raise SystemExit("--data is required (the directory written by canvas_ls.model.data)")
     train(args)
 
 

@@ -1,4 +1,4 @@
-"""Our training module <-> transformers' DiffusionGemmaForBlockDiffusion: names, weights, checkpoints.
+"""Export: our training module <-> transformers' DiffusionGemmaForBlockDiffusion (names, weights, files).
 
 Our parameter names are the HF decoder's names without the `model.decoder.` prefix, so the mapping is
 a prefix rule. HF ties the encoder's text stack, its final norm and the embeddings to the decoder (and
@@ -11,15 +11,14 @@ buffer that is *not* tied, so the encoder gets its own copy.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
 
 import torch
 
-from . import special_tokens as st
-from .train_model import CanvasLM, ModelConfig
+from ..checkpoint import write_canvas_card, write_generation_config
+from .module import CanvasLM, ModelConfig
 
 DEC = "model.decoder."
 ENC = "model.encoder.language_model."
@@ -74,27 +73,6 @@ def _bytes(size: str | int) -> int:
     return int(float(m.group(1)) * unit)
 
 
-def generation_config(canvas_length: int):
-    """A DiffusionGemmaGenerationConfig (strict: only keys it knows) with transformers' defaults."""
-    from transformers.models.diffusion_gemma.generation_diffusion_gemma import (
-        DiffusionGemmaGenerationConfig,
-        EntropyBoundSamplerConfig,
-    )
-
-    return DiffusionGemmaGenerationConfig(
-        max_new_tokens=canvas_length,
-        max_denoising_steps=48,
-        sampler_config=EntropyBoundSamplerConfig(entropy_bound=0.1),
-        t_min=0.4,
-        t_max=0.8,
-        stability_threshold=1,
-        confidence_threshold=0.005,
-        bos_token_id=st.BOS_ID,
-        pad_token_id=st.PAD_ID,
-        eos_token_id=st.EOS_ID,
-    )
-
-
 def save_hf_checkpoint(
     model: CanvasLM,
     tokenizer_dir: str | Path,
@@ -108,7 +86,7 @@ def save_hf_checkpoint(
     load: safetensors shards of at most `shard_size`, config.json, generation_config.json, the
     tokenizer, and canvas_ls.json (noise kind + training facts from `card`)."""
     if noise not in ("uniform", "absorbing"):
-        raise ValueError(f"noise must be 'uniform' or 'absorbing', got {noise!r}")
+        raise ValueError(f"noise must be 'uniform' or 'absorbing', got {noise!r}")  # before any work
     if dtype not in (torch.bfloat16, torch.float16, torch.float32):
         raise ValueError(f"unsupported export dtype {dtype}")
     limit = _bytes(shard_size)
@@ -126,24 +104,15 @@ def save_hf_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
 
     hf = build_hf_model(model, dtype=dtype)
-    hf.generation_config = generation_config(model.cfg.canvas_length)
-    hf.save_pretrained(out, max_shard_size=limit)
+    hf.save_pretrained(out, max_shard_size=limit)  # config.json + safetensors shards
+    write_generation_config(out, model.cfg.canvas_length)
     tok_dir = Path(tokenizer_dir)
-    copied = 0
     for name in TOKENIZER_FILES:
         if (tok_dir / name).exists():
             shutil.copyfile(tok_dir / name, out / name)
-            copied += 1
     if not (out / "tokenizer.json").exists():
         raise FileNotFoundError(f"{tok_dir} holds no tokenizer.json")
-    meta = {
-        "noise": noise,
-        "mask_token_id": st.MASK_ID if noise == "absorbing" else None,
-        "special_tokens": {"pad": st.PAD_ID, "eos": st.EOS_ID, "bos": st.BOS_ID, "mask": st.MASK_ID},
-        "canvas_length": model.cfg.canvas_length,
-        **(card or {}),
-    }
-    (out / "canvas_ls.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_canvas_card(out, noise=noise, random_weights=False, canvas_length=model.cfg.canvas_length, extra=card)
     for f in out.glob("*.safetensors"):
         if f.stat().st_size > limit + 64 * 1024:  # header slack
             raise RuntimeError(f"{f.name} is {f.stat().st_size} bytes, over the {shard_size} shard limit")
@@ -174,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from .train import export_run
 
-    ap = argparse.ArgumentParser(prog="python -m canvas_ls.model.convert", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m canvas_ls.model.training.export", description=main.__doc__)
     ap.add_argument("--run", type=Path, required=True, help="run directory holding run.json, tokenizer/ and weights.safetensors")
     ap.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     ap.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")

@@ -1,0 +1,161 @@
+"""workspace/executeCommand and textDocument/codeAction: the fill commands, applied through
+workspace/applyEdit against the document version they were computed for, and canvas.status.
+
+Handlers take the CanvasServer (`ls`) first, as pygls handlers do; server/lsp.py registers them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from lsprotocol import types as t
+from pygls.exceptions import JsonRpcInvalidParams
+
+from . import __version__, pipeline
+from .pipeline import BadRequest, FillOutcome
+from .positions import line_starts, to_offset, to_range
+from .syntax import function_body
+
+FILL_SELECTION = "canvas.fillSelection"
+FILL_BODY = "canvas.fillBody"
+STATUS = "canvas.status"
+APPLY_EDIT_TIMEOUT = 30.0  # seconds a client may take to answer workspace/applyEdit
+
+
+async def _apply(ls, uri: str, outcome: FillOutcome, version: int, text: str) -> dict:
+    if ls.workspace.get_text_document(uri).version != version:
+        return {"applied": False, "reason": "the document changed while filling; nothing was applied"}
+    if not outcome.edits:
+        return {"applied": False, "reason": outcome.note or "no fill"}
+    starts = line_starts(text)
+    edits = [t.TextEdit(range=to_range(text, e.start, e.end, ls.encoding, starts), new_text=e.text) for e in outcome.edits]
+    change = t.TextDocumentEdit(text_document=t.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version), edits=edits)
+    params = t.ApplyWorkspaceEditParams(edit=t.WorkspaceEdit(document_changes=[change]), label="canvas-ls fill")
+    applied, reason = await _apply_edit(ls, params)
+    r = outcome.result
+    return {
+        "applied": applied,
+        "reason": reason,
+        "edits": len(edits),
+        "steps": r.forward_passes if r else 0,
+        "repairs": r.repairs if r else 0,
+        "tokensPerPass": round(r.tokens_per_pass, 2) if r else 0,
+        "seconds": round(r.seconds, 3) if r else 0,
+    }
+
+
+async def _apply_edit(ls, params: t.ApplyWorkspaceEditParams) -> tuple[bool, str]:
+    """(applied, reason). A client that answers null, answers with an error, or never answers within
+    APPLY_EDIT_TIMEOUT gets the fill reported as not applied, instead of a command that hangs."""
+    try:
+        result = await asyncio.wait_for(ls.workspace_apply_edit_async(params), APPLY_EDIT_TIMEOUT)
+    except asyncio.TimeoutError:
+        return False, f"the editor did not answer workspace/applyEdit within {APPLY_EDIT_TIMEOUT:.0f} s"
+    except Exception as exc:  # the client answered with an error (or the answer did not parse)
+        return False, f"the editor refused workspace/applyEdit: {exc}"
+    if result is None or not isinstance(getattr(result, "applied", None), bool):
+        return False, "the editor answered workspace/applyEdit without saying whether it applied the edit"
+    return result.applied, result.failure_reason or ""
+
+
+def _offset_of(text: str, raw: Any, enc: str, starts: list[int], what: str) -> int:
+    """An LSP position {line, character} from a command's JSON arguments. A malformed one is named as
+    such; one outside the document keeps to_offset's own reason."""
+    try:
+        line, character = int(raw["line"]), int(raw["character"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadRequest(f"expected an LSP {what} {{line, character}}, got {raw!r}") from exc
+    return to_offset(text, line, character, enc, starts)
+
+
+def _parseto_range(text: str, raw: Any, enc: str, starts: list[int]) -> tuple[int, int]:
+    if not isinstance(raw, dict) or "start" not in raw or "end" not in raw:
+        raise BadRequest(f"expected an LSP range {{start: {{line, character}}, end: {{...}}}}, got {raw!r}")
+    a = _offset_of(text, raw["start"], enc, starts, "position")
+    b = _offset_of(text, raw["end"], enc, starts, "position")
+    return (a, b) if a <= b else (b, a)
+
+
+def progress_token(ls):
+    if not ls.client_progress:
+        return None
+    token = f"canvas-ls/{ls.jobs.next_id()}"
+    ls.work_done_progress.create(token)
+    return token
+
+
+async def _command(ls, name: str, args: tuple, plan) -> dict:
+    """The one path of both fill commands: [uri, where] -> plan(text, where, starts, lang) -> (holes,
+    fill); run the fill as a FillJob, then apply its edits (versioned) through workspace/applyEdit."""
+    try:
+        if len(args) != 2 or not isinstance(args[0], str):
+            raise BadRequest(f"{name} takes [uri, {'range | ranges' if name == FILL_SELECTION else 'position'}]")
+        uri = args[0]
+        doc = ls.document(uri)
+        text = doc.source
+        holes, fill = plan(text, args[1], line_starts(text), ls.language(doc), ls.settings, uri, ls.encoding)
+        outcome, version, text = await ls.fill(uri, fill, holes, "command", progress_token(ls))
+    except BadRequest as exc:
+        raise JsonRpcInvalidParams(message=str(exc))
+    return await _apply(ls, uri, outcome, version, text)
+
+
+def _plan_selection(text, where, starts, lang, settings, uri, encoding):
+    raw = where if isinstance(where, list) else [where]
+    spans = [_parseto_range(text, r, encoding, starts) for r in raw]
+    return spans, lambda filler, on_step, cancelled: pipeline.fill_selections(
+        filler, text, spans, lang, settings, document=uri, on_step=on_step, cancelled=cancelled)
+
+
+def _plan_body(text, where, starts, lang, settings, uri, encoding):
+    offset = _offset_of(text, where, encoding, starts, "position")
+    body = function_body(text, lang, offset) if lang is not None and 0 <= offset <= len(text) else None
+    holes = [(body.start, body.end)] if body is not None else []
+    return holes, lambda filler, on_step, cancelled: pipeline.fill_body(
+        filler, text, offset, lang, settings, document=uri, on_step=on_step, cancelled=cancelled)
+
+
+async def fill_selection(ls, *args: Any) -> dict:
+    """Arguments: [uri, range or [ranges]]. Every range becomes a hole; all are filled on one canvas."""
+    return await _command(ls, FILL_SELECTION, args, _plan_selection)
+
+
+async def fill_body(ls, *args: Any) -> dict:
+    """Arguments: [uri, position]. Regenerates the body of the function around the position."""
+    return await _command(ls, FILL_BODY, args, _plan_body)
+
+
+def status(ls, *args: Any) -> dict:
+    """Model, device and whether a fill is running (for status bars)."""
+    info = ls.host.current.info() if ls.host.current is not None else None
+    return {
+        "version": __version__,
+        "model": info.model if info else None,
+        "device": info.device if info else None,
+        "dtype": info.dtype if info else None,
+        "backend": info.backend if info else None,
+        "randomWeights": info.random_weights if info else None,
+        "liveCanvas": bool(info.live_canvas) if info else None,
+        "busy": ls.jobs.running > 0,
+        "error": ls.host.error,
+    }
+
+
+def code_actions(ls, params: t.CodeActionParams) -> list[t.CodeAction]:
+    uri = params.text_document.uri
+    try:
+        doc = ls.document(uri)
+        text, starts = doc.source, line_starts(doc.source)
+        r = params.range
+        a = to_offset(text, r.start.line, r.start.character, ls.encoding, starts)
+        b = to_offset(text, r.end.line, r.end.character, ls.encoding, starts)
+    except BadRequest:
+        return []
+    actions = []
+    if b > a:
+        actions.append(t.CodeAction(title="Fill selection with canvas-ls", kind=t.CodeActionKind.RefactorRewrite, command=t.Command(title="Fill selection", command=FILL_SELECTION, arguments=[uri, [params.range]])))
+    lang = ls.language(doc)
+    if lang is not None and function_body(text, lang, a) is not None:
+        actions.append(t.CodeAction(title="Fill function body with canvas-ls", kind=t.CodeActionKind.RefactorRewrite, command=t.Command(title="Fill function body", command=FILL_BODY, arguments=[uri, params.range.start])))
+    return actions
