@@ -252,7 +252,8 @@ def main() -> int:
     tasks = plan(files, limit, args.seed)
     infiller = ModelHost().get(base)
     torch.set_num_threads(1)
-    print(f"model: {infiller.loaded.describe()}; {len(tasks)} fills over "
+    info = infiller.info()
+    print(f"model: {info.describe()}; {len(tasks)} fills over "
           f"{sum(len(v) for v in files.values())} files", file=sys.stderr)
 
     cells: dict[tuple[str, str], Counter] = defaultdict(Counter)
@@ -282,7 +283,7 @@ def main() -> int:
     total = sum(cells.values(), Counter())
     per_cell = {f"{lang}/{kind}": dict(c) for (lang, kind), c in sorted(cells.items())}
     result = {
-        "date": time.strftime("%Y-%m-%d"), "model": infiller.loaded.describe(), "device": str(infiller.loaded.device),
+        "date": time.strftime("%Y-%m-%d"), "model": info.describe(), "device": info.device,
         "torch": torch.__version__, "python": platform.python_version(), "cpu": platform.machine(), "threads": 1,
         "settings": {k: raw[k] for k in raw if k not in ("modelPath", "device")}, "seed": args.seed,
         "files": {lang: [n for n, _ in v] for lang, v in files.items()},

@@ -66,9 +66,6 @@ class PrefixEncoder:
         self._lru: OrderedDict[str, PrefixState] = OrderedDict()
         self.last_reused = 0  # tokens reused by the latest encode(), for logs and tests
 
-    def clear(self) -> None:
-        self._lru.clear()
-
     def forget(self, key: str) -> None:
         self._lru.pop(key, None)
 

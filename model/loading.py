@@ -36,7 +36,6 @@ class LoadedModel:
     bos_id: int | None
     canvas_length: int  # the largest canvas the checkpoint was built for
     vocab_size: int
-    sliding_window: int | None
     random_weights: bool  # a tiny test/demo model: its fills are noise
     trained_prompt_tokens: int | None = None  # canvas_ls.json "prefix_length": longer prompts were never seen
 
@@ -162,7 +161,6 @@ def load_model(path: str | os.PathLike, device: str = "auto", dtype: str = "auto
         bos_id=text_cfg.bos_token_id,
         canvas_length=int(model.config.canvas_length or 256),
         vocab_size=int(text_cfg.vocab_size),
-        sliding_window=getattr(text_cfg, "sliding_window", None),
         random_weights=bool(meta.get("random_weights", False)),
         trained_prompt_tokens=meta.get("prefix_length"),
     )

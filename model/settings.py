@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 Acceptance = Literal["entropy", "confidence"]
 
@@ -52,16 +52,6 @@ class SamplerSettings:
             return self.temperature_end
         frac = step / (self.max_steps - 1)
         return self.temperature_start + (self.temperature_end - self.temperature_start) * frac
-
-    def with_changes(self, **changes: Any) -> "SamplerSettings":
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
 
 
 def _is_number(value: object) -> bool:

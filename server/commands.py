@@ -110,7 +110,7 @@ def _plan_selection(text, where, starts, lang, settings, uri, encoding):
 
 def _plan_body(text, where, starts, lang, settings, uri, encoding):
     offset = _offset_of(text, where, encoding, starts, "position")
-    body = function_body(text, lang, offset) if lang is not None and 0 <= offset <= len(text) else None
+    body = function_body(text, lang, offset) if lang is not None else None
     holes = [(body.start, body.end)] if body is not None else []
     return holes, lambda filler, on_step, cancelled: pipeline.fill_body(
         filler, text, offset, lang, settings, document=uri, on_step=on_step, cancelled=cancelled)

@@ -43,6 +43,7 @@ from canvas_ls.model.canvas import CanvasTooSmall
 from canvas_ls.model.interface import BadFill, FillCancelled, ModelLoadError, StepEvent
 
 from . import __version__
+from .logs import setup_logging
 from .engine_config import EngineConfig
 from .engine_protocol import (
     BAD_REQUEST,
@@ -448,10 +449,7 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
 
 def engine_main(args: argparse.Namespace) -> int:
     """`canvas-ls engine ...`: run the shared engine in the foreground (logs to stderr and --log-file)."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if args.log_file:
-        handlers.append(logging.FileHandler(args.log_file))
-    logging.basicConfig(level=args.log_level.upper(), handlers=handlers, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    setup_logging(args.log_level, args.log_file)
     try:
         return run_engine(EngineConfig.from_args(args))
     except Exception:

@@ -159,10 +159,16 @@ def run_fill(
     return FillOutcome(tuple(edits), mode, result, note)
 
 
+def check_span(text: str, start: int, end: int) -> None:
+    """The one check that character offsets lie in the document (positions were converted before)."""
+    if not 0 <= start <= end <= len(text):
+        what = f"position (offset {start})" if start == end else f"range ({start}, {end})"
+        raise BadRequest(f"{what} is outside the document (length {len(text)})")
+
+
 def plan_at_cursor(text: str, offset: int, lang: str | None, settings: ServerSettings) -> tuple[str, tuple[int, ...]]:
     """(mode, slot counts) for a completion at the cursor; mode "none" means do not call the model."""
-    if not 0 <= offset <= len(text):
-        raise BadRequest(f"position is outside the document (offset {offset}, length {len(text)})")
+    check_span(text, offset, offset)
     if lang is None:
         # No grammar: single line unless the cursor's line is empty.
         line_start = text.rfind("\n", 0, offset) + 1
@@ -193,8 +199,7 @@ def fill_selections(filler: Filler, text: str, spans: list[tuple[int, int]], lan
         if b0 < a1:
             raise BadRequest("the ranges to fill overlap")
     for s, e in spans:
-        if not 0 <= s <= e <= len(text):
-            raise BadRequest(f"range ({s}, {e}) is outside the document (length {len(text)})")
+        check_span(text, s, e)
     return run_fill(filler, text, spans, lang, "selection", tuple(settings.multiLineSlots), settings, **kw)
 
 
@@ -202,8 +207,7 @@ def fill_body(filler: Filler, text: str, offset: int, lang: str | None, settings
     check_document(text, settings)
     if lang is None:
         raise BadRequest("fillBody needs a grammar to find the function; this language is not supported (python, javascript, typescript, tsx, go, rust, lua are)")
-    if not 0 <= offset <= len(text):
-        raise BadRequest(f"position is outside the document (offset {offset}, length {len(text)})")
+    check_span(text, offset, offset)
     body = function_body(text, lang, offset)
     if body is None:
         raise BadRequest("the cursor is not inside a function")

@@ -315,7 +315,9 @@ class VllmFiller:
 
         # The plan, as in-process: slots never exceed what the canvas holds beside the text between
         # holes and some suffix; a request's candidates share the largest bucket any of them needs.
-        room = s.width - sum(map(len, middles)) - min(len(suffix), self.min_suffix_tokens)
+        # A small served canvas (a 24 GB card's) keeps a quarter of itself for the suffix, not all of it.
+        suffix_min = min(self.min_suffix_tokens, s.width // 4)
+        room = s.width - sum(map(len, middles)) - min(len(suffix), suffix_min)
         per_hole = room // len(holes)
         if per_hole < 1:
             raise CanvasTooSmall(f"the text between the selections needs {sum(map(len, middles))} tokens; the served canvas holds {s.width}")
@@ -323,7 +325,7 @@ class VllmFiller:
             options = [[n] for n in sorted({min(n, per_hole) for n in req.length_candidates}, reverse=True)]
         else:
             options = [[min(req.max_tokens, per_hole)] * len(holes)]
-        width = max(bucket_for(needed_length(o, middles, suffix, self.min_suffix_tokens), s.width) for o in options)
+        width = max(bucket_for(needed_length(o, middles, suffix, suffix_min), s.width) for o in options)
         layouts = [lay_out(o, middles, suffix, width, s.pad) for o in options]
 
         bos = [s.bos] if s.bos is not None else []

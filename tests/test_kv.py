@@ -24,7 +24,7 @@ def _ours(enc, model, states, canvas):
 
 def test_extend_crop_and_batch_match_a_fresh_encode(tiny):
     model = tiny.model
-    assert tiny.sliding_window < 150  # the prompts below cross the sliding window
+    assert tiny.model.config.text_config.sliding_window < 150  # the prompts below cross the sliding window
     enc = PrefixEncoder(model)
     g = torch.Generator().manual_seed(1)
     ids = [2] + torch.randint(4, 1000, (150,), generator=g).tolist()

