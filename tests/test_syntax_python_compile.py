@@ -231,3 +231,47 @@ def test_body_fill_after_a_docstring_starts_on_a_new_line(fill):
 def test_a_selection_after_an_ordinary_string_is_not_moved_to_a_new_line():
     ctx = FillContext('x = "a"', "\n", "python", "multi")
     assert run_pipeline(' + "b"', ctx) == ' + "b"'
+
+
+# --- a window cut out of a large document, starting inside a class ----------------------
+
+WINDOW = "".join(
+    f"    def m{i}(self, x):\n        \"\"\"Method {i}.\"\"\"\n        if x:\n            return x * {i}\n        return {i}\n\n"
+    for i in range(40)
+)  # what pipeline._window hands the judge from the middle of a big class: indented throughout
+# (any size: a text that starts indented is always judged by regions)
+
+
+def test_a_window_inside_a_class_is_judged_dedented():
+    assert compile_error(WINDOW) is not None  # "unexpected indent" on its first line
+    hole = WINDOW.index("return 20\n") + len("return 20")
+    # fine: another statement of the method
+    assert added_errors(WINDOW, [(at(hole), "\n        y = 2")], "python") == []
+    # "unindent does not match", found by compiling the method dedented, reported in place
+    fill = "\n      y = 2"
+    after = apply_fills(WINDOW, [(at(hole), fill)])
+    err = added_compile_error(WINDOW, [(at(hole), fill)], after)
+    assert err is not None and after[err.start - len("y = 2") : err.start] == "y = 2"
+    assert added_errors(WINDOW, [(at(hole), fill)], "python")
+
+
+def test_a_fill_left_of_the_window_base_indentation_is_an_error():
+    # `x = 1` in column 0 would end the class, and the next method would be an unexpected indent
+    hole = WINDOW.index("    def m21")
+    fill = "x = 1\n"
+    after = apply_fills(WINDOW, [(at(hole), fill)])
+    assert added_compile_error(WINDOW, [(at(hole), fill)], after) == at(hole)
+    assert cut_at_syntax_boundary(WINDOW, at(hole), fill, "python") == ""
+
+
+def test_a_document_broken_elsewhere_is_still_judged_around_the_fill():
+    # the line being typed in another function keeps the whole file from compiling; the
+    # statements around the fill still do, and they judge it
+    before = "def mean(values):\n    total = \n    return total\n\n\n" + LOOP
+    assert compile_error(before) is not None
+    hole = before.index("  \n") + 2
+    assert added_errors(before, [(at(hole), "s = s")], "python")
+    assert added_errors(before, [(at(hole), "  s = s")], "python") == []
+    # a fill at the broken line itself: no verdict from CPython, tree-sitter judges
+    typed = before.index("total = ") + len("total = ")
+    assert added_compile_error(before, [(at(typed), "(1")], apply_fills(before, [(at(typed), "(1")])) is None

@@ -8,6 +8,12 @@ is stretched over that fill's new text. Each before-error explains at most one
 after-error that it touches, so a fill that keeps the cursor's old error is fine, while
 one that adds a second error in the same region (or an unclosed bracket reported at the
 end of the file) is caught.
+
+Errors are every outermost ERROR node and every MISSING node, including MISSING hidden
+tokens that appear in no node's children (``_error_spans``). Python fills are also judged
+by CPython's parser (pycompile.py), which rejects indentation tree-sitter accepts. A cut
+that ``cut_at_syntax_boundary`` keeps is judged once more on a fresh parse, since
+tree-sitter's incremental reparse can disagree with a fresh one.
 """
 
 from __future__ import annotations

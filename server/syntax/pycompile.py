@@ -7,15 +7,20 @@ Python fill is also compiled (``PyCF_ONLY_AST``: parse only, no bytecode) by the
 interpreter: when the region around the fills compiles before the fill and not after it,
 the fill added a syntax error, reported where CPython puts it.
 
-The region is the whole text when it is small. In a large text it is the run of
-top-level statements around the fills (``_region``): from the last column-0 statement
-line before the first fill to the first one after the last fill. Text outside that region
-is unchanged by the fills and the region is cut where Python's tokenizer is at module
-level, so the region compiles after the fill exactly when the whole text would (given the
-region compiled before). If the region does not compile before the fill (a column-0 line
-inside a multi-line string fooled the boundary), the whole text is tried; if that does not
-compile either, the code was already broken there and this judge abstains (tree-sitter's
-error counts still judge the fill).
+The region is the whole text when it is small, starts in column 0 and compiles. Otherwise
+(a large text, a window cut out of a large document that starts inside a class or
+function, or a document broken elsewhere) it is the run of statements around the fills at
+the text's base indentation (``_region``):
+from the last statement line at that indentation before the first fill to the first one
+after the last fill, dedented by the base indentation. Text outside that region is
+unchanged by the fills, and the region is cut where Python's tokenizer is back at that
+level, so the region compiles after the fill exactly when the whole would (given the
+region compiled before); a fill that dedents below the base indentation is reported, the
+safe side. If the region does not compile before the fill (a line inside a multi-line
+string fooled the boundary search), the whole text is tried; if that does not compile
+either, the code was already broken there and this judge abstains (tree-sitter's error
+counts still judge the fill). Python's parser accepts ``return``/``await``/``break``
+outside their blocks (the compiler proper rejects them), so a dedented method body parses.
 
 Compile results are cached by text, so the unchanged before-text of a fill is compiled
 once however often the fill is judged.
@@ -29,6 +34,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
+from functools import lru_cache
 
 from .span import Span
 
@@ -39,9 +45,7 @@ _CACHE_SIZE = 64
 _cache: OrderedDict[str, tuple[int, int, int, int] | None] = OrderedDict()
 _lock = threading.Lock()
 
-# A line that starts a top-level statement: code in column 0 that does not continue the
-# statement above (a closing bracket, ``else``/``elif``/``except``/``finally``).
-_TOP_LINE = re.compile(r"^(?![ \t\r\n#)\]}]|(?:else|elif|except|finally)\b)", re.M)
+_TRIPLE = re.compile(r'"""|\'\'\'')
 
 
 def compile_error(src: str) -> tuple[int, int, int, int] | None:
@@ -90,38 +94,123 @@ def added_compile_error(before: str, fills: Sequence[Fill], after: str) -> Span 
         return None
     lo = min(span.start for span, _ in fills)
     hi = max(span.end for span, _ in fills)
-    a, b = _region(before, lo, hi)
-    if compile_error(before[a:b]) is not None:
-        if (a, b) == (0, len(before)) or compile_error(before) is not None:
-            return None
-        a, b = 0, len(before)
+    for a, b, indent in _regions(before, lo, hi):
+        if compile_error(_dedent(before[a:b], indent)[0]) is None:
+            break
+    else:
+        return None  # already broken around the fills: no verdict
     growth = sum(len(text) - span.length for span, text in fills)
     region = after[a : b + growth]
-    found = compile_error(region)
+    if indent:
+        # A fill line left of the base indentation ends the block the whole region sits
+        # in, which the dedented region cannot show: report it.
+        short = _short_line(after, _landed(fills), indent)
+        if short is not None:
+            return Span(short, short)
+    src, removed = _dedent(region, indent)
+    found = compile_error(src)
     if found is None:
         return None
-    return _span_in(region, a, found)
+    return _span_in(region, a, found, removed)
 
 
-def _region(text: str, lo: int, hi: int) -> tuple[int, int]:
-    """Top-level statements around ``text[lo:hi]`` (whole lines, ``b`` at a line start)."""
-    if len(text) <= WHOLE_TEXT_CHARS:
-        return 0, len(text)
+def _regions(text: str, lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """Regions to try, in order, as (start, end, indentation): the whole text when it is
+    small and starts in column 0, then the statements around the fills (which still
+    compile when some other part of the document is broken), then the whole text."""
+    whole = (0, len(text), 0)
+    base = _base_indent(text)
+    out = [whole] if base == 0 and len(text) <= WHOLE_TEXT_CHARS else []
+    out.append(_region(text, lo, hi, base))
+    if base == 0:
+        out.append(whole)
+    return list(dict.fromkeys(out))
+
+
+def _region(text: str, lo: int, hi: int, base: int) -> tuple[int, int, int]:
+    """(start, end, indentation): whole lines around ``text[lo:hi]``, ``end`` at a line
+    start, cut at statements of indentation ``base`` (see the module docstring)."""
+    tops = _top_lines(base)
     a = 0
-    for m in _TOP_LINE.finditer(text, 0, lo):
+    for m in tops.finditer(text, 0, lo):
         if m.start() < lo and _starts_statement(text, m.start()):
             a = m.start()
     b = len(text)
-    for m in _TOP_LINE.finditer(text, hi + 1):
+    for m in tops.finditer(text, hi + 1):
         if m.start() > hi and _starts_statement(text, m.start()):
             b = m.start()
             break
-    return a, b
+    return a, b, base
+
+
+@lru_cache(maxsize=16)
+def _top_lines(indent: int) -> re.Pattern[str]:
+    """Lines that start a statement at ``indent``: code there that does not continue the
+    statement above (a closing bracket, ``else``/``elif``/``except``/``finally``)."""
+    return re.compile(
+        rf"^[ \t]{{{indent}}}(?![ \t\r\n#)\]}}]|(?:else|elif|except|finally)\b)", re.M
+    )
+
+
+@lru_cache(maxsize=16)
+def _base_indent(text: str) -> int:
+    """Least indentation of the code lines (lines inside triple-quoted strings skipped, as
+    far as a lexical scan can tell)."""
+    best: int | None = None
+    quote: str | None = None
+    for line in text.split("\n"):
+        if quote is None:
+            code = line.lstrip(" \t")
+            if code.strip() and not code.startswith("#"):
+                width = len(line) - len(code)
+                best = width if best is None else min(best, width)
+        for m in _TRIPLE.finditer(line):
+            if quote is None:
+                quote = m.group()
+            elif m.group() == quote:
+                quote = None
+    return best or 0
+
+
+def _dedent(src: str, indent: int) -> tuple[str, list[int]]:
+    """``src`` with up to ``indent`` leading spaces/tabs taken off every line, and how many
+    were taken off each line."""
+    if indent == 0:
+        return src, []
+    lines = src.split("\n")
+    removed = [min(indent, len(line) - len(line.lstrip(" \t"))) for line in lines]
+    return "\n".join(line[r:] for line, r in zip(lines, removed)), removed
+
+
+def _landed(fills: Sequence[Fill]) -> list[Span]:
+    out, delta = [], 0
+    for span, text in sorted(fills, key=lambda f: (f[0].start, f[0].end)):
+        out.append(Span(span.start + delta, span.start + delta + len(text)))
+        delta += len(text) - span.length
+    return out
+
+
+def _short_line(after: str, landed: list[Span], indent: int) -> int | None:
+    """Start of the first non-blank line that begins inside a fill's text and is indented
+    less than ``indent``."""
+    for span in landed:
+        starts = [span.start] if span.start == 0 or after[span.start - 1] == "\n" else []
+        nl = after.find("\n", span.start, span.end)
+        while nl >= 0 and nl + 1 < span.end:
+            starts.append(nl + 1)
+            nl = after.find("\n", nl + 1, span.end)
+        for pos in starts:
+            end = after.find("\n", pos)
+            line = after[pos : len(after) if end < 0 else end]
+            code = line.lstrip(" \t")
+            if code.strip() and len(line) - len(code) < indent:
+                return pos
+    return None
 
 
 def _starts_statement(text: str, at: int) -> bool:
-    """A column-0 line at ``at`` starts a statement unless the line above continues into
-    it (a trailing backslash) or is a decorator."""
+    """A line at ``at`` starts a statement unless the line above continues into it (a
+    trailing backslash) or is a decorator."""
     if at == 0:
         return True
     end = at - 1  # the newline ending the line above
@@ -131,12 +220,17 @@ def _starts_statement(text: str, at: int) -> bool:
     return not prev.endswith("\\") and not prev.lstrip().startswith("@")
 
 
-def _span_in(region: str, base: int, found: tuple[int, int, int, int]) -> Span:
-    """CPython's 1-based (line, column) location in ``region`` as a span of the text
-    ``region`` starts at ``base`` in; clamped to the region."""
+def _span_in(region: str, base: int, found: tuple[int, int, int, int], removed: list[int]) -> Span:
+    """CPython's 1-based (line, column) location in the dedented ``region`` as a span of
+    the text ``region`` starts at ``base`` in; clamped to the region."""
     line, col, end_line, end_col = found
-    start = _offset(region, line, col)
-    end = _offset(region, end_line, end_col) if end_line >= line and end_col > 0 else start
+
+    def shifted(ln: int, c: int) -> int:
+        extra = removed[ln - 1] if 0 < ln <= len(removed) else 0
+        return _offset(region, ln, c + extra)
+
+    start = shifted(line, col)
+    end = shifted(end_line, end_col) if end_line >= line and end_col > 0 else start
     return Span(base + start, base + max(start, end))
 
 
