@@ -13,6 +13,7 @@ from lsprotocol import types as t
 from pygls.exceptions import JsonRpcInvalidParams
 
 from . import __version__, pipeline
+from .fill_job import Progress
 from .pipeline import BadRequest, FillOutcome
 from .positions import line_starts, to_offset, to_range
 from .syntax import function_body
@@ -80,9 +81,7 @@ def _parseto_range(text: str, raw: Any, enc: str, starts: list[int]) -> tuple[in
 def progress_token(ls):
     if not ls.client_progress:
         return None
-    token = f"canvas-ls/{ls.jobs.next_id()}"
-    ls.work_done_progress.create(token)
-    return token
+    return Progress.create(ls.work_done_progress, f"canvas-ls/{ls.jobs.next_id()}")
 
 
 async def _command(ls, name: str, args: tuple, plan) -> dict:
@@ -139,6 +138,11 @@ def status(ls, *args: Any) -> dict:
         "liveCanvas": bool(info.live_canvas) if info else None,
         "busy": ls.jobs.running > 0,
         "error": ls.host.error,
+        # What the server holds on to (a long session must keep these small): requests in flight,
+        # progress tokens, open documents.
+        "openRequests": len(ls.protocol._request_futures),
+        "progressTokens": len(ls.work_done_progress.tokens),
+        "openDocuments": len(ls.workspace.text_documents),
     }
 
 

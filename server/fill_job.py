@@ -37,8 +37,27 @@ T = TypeVar("T")
 class Progress:
     """$/progress for one job, under a token the client gave or accepted (pygls' work_done_progress)."""
 
+    # pygls registers a token when the client answers window/workDoneProgress/create, which may come
+    # after the job ended; such tokens are dropped on arrival.
+    _unconfirmed: set = set()
+    _ended_early: set = set()
+
     def __init__(self, work_done_progress, token) -> None:
         self.wdp, self.token = work_done_progress, token
+
+    @classmethod
+    def create(cls, work_done_progress, token: str) -> str:
+        """Ask the client to create `token`; returns it."""
+
+        def confirmed(*args) -> None:
+            cls._unconfirmed.discard(token)
+            if token in cls._ended_early:
+                cls._ended_early.discard(token)
+                work_done_progress.tokens.pop(token, None)
+
+        cls._unconfirmed.add(token)
+        work_done_progress.create(token, callback=confirmed)
+        return token
 
     def begin(self, title: str) -> None:
         self.wdp.begin(self.token, t.WorkDoneProgressBegin(title=title, percentage=0, cancellable=False))
@@ -48,6 +67,10 @@ class Progress:
 
     def end(self, message: str) -> None:
         self.wdp.end(self.token, t.WorkDoneProgressEnd(message=message))
+        # pygls keeps every token forever (pygls issue #607): one per command fill over a whole day.
+        self.wdp.tokens.pop(self.token, None)
+        if self.token in self._unconfirmed:
+            self._ended_early.add(self.token)
 
 
 class FillJobs:

@@ -21,6 +21,7 @@ from . import __version__, commands, logs, pipeline
 from .fill_job import FillJob, FillJobs, Progress, Work
 from .model_host import ModelHost
 from .pipeline import BadRequest, FillOutcome
+from .protocol_fixes import CanvasProtocol
 from .positions import line_starts, to_offset, to_range
 from .settings import ServerSettings, parse_settings
 from .syntax import language_for
@@ -32,7 +33,7 @@ STEP_NOTIFICATION = "canvas/step"
 
 class CanvasServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("canvas-ls", __version__)
+        super().__init__("canvas-ls", __version__, protocol_cls=CanvasProtocol)
         self.settings = ServerSettings()
         self.host = ModelHost()
         self.jobs = FillJobs()

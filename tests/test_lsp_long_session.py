@@ -1,0 +1,157 @@
+"""A long day of editing, over raw JSON-RPC on stdio: the spec's answers in every state, and nothing
+kept per message. The server runs with the scripted backend (tests/scripted_server.py), so these
+measure the server, not the model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+SCRIPTED = Path(__file__).parent / "scripted_server.py"
+DOC = "def f(x):\n    return \n"
+
+
+class RawClient:
+    """Frames JSON-RPC by hand, so it can send what a typed client never would."""
+
+    def __init__(self, script: dict | None = None) -> None:
+        env = {**os.environ, "CANVAS_SCRIPT": json.dumps(script or {})}
+        self.proc = subprocess.Popen([sys.executable, str(SCRIPTED)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env)
+        self.messages: list[dict] = []
+        self.lock = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # drain the log
+        self.next_id = 0
+
+    def _read(self) -> None:
+        out = self.proc.stdout
+        while True:
+            header = out.readline()
+            if not header:
+                return
+            length = int(header.split(b":")[1]) if header.lower().startswith(b"content-length") else None
+            while header.strip():
+                header = out.readline()
+            if length is None:
+                continue
+            message = json.loads(out.read(length))
+            if "method" in message and "id" in message:  # a request to the client: answer it
+                self.send({"jsonrpc": "2.0", "id": message["id"], "result": {"applied": True} if message["method"] == "workspace/applyEdit" else None})
+            with self.lock:
+                self.messages.append(message)
+                self.lock.notify_all()
+
+    def send(self, message: dict) -> None:
+        body = json.dumps(message).encode()
+        self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.proc.stdin.flush()
+
+    def request(self, method: str, params=None) -> int:
+        self.next_id += 1
+        self.send({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
+        return self.next_id
+
+    def notify(self, method: str, params=None) -> None:
+        self.send({"jsonrpc": "2.0", "method": method, "params": params})
+
+    def answer(self, msg_id: int, timeout: float = 30) -> dict:
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while True:
+                found = [m for m in self.messages if m.get("id") == msg_id and "method" not in m]
+                if found:
+                    return found[0]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no answer to request {msg_id}")
+                self.lock.wait(left)
+
+    def call(self, method: str, params=None) -> dict:
+        return self.answer(self.request(method, params))
+
+    def initialize(self) -> None:
+        self.call("initialize", {"processId": None, "rootUri": None, "capabilities": {"window": {"workDoneProgress": True}}})
+        self.notify("initialized", {})
+
+    def open(self, uri: str, text: str = DOC) -> None:
+        self.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}})
+
+    def exit_status(self, timeout: float = 20) -> int:
+        return self.proc.wait(timeout)
+
+
+def _status(client: RawClient) -> dict:
+    return client.call("workspace/executeCommand", {"command": "canvas.status", "arguments": []})["result"]
+
+
+def test_shutdown_during_a_command_fill_is_answered_and_exit_is_clean():
+    client = RawClient({"fills": ["1"], "steps": 50, "step_seconds": 0.1})
+    client.initialize()
+    client.open("file:///a.py")
+    fill = client.request("workspace/executeCommand", {"command": "canvas.fillSelection", "arguments": [
+        "file:///a.py", {"start": {"line": 1, "character": 11}, "end": {"line": 1, "character": 11}}]})
+    time.sleep(0.5)
+    shutdown = client.call("shutdown")
+    assert shutdown.get("result", "missing") is None and "error" not in shutdown
+    assert "error" in client.answer(fill)  # the running fill was cancelled, and answered
+    after = client.call("workspace/executeCommand", {"command": "canvas.status", "arguments": []})
+    assert after["error"]["code"] == -32600  # requests after shutdown: InvalidRequest
+    client.notify("exit")
+    assert client.exit_status() == 0
+
+
+def test_exit_without_shutdown_ends_with_status_1():
+    client = RawClient()
+    client.initialize()
+    client.notify("exit")
+    assert client.exit_status() == 1
+
+
+def test_a_request_before_initialize_gets_server_not_initialized():
+    client = RawClient()
+    answer = client.call("workspace/executeCommand", {"command": "canvas.status", "arguments": []})
+    assert answer["error"]["code"] == -32002
+    client.initialize()
+    assert "result" in client.call("workspace/executeCommand", {"command": "canvas.status", "arguments": []})
+    client.notify("exit")
+
+
+def test_schema_invalid_params_are_answered_with_invalid_params():
+    client = RawClient()
+    client.initialize()
+    client.open("file:///a.py")
+    answer = client.call("textDocument/inlineCompletion", {
+        "textDocument": {"uri": "file:///a.py"}, "position": {"line": -1, "character": 0},
+        "context": {"triggerKind": 1}})
+    assert answer["error"]["code"] == -32602 and "inlineCompletion" in answer["error"]["message"]
+    assert "result" in client.call("workspace/executeCommand", {"command": "canvas.status", "arguments": []})
+    client.notify("exit")
+
+
+def test_notifications_and_progress_leave_nothing_behind_and_unknown_documents_are_ignored():
+    client = RawClient({"fills": ["1"], "steps": 2})
+    client.initialize()
+    client.open("file:///a.py")
+    for version in range(2, 1002):  # a thousand keystrokes
+        client.notify("textDocument/didChange", {"textDocument": {"uri": "file:///a.py", "version": version},
+                                                 "contentChanges": [{"text": DOC + "#" * (version % 7)}]})
+    client.notify("textDocument/didChange", {"textDocument": {"uri": "file:///never-opened.py", "version": 2},
+                                             "contentChanges": [{"text": "x"}]})
+    for _ in range(5):  # command fills create progress tokens
+        client.call("workspace/executeCommand", {"command": "canvas.fillSelection", "arguments": [
+            "file:///a.py", {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 3}}]})
+    status = _status(client)
+    assert status["openRequests"] <= 1  # the status request itself
+    assert status["progressTokens"] == 0
+    assert not [m for m in client.messages if m.get("method") == "window/showMessage" and m["params"]["type"] == 1]
+    client.call("shutdown")
+    client.notify("exit")
+    assert client.exit_status() == 0
