@@ -163,7 +163,7 @@ def make_task(rng: random.Random, kind: str, lang: str, name: str, text: str) ->
     # selection
     r = rng.random()
     if r < 0.1:  # two lines' code, filled jointly on one canvas
-        later = [j for j in code if j > i + 1]
+        later = [j for j in code if i + 1 < j <= i + 6]  # near: the text between is held on the canvas
         if later:
             j = rng.choice(later)
             (s2, e2), line2 = lines[j], text[lines[j][0] : lines[j][1]]
@@ -258,6 +258,7 @@ def main() -> int:
 
     cells: dict[tuple[str, str], Counter] = defaultdict(Counter)
     broken_examples = []
+    refusals: Counter = Counter()
     t_start = time.perf_counter()
     for n, task in enumerate(tasks, 1):
         r = run_task(infiller, task, base)
@@ -268,6 +269,8 @@ def main() -> int:
         c["nothing"] += not r["applied"]
         c["mode_none"] += r["none"]
         c["bad_request"] += "bad_request" in r
+        if "bad_request" in r:
+            refusals[r["bad_request"][:80]] += 1
         c["seconds"] += r["seconds"]
         if r["broke"]:
             broken_examples.append({k: task[k] for k in ("lang", "kind", "file", "seed")} | {
@@ -289,7 +292,7 @@ def main() -> int:
         "files": {lang: [n for n, _ in v] for lang, v in files.items()},
         "fills": total["fills"], "applied": total["applied"], "broke": total["broke"],
         "nothing_filled": total["nothing"], "nothing_filled_share": round(total["nothing"] / max(1, total["fills"]), 3),
-        "mode_none": total["mode_none"], "bad_request": total["bad_request"],
+        "mode_none": total["mode_none"], "bad_request": total["bad_request"], "refusals": dict(refusals),
         "seconds": round(seconds, 1), "seconds_per_fill": round(seconds / max(1, total["fills"]), 3),
         "per_kind": {k: dict(sum((c for (_, kk), c in cells.items() if kk == k), Counter())) for k in KINDS},
         "per_language": {lang: dict(sum((c for (ll, _), c in cells.items() if ll == lang), Counter())) for lang in LANGS},
@@ -313,26 +316,33 @@ def plot(cells, result, png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(12, 4.5))
-    labels, x = [], 0
-    colors = {"applied": "#4c9a5b", "nothing filled": "#b0b0b0", "broke": "#d62728"}
+    fig, ax = plt.subplots(figsize=(12, 4.8))
+    colors = {"applied": "#4c9a5b", "broke": "#d62728", "nothing": "#b0b0b0"}
+    ticks, labels, x = [], [], 0.0
     for lang in LANGS:
+        xs = []
         for kind in KINDS:
             c = cells.get((lang, kind))
             if not c:
                 continue
             ok = c["applied"] - c["broke"]
-            ax.bar(x, ok, color=colors["applied"], label="applied" if x == 0 else None)
-            ax.bar(x, c["broke"], bottom=ok, color=colors["broke"], label="applied, broke the file" if x == 0 else None)
-            ax.bar(x, c["nothing"], bottom=c["applied"], color=colors["nothing filled"], label="nothing filled" if x == 0 else None)
-            labels.append(f"{lang}\n{kind}")
+            first = not ticks
+            ax.bar(x, ok, color=colors["applied"], label="applied" if first else None)
+            ax.bar(x, c["broke"], bottom=ok, color=colors["broke"], label="applied, broke the file" if first else None)
+            ax.bar(x, c["fills"] - c["applied"], bottom=c["applied"], color=colors["nothing"], label="nothing filled" if first else None)
+            ticks.append(x)
+            labels.append(kind)
+            xs.append(x)
             x += 1
-    ax.set_xticks(range(len(labels)), labels, fontsize=6.5)
+        if xs:
+            ax.text(sum(xs) / len(xs), -0.16, lang, transform=ax.get_xaxis_transform(), ha="center", fontsize=9, weight="bold")
+        x += 0.8
+    ax.set_xticks(ticks, labels, fontsize=7, rotation=30)
     ax.set_ylabel("fills")
     ax.set_title(f"syntax safety: {result['fills']} fills, {result['applied']} applied, {result['broke']} broke the file, "
                  f"{result['nothing_filled_share']:.0%} nothing filled ({result['seconds']:.0f} s)", fontsize=9)
-    ax.legend(fontsize=8, loc="upper right")
-    fig.text(0.01, 0.01, f"{result['model']}; maxSteps {result['settings']['maxSteps']}; seed {result['seed']}", fontsize=6)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.text(0.01, -0.04, f"{result['model']}; maxSteps {result['settings']['maxSteps']}; seed {result['seed']}", fontsize=6)
     fig.savefig(png, dpi=120, bbox_inches="tight")
 
 

@@ -18,9 +18,9 @@ from canvas_ls.server.syntax import (
     error_count,
     error_spans,
     function_body,
+    pycompile,
     run_pipeline,
 )
-from canvas_ls.server.syntax import pycompile
 from canvas_ls.server.syntax.pycompile import added_compile_error, compile_error
 
 PRIME = '''import math
