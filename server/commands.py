@@ -15,8 +15,8 @@ from pygls.exceptions import JsonRpcInvalidParams
 from . import __version__, pipeline
 from .fill_job import Progress
 from .pipeline import BadRequest, FillOutcome
+from .syntax.parsed import documents
 from .positions import line_starts, to_offset, to_range
-from .syntax import function_body
 
 FILL_SELECTION = "canvas.fillSelection"
 FILL_BODY = "canvas.fillBody"
@@ -109,8 +109,8 @@ def _plan_selection(text, where, starts, lang, settings, uri, encoding):
 
 def _plan_body(text, where, starts, lang, settings, uri, encoding):
     offset = _offset_of(text, where, encoding, starts, "position")
-    body = function_body(text, lang, offset) if lang is not None else None
-    holes = [(body.start, body.end)] if body is not None else []
+    body = pipeline.body_at(text, lang, offset) if lang is not None else None  # for live-canvas ranges
+    holes = [body] if body is not None else []
     return holes, lambda filler, on_step, cancelled: pipeline.fill_body(
         filler, text, offset, lang, settings, document=uri, on_step=on_step, cancelled=cancelled)
 
@@ -143,14 +143,19 @@ def status(ls, *args: Any) -> dict:
         "openRequests": len(ls.protocol._request_futures),
         "progressTokens": len(ls.work_done_progress.tokens),
         "openDocuments": len(ls.workspace.text_documents),
+        "syntaxTrees": documents.parsed_count(),
     }
 
 
-def code_actions(ls, params: t.CodeActionParams) -> list[t.CodeAction]:
+async def code_actions(ls, params: t.CodeActionParams) -> list[t.CodeAction]:
+    """Asked on every cursor move: the size limit applies, and the syntax question (an incremental
+    parse at most) runs off the event loop."""
     uri = params.text_document.uri
     try:
         doc = ls.document(uri)
-        text, starts = doc.source, line_starts(doc.source)
+        text = doc.source
+        pipeline.check_document(text, ls.settings)
+        starts = line_starts(text)
         r = params.range
         a = to_offset(text, r.start.line, r.start.character, ls.encoding, starts)
         b = to_offset(text, r.end.line, r.end.character, ls.encoding, starts)
@@ -160,6 +165,6 @@ def code_actions(ls, params: t.CodeActionParams) -> list[t.CodeAction]:
     if b > a:
         actions.append(t.CodeAction(title="Fill selection with canvas-ls", kind=t.CodeActionKind.RefactorRewrite, command=t.Command(title="Fill selection", command=FILL_SELECTION, arguments=[uri, [params.range]])))
     lang = ls.language(doc)
-    if lang is not None and function_body(text, lang, a) is not None:
+    if lang is not None and await asyncio.get_running_loop().run_in_executor(None, pipeline.body_at, text, lang, a) is not None:
         actions.append(t.CodeAction(title="Fill function body with canvas-ls", kind=t.CodeActionKind.RefactorRewrite, command=t.Command(title="Fill function body", command=FILL_BODY, arguments=[uri, params.range.start])))
     return actions

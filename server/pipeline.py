@@ -16,6 +16,7 @@ from canvas_ls.model.interface import BadFill, Cancelled, Filler, FillRequest, F
 
 from .settings import ServerSettings
 from .syntax import FillContext, Span, added_errors, completion_mode, cut_at_syntax_boundary, fill_offsets_after, function_body, run_pipeline
+from .syntax.parsed import TREE_BYTES
 
 log = logging.getLogger("canvas_ls.pipeline")
 
@@ -42,7 +43,7 @@ class FillOutcome:
 
 
 def check_document(text: str, settings: ServerSettings) -> None:
-    size = len(text.encode("utf-8", errors="surrogatepass"))
+    size = len(text) if text.isascii() else len(text.encode("utf-8", errors="surrogatepass"))
     if size > settings.maxDocumentBytes:
         raise BadRequest(f"document is {size:,} bytes; canvas-ls fills documents up to {settings.maxDocumentBytes:,} bytes (setting maxDocumentBytes)")
     if "\x00" in text:
@@ -50,15 +51,30 @@ def check_document(text: str, settings: ServerSettings) -> None:
 
 
 def _window(text: str, holes: list[tuple[int, int]]) -> tuple[int, int]:
-    """Line-aligned window around the holes, so syntax checks stay fast on huge documents."""
+    """Window around the holes, so syntax checks stay fast on huge documents. It starts at a line that
+    starts at column 0 (a top-level statement, where a parse can begin) and ends at a line end."""
     lo = max(0, holes[0][0] - JUDGE_WINDOW)
     hi = min(len(text), holes[-1][1] + JUDGE_WINDOW)
-    if lo > 0:
+    while lo > 0:
         lo = text.rfind("\n", 0, lo) + 1
+        if lo == 0 or text[lo : lo + 1] not in (" ", "\t", "\n", "\r", "}", ")", "]"):
+            break
+        if holes[0][0] - lo > 4 * JUDGE_WINDOW:  # no top-level line near: take the plain line start
+            break
+        lo -= 1
     if hi < len(text):
         nl = text.find("\n", hi)
         hi = len(text) if nl == -1 else nl
     return lo, hi
+
+
+def local_window(text: str, offset: int) -> tuple[str, int]:
+    """(text, 0) for a document small enough to keep a tree of; for a larger one, the window around
+    `offset` and where it starts, so a cursor's syntax questions never parse megabytes."""
+    if len(text) <= TREE_BYTES:
+        return text, 0
+    lo, hi = _window(text, [(offset, offset)])
+    return text[lo:hi], lo
 
 
 def make_judge(text: str, holes: tuple[tuple[int, int], ...], lang: str) -> Judge:
@@ -176,7 +192,8 @@ def plan_at_cursor(text: str, offset: int, lang: str | None, settings: ServerSet
         line = text[line_start : len(text) if line_end == -1 else line_end]
         mode = "multi" if not line.strip() else "single"
     else:
-        mode = completion_mode(text, lang, offset)
+        local, base = local_window(text, offset)
+        mode = completion_mode(local, lang, offset - base)
     if mode == "none":
         return mode, ()
     return mode, tuple(settings.singleLineSlots if mode == "single" else settings.multiLineSlots)
@@ -208,7 +225,14 @@ def fill_body(filler: Filler, text: str, offset: int, lang: str | None, settings
     if lang is None:
         raise BadRequest("fillBody needs a grammar to find the function; this language is not supported (python, javascript, typescript, tsx, go, rust, lua are)")
     check_span(text, offset, offset)
-    body = function_body(text, lang, offset)
+    body = body_at(text, lang, offset)
     if body is None:
         raise BadRequest("the cursor is not inside a function")
-    return run_fill(filler, text, [(body.start, body.end)], lang, "body", (settings.bodySlots,), settings, **kw)
+    return run_fill(filler, text, [body], lang, "body", (settings.bodySlots,), settings, **kw)
+
+
+def body_at(text: str, lang: str, offset: int) -> tuple[int, int] | None:
+    """The (start, end) of the body of the function around `offset`, or None."""
+    local, base = local_window(text, offset)
+    body = function_body(local, lang, offset - base)
+    return (base + body.start, base + body.end) if body is not None else None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+import threading
+from collections import OrderedDict
 
 import tree_sitter
 
@@ -19,6 +20,13 @@ class Parsed:
         self.lang = lang
         self.tree = parse(text, lang, old_tree)
         self.offsets = Offsets(text)
+
+    @classmethod
+    def of(cls, text: str, lang: str, tree: tree_sitter.Tree) -> "Parsed":
+        """A Parsed around a tree already made for `text`."""
+        p = cls.__new__(cls)
+        p.text, p.lang, p.tree, p.offsets = text, lang, tree, Offsets(text)
+        return p
 
     @property
     def root(self) -> tree_sitter.Node:
@@ -59,10 +67,119 @@ class Parsed:
             path.append(nxt)
 
 
-@lru_cache(maxsize=8)
+# Texts that are no open document's (windows the judge cuts, fills being tried) are parsed on demand
+# and only the last few are kept. A tree takes ~50x its text for dense code (measured: 360 MB for a
+# 7.5 MB Python file), so a document over TREE_BYTES keeps none: callers parse a window around the
+# cursor instead (pipeline.local_window). Nearly every source file is under it.
+TREE_BYTES = 256_000
+_RECENT = 4
+_recent: OrderedDict[tuple[str, str], Parsed] = OrderedDict()
+_lock = threading.Lock()
+
+
+class DocumentTree:
+    """One open document's tree, edited in place on every change (Tree.edit) and re-parsed
+    incrementally when a feature next asks for it."""
+
+    __slots__ = ("lang", "text", "tree", "stale", "parsed")
+
+    def __init__(self, text: str, lang: str) -> None:
+        self.lang, self.text, self.tree, self.stale, self.parsed = lang, text, None, True, None
+
+    def change(self, start: int, end: int, new: str) -> None:
+        """text[start:end] (char offsets) became `new`."""
+        old = self.text
+        self.text = old[:start] + new + old[end:]
+        if self.tree is not None:
+            offsets = self.parsed.offsets if self.parsed is not None and not self.stale else Offsets(old)
+            first = offsets.to_byte(start)
+            self.tree.edit(
+                start_byte=first,
+                old_end_byte=offsets.to_byte(end),
+                new_end_byte=first + len(new.encode("utf-8")),
+                start_point=_point(old, start),
+                old_end_point=_point(old, end),
+                new_end_point=_point(self.text, start + len(new)),
+            )
+        self.stale, self.parsed = True, None
+
+    def current(self) -> Parsed:
+        if self.stale or self.parsed is None:
+            self.tree = parse(self.text, self.lang, self.tree)  # incremental when there was a tree
+            self.parsed, self.stale = Parsed.of(self.text, self.lang, self.tree), False
+        return self.parsed
+
+
+class DocumentTrees:
+    """The trees of the open documents (up to TREE_BYTES each), keyed by URI; freed on close. parsed()
+    finds a document's tree by its text, so the syntax functions need no URI."""
+
+    def __init__(self) -> None:
+        self._docs: dict[str, DocumentTree] = {}
+
+    def open(self, uri: str, text: str, lang: str | None) -> None:
+        with _lock:
+            self._docs.pop(uri, None)
+            if lang is not None and len(text) <= TREE_BYTES:
+                self._docs[uri] = DocumentTree(text, lang)
+
+    def change(self, uri: str, edits: list[tuple[int, int, str]], text: str, lang: str | None) -> None:
+        """Apply a didChange: (start, end, new text) char edits in order, then check against the
+        document's own new text; anything unexpected starts the document's tree afresh."""
+        with _lock:
+            doc = self._docs.get(uri)
+            if doc is None or lang != doc.lang:
+                pass
+            else:
+                for start, end, new in edits:
+                    doc.change(start, end, new)
+                if doc.text == text:
+                    return
+        self.open(uri, text, lang)
+
+    def text_of(self, uri: str) -> str | None:
+        doc = self._docs.get(uri)
+        return doc.text if doc is not None else None
+
+    def close(self, uri: str) -> None:
+        with _lock:
+            self._docs.pop(uri, None)
+
+    def find(self, text: str, lang: str) -> DocumentTree | None:
+        for doc in self._docs.values():
+            if doc.lang == lang and len(doc.text) == len(text) and (doc.text is text or doc.text == text):
+                return doc
+        return None
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    def parsed_count(self) -> int:
+        """Documents whose tree is held right now (for status and the soak benchmark)."""
+        return sum(1 for d in self._docs.values() if d.tree is not None)
+
+
+documents = DocumentTrees()
+
+
 def parsed(text: str, lang: str) -> Parsed:
-    """Parse once per (text, lang): completion_mode and function_body often ask about the same text."""
-    return Parsed(text, lang)
+    """The parse of `text`: an open document's own tree when it is one (incrementally up to date), else
+    parsed now (the last few kept: completion_mode and function_body often ask about the same text)."""
+    with _lock:
+        doc = documents.find(text, lang)
+        if doc is not None:
+            return doc.current()
+        hit = _recent.get((lang, text))
+        if hit is not None:
+            _recent.move_to_end((lang, text))
+            return hit
+    p = Parsed(text, lang)
+    if len(text) <= TREE_BYTES:
+        with _lock:
+            _recent[(lang, text)] = p
+            while len(_recent) > _RECENT:
+                _recent.popitem(last=False)
+    return p
 
 
 def edited(base: Parsed, span: Span, replacement: str) -> Parsed:
