@@ -2,11 +2,14 @@
 
 For each task: open the document `prompt + suffix`, request textDocument/inlineCompletion at the hole,
 apply the first item, run the task's tests in a subprocess. Reports pass@1, exact match, parse rate,
-empty rate and latency (p50/p95), per split, as JSON (and a PNG for --steps-sweep).
+fills that add syntax errors (the filled program does not parse, the canonical one does), empty rate,
+forward passes per fill (from the server's log) and latency (p50/p95), per split and sampler, as JSON
+(and a PNG for --steps-sweep).
 
     .venv/bin/python benchmarks/infill_eval.py --split single --limit 50
     .venv/bin/python benchmarks/infill_eval.py --split single multi random-light --limit 300 --model DIR
     .venv/bin/python benchmarks/infill_eval.py --split single --limit 100 --steps-sweep 2,4,8,16,32
+    .venv/bin/python benchmarks/infill_eval.py --split single --limit 50 --sampler reference,commit   # side by side
 
 --limit N takes a fixed spread subset (every k-th task), never the first N, so all problems are covered.
 Evaluation data only: nothing here tunes on the tasks.
@@ -20,6 +23,7 @@ import asyncio
 import gzip
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -78,8 +82,21 @@ def parses(src: str) -> bool:
         return False
 
 
+# What server/fill_job.py logs (at info) after every fill: "[7] single: 1 edit(s), 12 passes, ..."
+FILL_LOG = re.compile(r"\[\d+\] \w+: \d+ edit\(s\), (\d+) passes")
+
+
+def forward_passes(log_file: Path) -> list[int]:
+    """Forward passes of each fill the server logged, in order."""
+    try:
+        return [int(m.group(1)) for m in FILL_LOG.finditer(log_file.read_text(errors="replace"))]
+    except OSError:
+        return []
+
+
 async def run_split(split: str, tasks: list[dict], options: dict, progress: bool) -> dict:
-    client = await start(options, progress=False)
+    log_file = Path(tempfile.mkstemp(prefix="canvas-eval-", suffix=".log")[1])
+    client = await start({**options, "logFile": str(log_file), "logLevel": "info"}, progress=False, log_level="info")
     rows = []
     try:
         for i, task in enumerate(tasks):
@@ -96,10 +113,12 @@ async def run_split(split: str, tasks: list[dict], options: dict, progress: bool
             seconds = time.perf_counter() - t0
             fill = items[0].insert_text if items else ""
             filled = prompt + fill + suffix
+            ok = parses(filled)
             rows.append({
                 "task_id": task["task_id"], "seconds": seconds, "empty": not fill, "error": error,
                 "exact": fill.strip() == task["canonical_solution"].strip(),
-                "parses": parses(filled), "pass": passes(task, filled),
+                "parses": ok, "adds_errors": not ok and parses(prompt + task["canonical_solution"] + suffix),
+                "pass": passes(task, filled),
             })
             client.text_document_did_close(t.DidCloseTextDocumentParams(text_document=t.TextDocumentIdentifier(uri=uri)))
             if progress:
@@ -108,18 +127,34 @@ async def run_split(split: str, tasks: list[dict], options: dict, progress: bool
                       f"last={done['seconds']:.2f}s", end="", file=sys.stderr, flush=True)
     finally:
         await stop(client)
+        passes_per_fill = forward_passes(log_file)
+        log_file.unlink(missing_ok=True)
     if progress:
         print(file=sys.stderr)
     lat = sorted(r["seconds"] for r in rows)
     n = len(rows)
     return {
-        "split": split, "n": n,
+        "split": split, "sampler": options.get("sampler", "auto"), "n": n,
         "pass@1": sum(r["pass"] for r in rows) / n, "exact": sum(r["exact"] for r in rows) / n,
-        "parses": sum(r["parses"] for r in rows) / n, "empty": sum(r["empty"] for r in rows) / n,
+        "parses": sum(r["parses"] for r in rows) / n, "adds_errors": sum(r["adds_errors"] for r in rows) / n,
+        "empty": sum(r["empty"] for r in rows) / n,
         "errors": sum(r["error"] is not None for r in rows),
+        "passes_mean": statistics.fmean(passes_per_fill) if passes_per_fill else None,
+        "passes_p50": statistics.median(passes_per_fill) if passes_per_fill else None,
         "latency_p50": statistics.median(lat), "latency_p95": lat[min(n - 1, int(0.95 * n))],
         "rows": rows,
     }
+
+
+def side_by_side(summaries: list[dict]) -> str:
+    """A plain-text table: one line per (split, maxSteps, sampler)."""
+    head = f"{'split':<13}{'steps':>6}  {'sampler':<10}{'pass@1':>8}{'adds errors':>13}{'passes/fill':>13}{'p50 s':>8}"
+    lines = [head, "-" * len(head)]
+    for s in sorted(summaries, key=lambda s: (s["split"], s["maxSteps"], s["sampler"])):
+        passes = f"{s['passes_mean']:.1f}" if s["passes_mean"] is not None else "-"
+        lines.append(f"{s['split']:<13}{s['maxSteps']:>6}  {s['sampler']:<10}{s['pass@1']:>8.3f}{s['adds_errors']:>13.3f}"
+                     f"{passes:>13}{s['latency_p50']:>8.2f}")
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -129,6 +164,8 @@ def main() -> int:
     ap.add_argument("--model", help="checkpoint directory (default: the server's default)")
     ap.add_argument("--settings", default="{}", help="extra initializationOptions as JSON")
     ap.add_argument("--steps-sweep", help="comma-separated maxSteps values: pass@1 against steps (PNG)")
+    ap.add_argument("--sampler", default="", help="comma-separated samplers to compare side by side in one run: "
+                    "reference, commit, auto (default: the server's setting)")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "infill_eval.json")
     args = ap.parse_args()
@@ -136,14 +173,21 @@ def main() -> int:
     if args.model:
         options["modelPath"] = args.model
     sweep = [int(s) for s in args.steps_sweep.split(",")] if args.steps_sweep else [options.get("maxSteps")]
+    samplers = [s.strip() for s in args.sampler.split(",") if s.strip()] or [options.get("sampler")]
+    for name in samplers:
+        if name not in (None, "auto", "reference", "commit"):
+            ap.error(f"--sampler: unknown sampler {name!r} (reference, commit or auto)")
     summaries = []
     for steps in sweep:
-        opts = dict(options, **({"maxSteps": steps} if steps else {}))
-        for split in args.split:
-            s = asyncio.run(run_split(split, load(split, args.limit, args.data), opts, progress=True))
-            s["maxSteps"] = steps or 16
-            summaries.append(s)
-            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items() if k != "rows"}))
+        for sampler in samplers:
+            opts = dict(options, **({"maxSteps": steps} if steps else {}), **({"sampler": sampler} if sampler else {}))
+            for split in args.split:
+                s = asyncio.run(run_split(split, load(split, args.limit, args.data), opts, progress=True))
+                s["maxSteps"] = steps or 16
+                summaries.append(s)
+                print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items() if k != "rows"}))
+    if len(samplers) > 1 or len(sweep) > 1:
+        print(side_by_side(summaries))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"settings": options, "results": summaries}, indent=1) + "\n")
     if args.steps_sweep:
@@ -154,8 +198,10 @@ def main() -> int:
 
         fig, ax = plt.subplots(figsize=(6, 4))
         for split in args.split:
-            pts = [(s["maxSteps"], s["pass@1"]) for s in summaries if s["split"] == split]
-            ax.plot(*zip(*pts), marker="o", label=split)
+            for sampler in samplers:
+                pts = [(s["maxSteps"], s["pass@1"]) for s in summaries
+                       if s["split"] == split and s["sampler"] == (sampler or options.get("sampler", "auto"))]
+                ax.plot(*zip(*pts), marker="o", label=split if len(samplers) == 1 else f"{split} ({sampler})")
         ax.set_xlabel("max denoising steps")
         ax.set_ylabel("pass@1")
         ax.set_xscale("log", base=2)

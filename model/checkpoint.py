@@ -2,10 +2,13 @@
 
     config.json             diffusion_gemma_config(...) -> a transformers DiffusionGemmaConfig
     generation_config.json  write_generation_config(out, canvas_length): the published sampler settings
-    canvas_ls.json          write_canvas_card(out, noise=..., random_weights=...): what loading.py reads
+    canvas_ls.json          write_canvas_card(out, noise=..., random_weights=..., end_closes_hole=...,
+                            sampler=...): our metadata, what loading.py reads
 
-Used by the tiny random-weight test model (tiny.py) and by the training export (training/export.py), so
-both write the same files the same way. Importing this module is cheap: transformers and torch are
+Used by the tiny random-weight test models (tiny.py: the one builder tests use) and by the training
+export (training/export.py), so both write the same files the same way, as published checkpoints are
+written (config.json with text_config, generation_config.json with the real sampler configuration,
+tokenizer files) plus our canvas_ls.json. Importing this module is cheap: transformers and torch are
 imported inside the functions that need them.
 """
 
@@ -126,18 +129,26 @@ def write_canvas_card(
     *,
     noise: str,
     random_weights: bool,
+    end_closes_hole: bool = True,
+    sampler: str = "reference",
     canvas_length: int | None = None,
     extra: dict | None = None,
 ) -> Path:
     """Write canvas_ls.json: the noise kind (and <mask> id for absorbing noise), whether the weights are
-    random (a test/demo model whose fills are noise), the special token ids, and `extra` (training facts
-    such as prefix_length)."""
+    random (a test/demo model whose fills are noise), whether end tokens close holes (canvas-ls's
+    training data ends every hole's span with <eos> then <pad>, so its checkpoints were trained for it:
+    the default), the default sampler ("reference" | "commit": what the `sampler` setting "auto"
+    means), the special token ids, and `extra` (training facts such as prefix_length)."""
     if noise not in ("uniform", "absorbing"):
         raise ValueError(f"noise must be 'uniform' or 'absorbing', got {noise!r}")
+    if sampler not in ("reference", "commit"):
+        raise ValueError(f"sampler must be 'reference' or 'commit', got {sampler!r}")
     card: dict = {
         "noise": noise,
         "mask_token_id": st.MASK_ID if noise == "absorbing" else None,
         "random_weights": bool(random_weights),
+        "end_closes_hole": bool(end_closes_hole),
+        "sampler": sampler,
         "special_tokens": {"pad": st.PAD_ID, "eos": st.EOS_ID, "bos": st.BOS_ID, "mask": st.MASK_ID},
     }
     if random_weights:

@@ -6,17 +6,25 @@
 A request names character spans of a document; each becomes a hole on one shared canvas (so several
 selections are filled jointly). The text before the first hole is the prompt, encoded once into the
 K/V cache (and reused by the next request for the same `document`). Text between holes and the start
-of the suffix are held on the canvas. A single hole may be tried with several slot counts as one batch;
-the best candidate wins by (syntax errors left, model score). `fill_batch` runs several requests in
-shared forward passes (the shared engine's scheduler uses it).
+of the suffix are held on the canvas: their tokens are the input on every step and the output, and their
+self-conditioning input is zeroed (as vLLM's `diffusion_pinned` does), whichever sampler runs.
+
+Two samplers (`SamplerSettings.sampler`; "auto" is the checkpoint's default, see model/loading.py):
+"reference" (model/reference.py: transformers' generate(), with syntax self-correction while
+denoising) and "commit" (model/sampler.py: commit-once, syntax repair rounds after a row finishes).
+A single hole may be tried with several slot counts as one batch (with the reference sampler only
+when the checkpoint was not trained to end a hole with <eos>: otherwise one row with the most slots,
+and the model picks the length); the best candidate wins by (syntax errors left, model score).
+`fill_batch` runs several requests in shared forward passes (the shared engine's scheduler uses it).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -25,7 +33,9 @@ from .canvas import CanvasTooSmall, RowLayout, bucket_for, lay_out, needed_lengt
 from .interface import OPEN_SLOT, Cancelled, FillerInfo, FillRequest, FillResult, Judge, JudgeFactory, OnStep, StepEvent
 from .kv import PrefixEncoder, PrefixState, cache_arg
 from .loading import LoadedModel
-from .sampler import CanvasStep, CanvasBatch, DenoiseOutput, NoiseSpec, denoise, make_generators
+from .reference import ReferenceParams, reference_denoise
+from .sampler import CanvasBatch, CanvasStep, DenoiseOutput, NoiseSpec, denoise, make_generators
+from .settings import SamplerSettings
 
 
 @dataclass
@@ -125,11 +135,14 @@ class Infiller:
         t0 = time.perf_counter()
         if not requests:
             return []
-        settings = requests[0].settings
-        if any(r.settings != settings for r in requests):
+        if any(r.settings != requests[0].settings for r in requests):
             raise ValueError("requests filled in one batch must share sampler settings")
         for r in requests:
             r.validate()
+        # None fields and sampler "auto" take the checkpoint's values
+        settings = requests[0].settings.resolved(self.loaded.generation, self.loaded.default_sampler)
+        # A checkpoint trained to end a hole with <eos> picks the fill's length itself: one row, the most slots.
+        one_length = settings.sampler == "reference" and self.loaded.end_closes_hole
         judges = [self._judge(r) for r in requests]
 
         # Plan each request: its prompt state, the held token runs, and the slot counts to try.
@@ -145,7 +158,9 @@ class Infiller:
             per_hole = room // len(req.holes)
             if per_hole < 1:
                 raise CanvasTooSmall(f"the text between the selections needs {sum(map(len, middles))} tokens; the canvas holds {self.loaded.canvas_length}")
-            if req.length_candidates:
+            if req.length_candidates and one_length:
+                options = [[min(max(req.length_candidates), per_hole)]]
+            elif req.length_candidates:
                 counts = sorted({min(n, per_hole) for n in req.length_candidates}, reverse=True)
                 options = [[n] for n in counts]
             else:
@@ -165,14 +180,14 @@ class Infiller:
                 rows.append(_Row(i, layout, state, settings.seed + j, own))
 
         out = self._run(rows, settings, on_step, cancelled, [judges[r.request] for r in rows], len(requests))
-        return self._pick(requests, rows, out, judges, prompt_info, width, time.perf_counter() - t0)
+        return self._pick(requests, rows, out, judges, prompt_info, settings.sampler, time.perf_counter() - t0)
 
     def _judge(self, request: FillRequest) -> Judge | None:
         if request.language is None or self.make_judge is None:
             return None
         return self.make_judge(request.text, request.holes, request.language)
 
-    def _run(self, rows, settings, on_step, cancelled, row_judges, n_requests) -> DenoiseOutput:
+    def _run(self, rows, settings: SamplerSettings, on_step, cancelled, row_judges, n_requests) -> DenoiseOutput:
         device = self.loaded.device
         ids = torch.tensor([r.layout.ids for r in rows], device=device)  # (batch, canvas)
         hole = torch.tensor([r.layout.hole for r in rows], device=device)  # (batch, canvas)
@@ -192,11 +207,21 @@ class Infiller:
                 decoder_attention_mask=masks,
             ).logits
 
+        errors_found = [0] * len(rows)
+
         def repair(row: int, row_ids: torch.Tensor) -> list[int]:
             judge = row_judges[row]
             if judge is None:
                 return []
-            return self._positions_to_reopen(rows[row].layout, row_ids.tolist(), judge)
+            found, reopen = self._positions_to_reopen(rows[row].layout, row_ids.tolist(), judge)
+            errors_found[row] += found if reopen else 0
+            return reopen
+
+        def correct(row: int, row_ids: torch.Tensor) -> tuple[int, list[int]]:
+            judge = row_judges[row]
+            if judge is None:
+                return 0, []
+            return self._blamed_positions(rows[row].layout, row_ids.tolist(), judge)
 
         def step_events(step: CanvasStep) -> None:
             ids, open_ = step.ids.tolist(), step.open.tolist()  # one host copy per step, for every request
@@ -204,10 +229,19 @@ class Infiller:
                 on_step(i, self._step_event(i, rows, step, ids, open_))
 
         gens = make_generators([r.seed for r in rows], device)
-        return denoise(
-            step_fn, batch, settings, self.noise, gens,
-            on_step=step_events if on_step is not None else None, cancelled=cancelled, repair=repair,
-        )
+        events = step_events if on_step is not None else None
+        with zero_self_conditioning(model, ~held):
+            if settings.sampler == "reference":
+                # As generate(): nothing banned, except <mask> under absorbing noise (it means "noise").
+                noise = replace(self.noise, banned_ids=(self.noise.mask_id,) if self.noise.kind == "absorbing" else ())
+                return reference_denoise(
+                    step_fn, batch, ReferenceParams.from_settings(settings), noise, gens,
+                    on_step=events, cancelled=cancelled, correct=correct if any(row_judges) else None,
+                    max_corrections=settings.repair_rounds, sc_dtype=self.loaded.dtype,
+                )
+            out = denoise(step_fn, batch, settings, self.noise, gens, on_step=events, cancelled=cancelled, repair=repair)
+        out.errors_found = errors_found
+        return out
 
     def _step_event(self, request: int, rows: list[_Row], step: CanvasStep, ids, open_) -> StepEvent:
         """Request `request`'s view of a step: counts over its rows, the canvas of its first row, and
@@ -226,10 +260,13 @@ class Infiller:
     def _fills(self, layout: RowLayout, row_ids: list[int]) -> tuple[str, ...]:
         return tuple(self._decode(self.hole_ids(row_ids, layout, h)[0]) for h in range(len(layout.slots)))
 
-    def _positions_to_reopen(self, layout: RowLayout, row_ids: list[int], judge: Judge) -> list[int]:
-        """From the token holding the first syntax error to the end of its hole."""
+    def _positions_to_reopen(self, layout: RowLayout, row_ids: list[int], judge: Judge) -> tuple[int, list[int]]:
+        """The commit loop's repair: (errors found, positions from the token holding the first syntax
+        error to the end of its hole)."""
         fills = self._fills(layout, row_ids)
-        for h, bad in enumerate(judge(fills)):
+        verdict = judge(fills)
+        found = sum(map(len, verdict))
+        for h, bad in enumerate(verdict):
             if not bad:
                 continue
             first_char = min(a for a, _ in bad)
@@ -238,10 +275,54 @@ class Infiller:
             while k < len(toks) and len(self._decode(toks[: k + 1])) <= first_char:
                 k += 1
             slot_positions = [p for p, hh in enumerate(layout.hole) if hh == h]
-            return slot_positions[k:]
-        return []
+            return found, slot_positions[k:]
+        return found, []
 
-    def _pick(self, requests, rows, out: DenoiseOutput, judges: list[Judge | None], prompt_info, width, seconds) -> list[FillResult]:
+    def _blamed_positions(self, layout: RowLayout, row_ids: list[int], judge: Judge) -> tuple[int, list[int]]:
+        """The reference sampler's self-correction: (errors found, the canvas positions of the tokens the
+        judge blames). A zero-width error (a MISSING node) blames the tokens on both sides of it; an error
+        at a fill's end (it broke the code after it) also blames the slot that ends the fill, so the
+        fill can grow."""
+        verdict = judge(self._fills(layout, row_ids))
+        blamed: list[int] = []
+        for h, bad in enumerate(verdict):
+            if not bad:
+                continue
+            kept = [(p, row_ids[p]) for p in self._hole_positions(row_ids, layout, h)]
+            end_pos = self.hole_ids(row_ids, layout, h)[1]
+            ends, text_len = [], 0  # each kept token's end offset in the decoded fill
+            for k in range(len(kept)):
+                text_len = len(self._decode([t for _, t in kept[: k + 1]]))
+                ends.append(text_len)
+            for a, b in bad:
+                lo, hi = (a - 1, a + 1) if b <= a else (a, b)
+                start = 0
+                for (p, _), end in zip(kept, ends):
+                    if start < hi and end > lo:
+                        blamed.append(p)
+                    start = end
+                if b >= text_len:
+                    slots = [p for p, hh in enumerate(layout.hole) if hh == h]
+                    after = [p for p in slots if not kept or p > kept[-1][0]]
+                    if end_pos >= 0:
+                        blamed.append(end_pos)
+                    elif after:
+                        blamed.append(after[0])
+        return sum(map(len, verdict)), sorted(set(blamed))
+
+    def _hole_positions(self, row_ids: list[int], layout: RowLayout, h: int) -> list[int]:
+        """Canvas positions of hole h's fill tokens (those `hole_ids` keeps), in order."""
+        out = []
+        for pos, (tid, hole) in enumerate(zip(row_ids, layout.hole)):
+            if hole != h:
+                continue
+            if tid in self._end:
+                break
+            if tid not in self._special:
+                out.append(pos)
+        return out
+
+    def _pick(self, requests, rows, out: DenoiseOutput, judges: list[Judge | None], prompt_info, sampler: str, seconds) -> list[FillResult]:
         all_ids = out.ids.tolist()
         logps = out.token_logp.tolist()
         results = []
@@ -279,6 +360,9 @@ class Infiller:
                     syntax_errors=errors,
                     prompt_tokens=prompt_info[i][0],
                     reused_prompt_tokens=prompt_info[i][1],
+                    errors_found=sum(out.errors_found[c] for c in cands),
+                    steps=max(out.steps[c] for c in cands),
+                    sampler=sampler,
                 )
             )
         return results
@@ -296,6 +380,7 @@ class Infiller:
             fills=(self._decode(ids),), score=0.0, forward_passes=passes, tokens=len(ids),
             seconds=time.perf_counter() - t0, canvas_length=0, slots=(request.max_tokens,), candidates=1,
             repairs=0, syntax_errors=0, prompt_tokens=len(prompt), reused_prompt_tokens=0,
+            steps=passes, sampler="autoregressive",
         )
 
     def _render_holes(self, layout: RowLayout, ids: list[int], open_: list[bool]) -> tuple[str, ...]:
@@ -316,3 +401,24 @@ class Infiller:
             pieces.append(self._decode(run))
             texts.append("".join(pieces))
         return tuple(texts)
+
+
+@contextmanager
+def zero_self_conditioning(model: torch.nn.Module, keep: torch.Tensor) -> Iterator[None]:
+    """While inside: the decoder's self-conditioning input (soft embeddings, (B, C, hidden)) is zeroed
+    where keep (B, C) is False, i.e. at held positions, as vLLM's `diffusion_pinned` does. transformers'
+    own `self_conditioning_mask` is per example only, so this hooks the self-conditioning module."""
+    module = getattr(getattr(getattr(model, "model", None), "decoder", None), "self_conditioning", None)
+    if module is None or bool(keep.all()):
+        yield
+        return
+
+    def hook(_module, args):
+        embeds, soft = args
+        return embeds, soft * keep[..., None].to(soft.dtype)
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()

@@ -81,6 +81,9 @@ class FillResult:
     syntax_errors: int  # error ranges the judge still reports for the winner (0 without a language)
     prompt_tokens: int
     reused_prompt_tokens: int
+    errors_found: int = 0  # syntax errors the judge found while denoising (the ones corrected or repaired)
+    steps: int = 0  # denoising steps the fill's rows took (<= forward_passes: a row may stop early)
+    sampler: str = ""  # "reference" | "commit" | "autoregressive": what produced the fill ("" unknown)
 
     @property
     def tokens_per_pass(self) -> float:

@@ -1,16 +1,19 @@
 """Load a local DiffusionGemma checkpoint directory: safetensors only, no remote code, no hub.
 
 A checkpoint directory holds what `save_pretrained` writes for `DiffusionGemmaForBlockDiffusion`
-(config.json, *.safetensors), a tokenizer (tokenizer.json + tokenizer_config.json), and optionally
-`canvas_ls.json`, in which checkpoints trained by canvas-ls declare their noise kind:
-{"noise": "absorbing", "mask_token_id": 3}. Without it the noise is uniform, as in DiffusionGemma.
+(config.json, *.safetensors), a tokenizer (tokenizer.json + tokenizer_config.json), usually
+generation_config.json (the sampler settings the weights were tuned for: `LoadedModel.generation`, the
+defaults of every sampler setting left unset), and optionally `canvas_ls.json`, in which checkpoints
+built by canvas-ls declare what they were trained for:
+{"noise": "absorbing", "mask_token_id": 3, "end_closes_hole": true, "sampler": "reference"}.
+Without it: uniform noise, end tokens do not close holes, the reference sampler (as DiffusionGemma).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +21,7 @@ import torch
 
 from . import default_model_path  # noqa: F401  (re-exported for callers of this module)
 from .interface import ModelLoadError
+from .settings import GenerationDefaults
 
 Noise = Literal["uniform", "absorbing"]
 
@@ -38,6 +42,12 @@ class LoadedModel:
     vocab_size: int
     random_weights: bool  # a tiny test/demo model: its fills are noise
     trained_prompt_tokens: int | None = None  # canvas_ls.json "prefix_length": longer prompts were never seen
+    # generation_config.json's sampler settings: what SamplerSettings fields left at None become
+    generation: GenerationDefaults = field(default_factory=GenerationDefaults)
+    # canvas_ls.json "end_closes_hole": trained to end a hole's span with <eos> then <pad>, so the model
+    # picks the fill's length (one row per fill); otherwise a fill tries batched length candidates
+    end_closes_hole: bool = False
+    default_sampler: str = "reference"  # canvas_ls.json "sampler": what sampler "auto" means
 
     def describe(self) -> str:
         kind = " (random weights: output is noise)" if self.random_weights else ""
@@ -102,8 +112,18 @@ def check_model_dir(path: str | os.PathLike) -> list[str]:
             meta = json.loads(card.read_text())
             if meta.get("noise", "uniform") not in ("uniform", "absorbing"):
                 problems.append(f"{card}: noise must be 'uniform' or 'absorbing'")
+            if meta.get("sampler", "reference") not in ("reference", "commit"):
+                problems.append(f"{card}: sampler must be 'reference' or 'commit'")
+            if not isinstance(meta.get("end_closes_hole", False), bool):
+                problems.append(f"{card}: end_closes_hole must be true or false")
         except ValueError as exc:
             problems.append(f"{card} is not valid JSON: {exc}")
+    gen = p / "generation_config.json"
+    if gen.exists():
+        try:
+            GenerationDefaults.from_generation_config(json.loads(gen.read_text()))
+        except ValueError as exc:  # bad JSON or a bad value
+            problems.append(f"{gen}: {exc}")
     return problems
 
 
@@ -163,4 +183,15 @@ def load_model(path: str | os.PathLike, device: str = "auto", dtype: str = "auto
         vocab_size=int(text_cfg.vocab_size),
         random_weights=bool(meta.get("random_weights", False)),
         trained_prompt_tokens=meta.get("prefix_length"),
+        generation=read_generation(p),
+        end_closes_hole=bool(meta.get("end_closes_hole", False)),
+        default_sampler=meta.get("sampler", "reference"),
     )
+
+
+def read_generation(path: str | os.PathLike) -> GenerationDefaults:
+    """The sampler settings in a checkpoint's generation_config.json; the published ones without it."""
+    gen = Path(path) / "generation_config.json"
+    if not gen.exists():
+        return GenerationDefaults()
+    return GenerationDefaults.from_generation_config(json.loads(gen.read_text()))

@@ -12,12 +12,13 @@ A row is done when every position is committed. A `repair` callback may then re-
 (the tokens from the first syntax error to the hole's end) for another, shorter round.
 
 Only one small host read per step (which rows are done); everything else stays on the device.
+This is the `sampler: "commit"` loop; model/reference.py holds the reference (transformers') sampler.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -61,7 +62,10 @@ class DenoiseOutput:
     ids: torch.Tensor  # (batch, canvas) final canvas
     token_logp: torch.Tensor  # (batch, canvas) log-probability of each committed token when committed
     forward_passes: int
-    repairs: list[int]  # repair rounds each row used
+    repairs: list[int]  # repair rounds (commit) or syntax corrections (reference) each row used
+    steps: list[int] = field(default_factory=list)  # forward passes each row took part in while denoising
+    errors_found: list[int] = field(default_factory=list)  # syntax errors the judge found while denoising
+    stopped_early: list[bool] = field(default_factory=list)  # reference: stopped by the stopping criteria
 
 
 def make_generators(seeds: list[int], device: torch.device) -> list[torch.Generator]:
@@ -163,6 +167,7 @@ def denoise(
     step_fn(canvas (batch, canvas) long, self-conditioning logits or None) -> logits (batch, canvas, vocab).
     repair(row, row_ids (canvas,)) -> canvas positions to re-open; [] accepts the row as it is.
     """
+    settings = replace(settings, sampler="commit").resolved()  # None fields: the commit loop's defaults
     device = batch.ids.device
     n_rows, width = batch.ids.shape
     widths = batch.widths or [width] * n_rows
@@ -176,6 +181,7 @@ def denoise(
     round_budget = [settings.max_steps] * n_rows
     repairs = [0] * n_rows
     active = [True] * n_rows
+    steps = [0] * n_rows
     forward_passes = 0
 
     while any(active):
@@ -219,6 +225,7 @@ def denoise(
             if not active[r]:
                 continue
             round_step[r] += 1
+            steps[r] += 1
             if not done[r]:
                 continue
             reopen = repair(r, ids[r]) if (repair is not None and repairs[r] < settings.repair_rounds) else []
@@ -234,4 +241,5 @@ def denoise(
         if on_step is not None:
             on_step(CanvasStep(forward_passes, ids, ~committed, tuple(round_step), tuple(round_budget), tuple(repairs), tuple(active)))
 
-    return DenoiseOutput(ids=ids, token_logp=token_logp, forward_passes=forward_passes, repairs=repairs)
+    return DenoiseOutput(ids=ids, token_logp=token_logp, forward_passes=forward_passes, repairs=repairs, steps=steps,
+                         errors_found=[0] * n_rows, stopped_early=[False] * n_rows)

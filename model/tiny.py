@@ -14,6 +14,9 @@ import torch
 from .checkpoint import diffusion_gemma_config, write_canvas_card, write_generation_config
 from .tokenizer import save_for_transformers, train_bpe
 
+# The tiny model's default sampler (what `sampler: "auto"` means for it).
+TINY_SAMPLER = "reference"
+
 
 def _tokenizer_corpus() -> list[str]:
     """A little Python source that exists on every machine: the standard library of this interpreter."""
@@ -52,8 +55,20 @@ def tiny_config(vocab_size: int, canvas_length: int = 256):
     )
 
 
-def build_tiny_checkpoint(out_dir: str | Path, *, noise: str = "uniform", vocab_size: int = 1024, seed: int = 0) -> Path:
-    """Write a complete tiny checkpoint directory; returns its path. Deterministic for a given seed."""
+def build_tiny_checkpoint(
+    out_dir: str | Path,
+    *,
+    noise: str = "uniform",
+    vocab_size: int = 1024,
+    seed: int = 0,
+    sampler: str = TINY_SAMPLER,
+    end_closes_hole: bool = False,
+) -> Path:
+    """Write a complete tiny checkpoint directory, as published checkpoints are written: config.json
+    (with text_config), model.safetensors, generation_config.json (the published sampler configuration),
+    tokenizer.json + tokenizer_config.json, and our canvas_ls.json (noise kind, random weights, whether
+    end tokens close holes: not for random weights, the default sampler). Returns its path;
+    deterministic for a given seed. The one builder of tiny checkpoints: tests build them only here."""
     from transformers import DiffusionGemmaForBlockDiffusion
     from transformers.utils import logging as hf_logging
 
@@ -67,7 +82,50 @@ def build_tiny_checkpoint(out_dir: str | Path, *, noise: str = "uniform", vocab_
     model = DiffusionGemmaForBlockDiffusion(cfg)
     model.save_pretrained(out, safe_serialization=True)  # config.json, model.safetensors
     write_generation_config(out, cfg.canvas_length)
-    write_canvas_card(out, noise=noise, random_weights=True, canvas_length=cfg.canvas_length)
+    write_canvas_card(out, noise=noise, random_weights=True, end_closes_hole=end_closes_hole, sampler=sampler,
+                      canvas_length=cfg.canvas_length)
+    return out
+
+
+def _large_corpus(limit_bytes: int = 4_000_000) -> list[str]:
+    """More of the standard library, for a tokenizer with a preset's full vocabulary."""
+    import os
+
+    texts, size = list(_tokenizer_corpus()), 0
+    for path in sorted(Path(os.__file__).parent.glob("*.py")):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        texts.append(text)
+        size += len(text)
+        if size > limit_bytes:
+            break
+    return texts
+
+
+def build_random_checkpoint(out_dir: str | Path, *, preset: str = "small", seed: int = 0, noise: str = "uniform") -> Path:
+    """A random-weight checkpoint of a training preset's shape (model/training/module.py: "small" is the
+    bundled size, ~46M parameters), written as the training export writes a real one, with a BPE
+    tokenizer of the preset's vocabulary. For speed measurements: the weights are random, so fills are
+    noise and pass counts are the worst case (nothing is ever confident)."""
+    from .training.export import save_hf_checkpoint
+    from .training.module import CanvasLM
+    from .training.module import preset as make_preset
+
+    out = Path(out_dir)
+    cfg = make_preset(preset)
+    tok = train_bpe(_large_corpus(), cfg.vocab_size)
+    tok_dir = out.with_name(out.name + ".tokenizer")
+    save_for_transformers(tok, tok_dir)
+    torch.manual_seed(seed)
+    model = CanvasLM(cfg, device="cpu")
+    save_hf_checkpoint(model, tok_dir, out, noise=noise)
+    write_canvas_card(out, noise=noise, random_weights=True, end_closes_hole=False, sampler=TINY_SAMPLER,
+                      canvas_length=cfg.canvas_length, extra={"preset": preset})
+    import shutil
+
+    shutil.rmtree(tok_dir, ignore_errors=True)
     return out
 
 

@@ -198,6 +198,8 @@ def cmd_fill(args: argparse.Namespace) -> int:
             "tokens": r.tokens if r else 0, "tokensPerPass": round(r.tokens_per_pass, 3) if r else 0,
             "canvasLength": r.canvas_length if r else None, "candidates": r.candidates if r else 0,
             "repairs": r.repairs if r else 0, "model": filler.info().describe(),
+            "sampler": r.sampler if r else None, "denoisingSteps": r.steps if r else 0,
+            "errorsFound": r.errors_found if r else 0, "syntaxErrors": r.syntax_errors if r else 0,
         }, indent=2))
         return 0
     out = text

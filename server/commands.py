@@ -40,7 +40,10 @@ async def _apply(ls, uri: str, outcome: FillOutcome, version: int, text: str) ->
         "reason": reason,
         "edits": len(edits),
         "steps": r.forward_passes if r else 0,
+        "denoisingSteps": r.steps if r else 0,
         "repairs": r.repairs if r else 0,
+        "errorsFound": r.errors_found if r else 0,
+        "sampler": r.sampler if r else "",
         "tokensPerPass": round(r.tokens_per_pass, 2) if r else 0,
         "seconds": round(r.seconds, 3) if r else 0,
     }

@@ -159,7 +159,7 @@ def run_fill(
         holes=tuple(holes),
         max_tokens=max(slots),
         length_candidates=tuple(slots) if len(holes) == 1 and len(slots) > 1 else (),
-        settings=settings.sampler(),
+        settings=settings.sampler_settings(),
         document=document,
         language=lang,
         decoder=settings.decoder,  # type: ignore[arg-type]

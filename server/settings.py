@@ -27,6 +27,7 @@ class ServerSettings:
     dtype: str = _setting("auto", "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16.", choices=("auto", "float32", "bfloat16", "float16"))
     canvasLength: int = _setting(256, "Largest canvas in tokens (capped by the model's own canvas length).", lo=32, hi=4096)
     decoder: str = _setting("diffusion", "diffusion (the canvas) or autoregressive (the same weights left to right, one token per pass: the baseline for comparisons).", choices=("diffusion", "autoregressive"))
+    sampler: str = _setting("auto", "The denoising loop: reference (transformers' DiffusionGemma generate(): every step re-decides which tokens to keep, so earlier ones can be revised; the output is the most likely canvas; stops early once stable and confident; syntax errors re-noised while denoising), commit (a token once accepted stays; syntax repair rounds after a fill finishes) or auto (the checkpoint's default: reference for DiffusionGemma checkpoints).", choices=("auto", "reference", "commit"))
     maxSteps: int = _setting(16, "Most denoising steps (forward passes) per fill.", lo=1, hi=1024)
     acceptance: str = _setting("entropy", "Which positions a step commits: entropy (entropy-bound, as transformers) or confidence (top probability >= confidenceThreshold).", choices=("entropy", "confidence"))
     entropyBound: float = _setting(0.1, "Entropy-bound acceptance: the bound on (sum of entropies - the largest).", lo=1e-6, hi=1e6)
@@ -51,8 +52,10 @@ class ServerSettings:
     threads: int = _setting(0, "CPU threads for the model (torch.set_num_threads). 0: one fewer than the cores, at least 1, so the server's own threads keep a core (two torch threads fighting them on a 2-core machine made fills 10-50x slower).", lo=0, hi=1024)
     logLevel: str = _setting("warning", "Log level on stderr and in logFile: debug, info, warning or error (editors such as Neovim file every stderr line as an error).", choices=("debug", "info", "warning", "error"))
 
-    def sampler(self) -> SamplerSettings:
+    def sampler_settings(self) -> SamplerSettings:
+        """The sampler settings of a fill ("auto" is resolved against the checkpoint by the backend)."""
         return SamplerSettings(
+            sampler=self.sampler,  # type: ignore[arg-type]
             max_steps=self.maxSteps,
             acceptance=self.acceptance,  # type: ignore[arg-type]
             entropy_bound=float(self.entropyBound),
@@ -133,7 +136,7 @@ def parse_settings(raw: Any, base: ServerSettings | None = None) -> tuple[Server
             changes[key] = float(value) if isinstance(f.default, float) else tuple(value) if isinstance(f.default, tuple) else value
     settings = replace(base, **changes)
     try:
-        settings.sampler()
+        settings.sampler_settings()
     except ValueError as exc:  # cross-field problems such as the sampler's own checks
         problems.append(f"sampler settings: {exc}")
         sampler_fields = ("maxSteps", "acceptance", "entropyBound", "confidenceThreshold", "temperatureStart", "temperatureEnd", "repairRounds", "seed")

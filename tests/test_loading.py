@@ -88,3 +88,51 @@ def test_checkpoint_files_describe_the_tiny_model(tiny_dir, caplog):
     card = json.loads((tiny_dir / "canvas_ls.json").read_text())
     assert card["random_weights"] is True and card["note"].startswith("random weights")
     assert card["noise"] == "uniform" and card["mask_token_id"] is None
+    assert card["end_closes_hole"] is False and card["sampler"] == "reference"  # random weights learned no ends
+    cfg = json.loads((tiny_dir / "config.json").read_text())
+    assert cfg["model_type"] == "diffusion_gemma" and cfg["text_config"]["vocab_size"] > 0
+    assert (tiny_dir / "tokenizer.json").exists() and (tiny_dir / "tokenizer_config.json").exists()
+
+
+def test_generation_config_and_card_become_the_loaded_defaults(tmp_path, tiny_dir):
+    """generation_config.json -> LoadedModel.generation (what unset sampler settings become); canvas_ls.json
+    -> whether end tokens close holes and the default sampler; without either, DiffusionGemma's own."""
+    from canvas_ls.model.settings import GenerationDefaults, SamplerSettings
+
+    d = tmp_path / "tuned"
+    shutil.copytree(tiny_dir, d)
+    gen = json.loads((d / "generation_config.json").read_text())
+    gen.update(max_denoising_steps=12, t_min=0.3, sampler_config={"_cls_name": "EntropyBoundSamplerConfig", "entropy_bound": 0.2},
+               stability_threshold=None)  # null: transformers' default, 1
+    (d / "generation_config.json").write_text(json.dumps(gen))
+    card = json.loads((d / "canvas_ls.json").read_text())
+    card.update(end_closes_hole=True, sampler="commit")
+    (d / "canvas_ls.json").write_text(json.dumps(card))
+    lm = load_model(d)
+    assert lm.generation == GenerationDefaults(max_steps=12, entropy_bound=0.2, t_min=0.3, t_max=0.8,
+                                               stability_threshold=1, confidence_threshold=0.005)
+    assert lm.end_closes_hole is True and lm.default_sampler == "commit"
+    s = SamplerSettings(sampler="reference").resolved(lm.generation, lm.default_sampler)
+    assert (s.max_steps, s.entropy_bound, s.temperature_end, s.stability_threshold) == (12, 0.2, 0.3, 1)
+    assert SamplerSettings().resolved(lm.generation, lm.default_sampler).sampler == "commit"
+    assert SamplerSettings(max_steps=5).resolved(lm.generation).max_steps == 5  # settings override it
+
+    (d / "generation_config.json").unlink()
+    (d / "canvas_ls.json").unlink()
+    plain = load_model(d)  # a DiffusionGemma checkpoint as published without our metadata
+    assert plain.generation == GenerationDefaults() and plain.default_sampler == "reference"
+    assert plain.end_closes_hole is False and plain.noise == "uniform"
+
+
+def test_bad_generation_config_and_card_values_are_named(tmp_path, tiny_dir):
+    d = tmp_path / "bad"
+    shutil.copytree(tiny_dir, d)
+    (d / "generation_config.json").write_text(json.dumps({"max_denoising_steps": 0, "t_min": -1}))
+    card = json.loads((d / "canvas_ls.json").read_text())
+    card.update(sampler="fast", end_closes_hole="yes")
+    (d / "canvas_ls.json").write_text(json.dumps(card))
+    problems = " ".join(check_model_dir(d))
+    assert "max_denoising_steps" in problems and "t_min" in problems
+    assert "sampler must be" in problems and "end_closes_hole" in problems
+    with pytest.raises(ModelLoadError, match="max_denoising_steps"):
+        load_model(d)

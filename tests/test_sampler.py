@@ -158,7 +158,8 @@ def test_repair_reopens_from_the_first_error_and_is_bounded(tiny):
 
     inf = Infiller(tiny, make_judge=lambda text, holes, language: judge)
     events = []
-    req = FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=8, settings=SamplerSettings(repair_rounds=2), language="python")
+    settings = SamplerSettings(sampler="commit", max_steps=16, repair_rounds=2)
+    req = FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=8, settings=settings, language="python")
     r = inf.fill(req, on_step=events.append)
     assert len(calls) >= 1
     if r.tokens:  # a fill that never became empty was re-noised twice, then kept
@@ -166,7 +167,9 @@ def test_repair_reopens_from_the_first_error_and_is_bounded(tiny):
     assert [e.repair for e in events] == sorted(e.repair for e in events) and events[-1].repair == r.repairs
     assert all(1 <= e.round_step <= e.round_steps for e in events)
     assert {e.round_steps for e in events if e.repair} <= {req.settings.max_steps // 2}  # repair rounds: half the budget
-    assert Infiller(tiny).fill(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=8, language="python")).repairs == 0  # no judge
+    assert r.errors_found == r.repairs  # each repair round was asked for by one error (the judge blames one per fill)
+    assert r.sampler == "commit" and r.steps == r.forward_passes
+    assert Infiller(tiny).fill(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=8, settings=settings, language="python")).repairs == 0  # no judge
 
 
 def test_prefix_cache_is_reused_across_requests_of_one_document(tiny64):
@@ -202,3 +205,112 @@ def test_left_to_right_baseline_matches_a_plain_greedy_loop(tiny):
                 break
             out.append(tok)
     assert r.fills[0] == inf._decode(out)
+
+
+# ---- the reference sampler through the Infiller ------------------------------------------------------
+
+REF = SamplerSettings(sampler="reference", max_steps=8)
+
+
+def test_auto_is_the_checkpoint_default_and_the_result_says_which_ran(tiny):
+    assert tiny.default_sampler == "reference"  # canvas_ls.json "sampler" of the tiny model
+    inf = Infiller(tiny)
+    auto = inf.fill(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=8, settings=SamplerSettings(max_steps=8)))
+    ref = inf.fill(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=8, settings=REF))
+    commit = inf.fill(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=8, settings=SamplerSettings(sampler="commit", max_steps=8)))
+    assert auto.sampler == ref.sampler == "reference" and commit.sampler == "commit"
+    assert auto.fills == ref.fills
+    assert ref.forward_passes == ref.steps == 8  # random weights never meet the published stopping thresholds
+
+
+def test_reference_holds_tokens_and_zeroes_their_self_conditioning(tiny):
+    """Held positions (the suffix start, padding) keep their token as input on every step and in the
+    output, and get a zero self-conditioning signal (vLLM's diffusion_pinned); hole slots get a real one."""
+    inf = Infiller(tiny)
+    module = tiny.model.model.decoder.self_conditioning
+    inputs, signals = [], []
+    handle_in = tiny.model.model.decoder.register_forward_pre_hook(
+        lambda mod, args, kwargs: inputs.append(kwargs["decoder_input_ids"].clone()), with_kwargs=True)
+    handle_sc = module.register_forward_hook(lambda mod, args, out: signals.append(args[1].clone()))
+    try:
+        r = inf.fill(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=8, settings=REF))
+    finally:
+        handle_in.remove()
+        handle_sc.remove()
+    assert r.forward_passes == len(inputs) == len(signals) == 8
+    suffix = inf._encode(TEXT[HOLE:])
+    for canvas in inputs:
+        assert canvas[0, 8 : 8 + len(suffix)].tolist() == suffix  # the held suffix start, every step
+    for sc in signals[1:]:
+        assert sc[0, 8:].abs().max() == 0 and sc[0, :8].abs().amax(-1).min() > 0
+    assert not tiny.model.model.decoder.self_conditioning._forward_pre_hooks  # the zeroing hook is gone
+
+
+def test_reference_batch_equals_the_same_requests_one_by_one(tiny64):
+    inf = Infiller(tiny64)
+    reqs = [
+        FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=16, settings=REF),
+        FillRequest("x = 1\ny = ", holes=((10, 10),), max_tokens=16, settings=REF),
+        FillRequest(TEXT, holes=((4, 7), (HOLE, HOLE)), max_tokens=8, settings=REF),
+    ]
+    batched = inf.fill_batch(reqs)
+    for req, got in zip(reqs, batched):
+        assert inf.fill(req).fills == got.fills
+
+
+def test_reference_early_stop_ends_a_confident_row():
+    """A model sure of every slot: the argmax is stable and the mean entropy ~0 after two steps, so the
+    canvas stops at step 2 of 48 (stability 1 needs one repeat); held tokens stay in the output."""
+    from canvas_ls.model.reference import ReferenceParams, reference_denoise
+
+    noise = NoiseSpec("uniform", 50, None, pad_id=0, end_ids=(0, 1), banned_ids=())
+    ids = torch.tensor([[0] * 6 + [10, 11]])
+    hole = torch.tensor([[0] * 6 + [-1, -1]])
+    batch = CanvasBatch(ids=ids, held=hole < 0, hole=hole)
+
+    def step_fn(canvas, sc):
+        logits = torch.zeros(1, 8, 50)
+        logits[0, :, 7] = 40.0
+        return logits
+
+    params = ReferenceParams.from_settings(SamplerSettings(sampler="reference").resolved())
+    out = reference_denoise(step_fn, batch, params, noise, make_generators([0], torch.device("cpu")))
+    assert out.forward_passes == 2 and out.steps == [2] and out.stopped_early == [True]
+    assert out.ids.tolist() == [[7] * 6 + [10, 11]]
+
+
+def test_self_correction_bars_blamed_positions_while_denoising_and_is_bounded(tiny):
+    """The judge blames the first token of every non-empty fill: during denoising (not after the row
+    finishes) that slot is barred, so it is re-noised on the next steps, at most repair_rounds times."""
+    calls = []
+
+    def judge(fills):
+        calls.append(fills)
+        return [[(0, 1)] if f else [] for f in fills]
+
+    inf = Infiller(tiny, make_judge=lambda text, holes, language: judge)
+    events = []
+    settings = SamplerSettings(sampler="reference", max_steps=12, repair_rounds=2)
+    r = inf.fill(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=8, settings=settings, language="python"), on_step=events.append)
+    assert r.sampler == "reference" and r.forward_passes == 12  # corrections cost no extra passes
+    assert 1 <= r.repairs <= 2 and r.errors_found == r.repairs
+    corrected = [e.step for e in events if e.repair > (events[e.step - 2].repair if e.step > 1 else 0)]
+    assert corrected and all(step < 12 for step in corrected[:1])  # while denoising, before the last step
+    assert all(e.step > 12 // 2 for e in events if e.repair)  # only in the second half of the schedule
+    first = corrected[0]
+    assert events[first - 1].texts[0].startswith(OPEN_SLOT)  # the blamed first slot was re-noised
+    if first < 12:
+        assert events[first].texts[0].startswith(OPEN_SLOT)  # ... and stays barred on the next step
+
+
+def test_end_tokens_close_holes_only_where_the_checkpoint_says_so(tiny):
+    """With end_closes_hole the reference sampler runs one row with the most slots (the model picks
+    the length); without it, the length candidates run as one batch, as the commit loop does."""
+    from dataclasses import replace
+
+    req = FillRequest(TEXT, holes=((HOLE, HOLE),), length_candidates=(8, 16), settings=REF)
+    assert Infiller(tiny).fill(req).candidates == 2
+    closing = Infiller(replace(tiny, end_closes_hole=True)).fill(req)
+    assert closing.candidates == 1 and closing.slots == (16,)
+    commit = replace(req, settings=SamplerSettings(sampler="commit", max_steps=8))
+    assert Infiller(replace(tiny, end_closes_hole=True)).fill(commit).candidates == 2

@@ -7,6 +7,7 @@ export const SERVER_SETTING_DEFAULTS: Readonly<Record<string, unknown>> = {
   "dtype": "auto",
   "canvasLength": 256,
   "decoder": "diffusion",
+  "sampler": "auto",
   "maxSteps": 16,
   "acceptance": "entropy",
   "entropyBound": 0.1,

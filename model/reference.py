@@ -1,0 +1,289 @@
+"""The reference sampler: transformers' `DiffusionGemmaForBlockDiffusion.generate()` on one canvas, as
+plain functions over tensors; the model comes in as `step_fn`, as in model/sampler.py's `denoise`.
+
+generate() with its default EntropyBoundSampler, LinearTemperatureScheduleLogitsProcessor and
+StableAndConfidentStoppingCriteria does, for cur_step = N, N-1, ..., 1:
+  1. logits = step_fn(canvas, self-conditioning logits)                                 (B, C, V)
+  2. processed = logits / (t_min + (t_max - t_min) * cur_step / N)
+  3. sample ~ softmax(processed) (one draw per position); argmax = processed.argmax(-1)
+  4. acceptance over ALL positions, decided afresh every step: the lowest-entropy ones while
+     (sum of their entropies - the largest) <= entropy_bound take the sample; every other position is
+     re-noised with fresh random ids. A token accepted earlier and not again is re-noised: this is the
+     model's self-correction.
+  5. a row stops once its argmax canvas equals its last `stability_threshold` argmax canvases and its
+     mean entropy is below `stop_entropy` (the generation config's confidence_threshold); a stopped
+     row is frozen (its argmax, canvas and self-conditioning logits stay as they are)
+  6. the self-conditioning logits of the next step are `processed`
+The output is the argmax canvas of the last step (generate() then sets everything after a row's first
+<eos> to <pad>: `pad_after_first_end`).
+
+Infilling on top of it (the Infiller), per position:
+  - held positions (text between holes, the suffix start, padding): their token is the input on every
+    step and the output; they take no part in acceptance, stability or the mean entropy. Their
+    self-conditioning input is zeroed by the Infiller's step function, as vLLM's `diffusion_pinned` does.
+  - barred positions (syntax self-correction, `correct`): never accepted while barred, so re-noised.
+Random draws come from one generator for the whole batch (drawn exactly as generate() draws: the
+equivalence test seeds it as torch's global generator), or from one generator per row (each row draws
+over its own width, so a row's fill does not depend on its batch-mates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+
+from .interface import FillCancelled
+from .sampler import CanvasBatch, CanvasStep, DenoiseOutput, NoiseSpec
+from .settings import SamplerSettings
+
+# Syntax self-correction: how many steps (this one included) the blamed positions stay barred.
+BAR_STEPS = 2
+
+Generators = torch.Generator | list[torch.Generator] | None  # None: torch's global generator
+# correct(row, argmax row (C,)) -> (syntax errors found, canvas positions to bar); (0, []) when clean
+Correct = Callable[[int, torch.Tensor], tuple[int, list[int]]]
+
+
+@dataclass(frozen=True)
+class ReferenceParams:
+    steps: int  # N: max_denoising_steps
+    entropy_bound: float
+    t_min: float  # temperature at cur_step 0 (never reached: the last step is cur_step 1)
+    t_max: float  # temperature at the first step (cur_step N)
+    stability_threshold: int | None  # None (or stop_entropy None): no early stop
+    stop_entropy: float | None
+
+    @classmethod
+    def from_settings(cls, settings: SamplerSettings) -> ReferenceParams:
+        """From settings resolved against the checkpoint (`SamplerSettings.resolved`); a field still None
+        takes the published value."""
+        s = replace(settings, sampler="reference").resolved()
+        return cls(
+            steps=s.max_steps, entropy_bound=float(s.entropy_bound), t_min=float(s.temperature_end),
+            t_max=float(s.temperature_start),
+            stability_threshold=s.stability_threshold if s.early_stop else None,
+            stop_entropy=s.stop_entropy if s.early_stop else None,
+        )
+
+    @property
+    def early_stop(self) -> bool:
+        return self.stability_threshold is not None and self.stop_entropy is not None
+
+
+def temperature(cur_step: int, p: ReferenceParams, device: torch.device) -> torch.Tensor:
+    """The step's temperature as transformers computes it: a float32 scalar tensor from an int32 step."""
+    step = torch.tensor(cur_step, device=device, dtype=torch.int32)
+    return p.t_min + ((p.t_max - p.t_min) * (step / p.steps))
+
+
+def token_entropy(processed: torch.Tensor) -> torch.Tensor:
+    """Entropy of each position's distribution (B, C, V) -> (B, C), exactly as transformers computes it."""
+    return torch.distributions.Categorical(logits=processed).entropy()
+
+
+def accept_entropy_bound(entropy: torch.Tensor, eligible: torch.Tensor | None, bound: float) -> torch.Tensor:
+    """EntropyBoundSampler.accept_canvas's mask over the eligible positions. (B, C) -> (B, C) bool.
+
+    The lowest-entropy positions while (cumulative entropy - the current one) <= bound; ineligible
+    positions sort last at +inf and are never taken. With every position eligible (eligible None) this
+    is exactly the reference's computation (so the first position is always taken: 0 <= bound)."""
+    ent = entropy if eligible is None else torch.where(eligible, entropy, torch.full_like(entropy, float("inf")))
+    sorted_ent, order = torch.sort(ent, dim=-1, descending=False)
+    cumulative = torch.cumsum(sorted_ent, dim=-1)
+    chosen = (cumulative - sorted_ent <= bound) & torch.isfinite(sorted_ent)  # inf - inf is nan: False anyway
+    return torch.scatter(input=torch.zeros_like(chosen), dim=-1, index=order, src=chosen)
+
+
+def draw_noise(ids: torch.Tensor, noise: NoiseSpec, gens: Generators, widths: list[int]) -> torch.Tensor:
+    """A fully noised canvas shaped like ids (B, C): random vocabulary ids (uniform) or <mask> (absorbing).
+    One generator: one draw over the whole batch, as EntropyBoundSampler.initialize_canvas. Per-row
+    generators: each row draws over its own width; columns past it are <pad>."""
+    if noise.kind == "absorbing":
+        return torch.full_like(ids, noise.mask_id)
+    if not isinstance(gens, list):
+        return torch.randint(low=0, high=noise.vocab_size, size=tuple(ids.shape), device=ids.device, generator=gens)
+    out = torch.full_like(ids, noise.pad_id)
+    for r, (g, w) in enumerate(zip(gens, widths)):
+        out[r, :w] = torch.randint(0, noise.vocab_size, (w,), generator=g, device=ids.device)
+    return out
+
+
+def draw_samples(probs: torch.Tensor, gens: Generators, widths: list[int], rows: list[bool]) -> torch.Tensor:
+    """One token per position from probs (B, C, V) float32, with torch.multinomial as the reference does.
+    Per-row generators: only the rows marked in `rows` draw (a stopped row draws nothing more)."""
+    b, c, v = probs.shape
+    if not isinstance(gens, list):
+        return torch.multinomial(probs.view(-1, v), num_samples=1, generator=gens).squeeze(-1).view(b, c)
+    out = torch.zeros((b, c), dtype=torch.long, device=probs.device)
+    for r, (g, w) in enumerate(zip(gens, widths)):
+        if rows[r]:
+            out[r, :w] = torch.multinomial(probs[r, :w], num_samples=1, generator=g).squeeze(-1)
+    return out
+
+
+class StableAndConfident:
+    """StableAndConfidentStoppingCriteria over the free positions of each row (all of them for a
+    continuation, where it computes exactly what transformers computes)."""
+
+    def __init__(self, stability_threshold: int, stop_entropy: float):
+        self.stability_threshold = stability_threshold
+        self.stop_entropy = stop_entropy
+        self.history: torch.Tensor | None = None  # (stability_threshold, B, C) earlier argmax canvases
+
+    def __call__(self, argmax: torch.Tensor, entropy: torch.Tensor, free: torch.Tensor | None) -> torch.Tensor:
+        """argmax, entropy: (B, C); free: (B, C) bool, or None for all positions. -> (B,) bool."""
+        if self.stability_threshold == 0:
+            stable = torch.ones(argmax.shape[0], device=argmax.device, dtype=torch.bool)
+        else:
+            if self.history is None:
+                self.history = torch.full((self.stability_threshold, *argmax.shape), -1, dtype=argmax.dtype, device=argmax.device)
+            same = self.history == argmax[None, :, :]
+            if free is not None:
+                same = same | ~free[None]
+            stable = same.all(dim=-1).all(dim=0)
+            self.history = torch.roll(self.history, shifts=-1, dims=0)
+            self.history[-1] = argmax
+        if free is None:
+            mean = torch.mean(entropy, dim=-1)
+        else:
+            mean = torch.where(free, entropy, 0).sum(-1) / free.sum(-1).clamp(min=1)
+        return stable & (mean < self.stop_entropy)
+
+    def forget(self, row: int) -> None:
+        """Row `row` must be stable again from now on (after a syntax correction)."""
+        if self.history is not None:
+            self.history[:, row] = -1
+
+
+def pad_after_first_end(ids: torch.Tensor, end_ids: tuple[int, ...], pad_id: int) -> torch.Tensor:
+    """What generate() does to a finished canvas: every token after a row's first end token -> <pad>."""
+    is_end = torch.isin(ids, torch.tensor(end_ids, device=ids.device))
+    seen = is_end.cumsum(dim=-1)
+    after = (seen > 0) & ~((seen == 1) & is_end)
+    return torch.where(after, torch.full_like(ids, pad_id), ids)
+
+
+@torch.inference_mode()
+def reference_denoise(
+    step_fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+    batch: CanvasBatch,
+    params: ReferenceParams,
+    noise: NoiseSpec,
+    gens: Generators,
+    *,
+    on_step: Callable[[CanvasStep], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+    correct: Correct | None = None,
+    max_corrections: int = 0,
+    sc_dtype: torch.dtype | None = None,
+) -> DenoiseOutput:
+    """Denoise every row of `batch` as generate() does; see the module docstring.
+
+    step_fn(canvas (B, C) long, self-conditioning logits (B, C, V) or None) -> logits (B, C, V).
+    correct: the syntax judge (see `Correct`), asked about a row's argmax fill in the second half of the
+    schedule and whenever the row would stop; the positions it blames are barred for BAR_STEPS steps,
+    at most max_corrections times per row. Without it this is exactly generate()'s loop.
+    Returns the argmax canvas with held tokens in place (ids), the log-probability of each output token
+    at its row's last step, and per row: steps taken, corrections, errors found, whether it stopped early.
+    """
+    device = batch.ids.device
+    n_rows, width = batch.ids.shape
+    widths = batch.widths or [width] * n_rows
+    held = batch.held  # (B, C)
+    free = None if not bool(held.any()) else ~held  # None: a continuation, every position free
+    banned = torch.tensor(noise.banned_ids, device=device, dtype=torch.long)
+
+    canvas = draw_noise(batch.ids, noise, gens, widths)
+    if free is not None:
+        canvas = torch.where(held, batch.ids, canvas)
+    argmax = canvas
+    sc_logits: torch.Tensor | None = None
+    entropy = torch.zeros(n_rows, width, device=device)
+    out_logp = torch.zeros(n_rows, width, device=device, dtype=torch.float64)
+    finished = torch.zeros(n_rows, dtype=torch.bool, device=device)
+    stop = StableAndConfident(params.stability_threshold, params.stop_entropy) if params.early_stop else None
+    barred = torch.zeros(n_rows, width, dtype=torch.long, device=device)  # steps each position stays barred
+    steps, corrections, errors_found = [0] * n_rows, [0] * n_rows, [0] * n_rows
+    barring = 0  # steps some position stays barred (host side: no device read to know it)
+    judged: list[tuple | None] = [None] * n_rows  # the argmax fill last shown to `correct`, per row
+    forward_passes = 0
+
+    for cur_step in reversed(range(1, params.steps + 1)):
+        if cancelled is not None and cancelled():
+            raise FillCancelled()
+        done = finished.tolist()
+        for r in range(n_rows):
+            steps[r] += not done[r]
+        logits = step_fn(canvas, sc_logits)  # (B, C, V)
+        forward_passes += 1
+        if banned.numel():
+            logits = logits.index_fill(-1, banned, float("-inf"))
+        processed = logits / temperature(cur_step, params, device)
+        probs = torch.softmax(processed, dim=-1, dtype=torch.float32)
+        sample = draw_samples(probs, gens, widths, [not d for d in done])  # (B, C)
+        new_argmax = torch.argmax(processed, dim=-1)
+        new_entropy = token_entropy(processed)
+
+        # Which rows would stop now; a syntax correction can take that back.
+        if any(done):
+            fin = finished[:, None]
+            new_argmax = torch.where(fin, argmax, new_argmax)
+            new_entropy = torch.where(fin, entropy, new_entropy)
+            processed = torch.where(fin[..., None], sc_logits, processed)
+        stops = stop(new_argmax, new_entropy, free) if stop is not None else torch.zeros_like(finished)
+        if correct is not None and max_corrections > 0:
+            stopping = stops.tolist()
+            shown = torch.where(held, batch.ids, new_argmax)
+            for r in range(n_rows):
+                if done[r] or corrections[r] >= max_corrections or not (stopping[r] or cur_step <= params.steps // 2):
+                    continue
+                key = tuple(shown[r].tolist())
+                if key == judged[r]:
+                    continue
+                judged[r] = key
+                found, positions = correct(r, shown[r])
+                if not positions:
+                    continue
+                corrections[r] += 1
+                errors_found[r] += found
+                barred[r, torch.tensor(sorted(set(positions)), device=device, dtype=torch.long)] = BAR_STEPS
+                barring = BAR_STEPS
+                if stopping[r] and cur_step > 1:  # not stable with a blamed fill: keep denoising
+                    stops[r] = False
+                    stop.forget(r)
+
+        eligible = free if not barring else (barred == 0) if free is None else (free & (barred == 0))
+        accepted = accept_entropy_bound(new_entropy, eligible, params.entropy_bound)
+        fresh = draw_noise(canvas, noise, gens, widths)
+        new_canvas = torch.where(accepted, sample, fresh)
+        if free is not None:
+            new_canvas = torch.where(held, batch.ids, new_canvas)
+        if any(done):
+            new_canvas = torch.where(finished[:, None], canvas, new_canvas)
+            accepted = accepted & ~finished[:, None]
+        logp = (processed.max(dim=-1).values - torch.logsumexp(processed, dim=-1)).double()  # (B, C) of the argmax
+        out_logp = torch.where(finished[:, None], out_logp, logp)
+
+        canvas, argmax, entropy = new_canvas, new_argmax, new_entropy
+        finished = finished | stops
+        sc_logits = processed if sc_dtype is None else processed.to(sc_dtype)
+        if barring:
+            barred = (barred - 1).clamp_(min=0)
+            barring -= 1
+        if on_step is not None:
+            # A position not accepted this step is noise again ("open"); a finished row's canvas is its
+            # argmax, the output, so nothing in it is open.
+            over = finished | (cur_step == 1)
+            shown = argmax if free is None else torch.where(held, batch.ids, argmax)
+            on_step(CanvasStep(forward_passes, shown, ~accepted & ~held & ~over[:, None], tuple(steps),
+                               (params.steps,) * n_rows, tuple(corrections), tuple((~over).tolist())))
+        if bool(finished.all()):
+            break
+
+    ids = argmax if free is None else torch.where(held, batch.ids, argmax)
+    return DenoiseOutput(
+        ids=ids, token_logp=out_logp, forward_passes=forward_passes, repairs=corrections,
+        steps=steps, errors_found=errors_found, stopped_early=finished.tolist(),
+    )
