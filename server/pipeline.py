@@ -109,24 +109,13 @@ def make_judge(text: str, holes: tuple[tuple[int, int], ...], lang: str) -> Judg
     return judge
 
 
-# C0 controls other than tab/newline/carriage return, and U+FFFD: byte-level tokens that hold part of
-# a UTF-8 character decode to U+FFFD on their own, and control bytes are never what the user wants
-# inserted (unless their document already holds that character).
-_STRAY = {chr(c) for c in range(32) if chr(c) not in "\t\n\r"} | {"\ufffd"}
-
-
-def _drop_stray_characters(fill: str, document: str) -> str:
-    bad = {c for c in set(fill) & _STRAY if c not in document}
-    return "".join(c for c in fill if c not in bad) if bad else fill
-
-
-def _finish(text: str, holes: list[tuple[int, int]], fills: tuple[str, ...], lang: str | None, mode: str) -> tuple[list[Edit], str]:
+def _finish(text: str, holes: list[tuple[int, int]], fills: tuple[str, ...], lang: str | None, mode: str,
+            disabled: frozenset[str] = frozenset()) -> tuple[list[Edit], str]:
     """Post-process each fill, then make sure none adds syntax errors."""
     edits, notes = [], []
     for (start, end), raw in zip(holes, fills):
-        raw = _drop_stray_characters(raw, text)
         ctx = FillContext(prefix=text[:start], suffix=text[end:], lang=lang, mode="single" if mode == "single" else "multi")
-        fill = run_pipeline(raw, ctx)
+        fill = run_pipeline(raw, ctx, disabled)
         if lang is not None and fill:
             lo, hi = _window(text, [(start, end)])
             span = Span(start - lo, end - lo)
@@ -170,7 +159,7 @@ def run_fill(
         result = filler.fill(request, on_step=on_step, cancelled=cancelled)
     except BadFill as exc:
         raise BadRequest(str(exc)) from exc
-    edits, note = _finish(text, holes, result.fills, lang, mode)
+    edits, note = _finish(text, holes, result.fills, lang, mode, frozenset(settings.disabledFilters))
     log.debug("fill %s: %d edits, %d passes, %.3fs %s", mode, len(edits), result.forward_passes, result.seconds, note)
     return FillOutcome(tuple(edits), mode, result, note)
 

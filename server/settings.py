@@ -15,6 +15,10 @@ from typing import Any
 
 from canvas_ls.model.settings import SamplerSettings
 
+from .syntax.postprocess import PIPELINE
+
+FILTERS = tuple(dict.fromkeys(f.__name__ for f in PIPELINE))
+
 
 def _setting(default: Any, doc: str, *, choices: tuple = (), lo: float | None = None, hi: float | None = None, pattern: str = ""):
     return field(default=default, metadata={"doc": doc, "choices": choices, "lo": lo, "hi": hi, "pattern": pattern})
@@ -36,6 +40,7 @@ class ServerSettings:
     temperatureEnd: float = _setting(0.4, "Sampling temperature at the last step.", lo=0.0, hi=10.0)
     repairRounds: int = _setting(2, "Times a fill that adds syntax errors is re-noised from the first error and denoised again.", lo=0, hi=8)
     seed: int = _setting(0, "Random seed; the same seed and document give the same fill.", lo=0, hi=2**31 - 1)
+    disabledFilters: tuple = _setting((), "Post-processing filters to skip (server/syntax/postprocess.py), so a benchmark can measure what each one earns: " + ", ".join(FILTERS) + ".", choices=FILTERS)
     singleLineSlots: tuple = _setting((24,), "Canvas slot counts tried (as one batch) for a single-line completion; the model ends the span itself.")
     multiLineSlots: tuple = _setting((64,), "Slot counts tried for multi-line completions and selections.")
     bodySlots: int = _setting(128, "Slots for a regenerated function body.", lo=1, hi=4096)
@@ -92,6 +97,10 @@ def _check(f, value: Any) -> str | None:
     elif isinstance(default, str):
         if not isinstance(value, str):
             return "expected a string"
+    elif isinstance(default, tuple) and meta["choices"]:  # a list of names
+        if not isinstance(value, (list, tuple)) or not all(v in meta["choices"] for v in value):
+            return "expected a list of: " + ", ".join(meta["choices"])
+        return None
     elif isinstance(default, tuple):
         if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096 for v in value):
             return "expected a non-empty list of integers in 1..4096"
@@ -164,7 +173,9 @@ def settings_schema() -> dict[str, dict[str, Any]]:
         d = f.default
         kind = "boolean" if isinstance(d, bool) else "integer" if isinstance(d, int) else "number" if isinstance(d, float) else "array" if isinstance(d, tuple) else "string"
         entry: dict[str, Any] = {"type": kind, "default": list(d) if isinstance(d, tuple) else d, "description": f.metadata["doc"]}
-        if f.metadata["choices"]:
+        if isinstance(d, tuple):
+            entry["items"] = {"type": "string", "enum": list(f.metadata["choices"])} if f.metadata["choices"] else {"type": "integer", "minimum": 1, "maximum": 4096}
+        elif f.metadata["choices"]:
             entry["enum"] = list(f.metadata["choices"])
         if f.metadata["lo"] is not None:
             entry["minimum"] = f.metadata["lo"]

@@ -249,3 +249,32 @@ def test_fill_after_an_ordinary_string_or_comment_is_left_alone():
 def test_a_comment_on_the_def_line_still_opens_the_block():
     c = ctx("def f(n):  # note<C>\n\n\nx = 1\n")
     assert run_pipeline("y = n\nreturn y", c) == "\n    y = n\n    return y"
+
+
+def test_stray_control_characters_and_replacement_chars_are_dropped_unless_the_document_has_them():
+    from canvas_ls.server.syntax.postprocess import drop_stray_characters
+
+    ctx = FillContext(prefix="x = ", suffix="\n", lang="python", mode="single")
+    assert drop_stray_characters("a\x00b\ufffdc\x1b", ctx) == "abc"
+    assert drop_stray_characters("a\tb\n", ctx) == "a\tb\n"  # tab and newline are text
+    tabbed = FillContext(prefix="s = '\x1b[0m' + ", suffix="\n", lang="python", mode="single")
+    assert drop_stray_characters("'\x1b'", tabbed) == "'\x1b'"  # the document holds ESC already
+
+
+def test_no_double_space_after_a_line_that_ends_with_one():
+    from canvas_ls.server.syntax.postprocess import no_double_space
+
+    ctx = FillContext(prefix="def f():\n    return ", suffix="\n", lang="python", mode="single")
+    assert no_double_space(' " case"', ctx) == '" case"'
+    assert no_double_space('" case"', ctx) == '" case"'
+    bare = FillContext(prefix="def f():\n    return", suffix="\n", lang="python", mode="single")
+    assert no_double_space(" 1", bare) == " 1"  # the space is needed there
+    blank = FillContext(prefix="def f():\n    ", suffix="\n", lang="python", mode="multi")
+    assert no_double_space("  x = 1", blank) == "  x = 1"  # only indentation before: not a double space
+
+
+def test_every_filter_can_be_switched_off_by_name():
+    raw = "x))"
+    ctx = FillContext(prefix="print(f(", suffix="))\n", lang="python", mode="single")
+    assert run_pipeline(raw, ctx) == "x"
+    assert run_pipeline(raw, ctx, frozenset({"drop_suffix_repeat"})) == "x))"

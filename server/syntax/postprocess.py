@@ -3,15 +3,17 @@
 Every filter is ``f(fill, ctx) -> str``. ``run_pipeline`` applies them in this order:
 
 1. newlines are unified to ``\\n`` (fill and context) so the filters below can split on it;
-2. ``single_line``: in single mode keep only the first line;
-3. ``newline_after_held_line``: a multi-line fill right after a Python docstring (or a
+2. ``drop_stray_characters``: control characters and U+FFFD the document does not hold;
+3. ``single_line``: in single mode keep only the first line, and ``no_double_space``: no second
+   space after one the cursor's line already ends with;
+4. ``newline_after_held_line``: a multi-line fill right after a Python docstring (or a
    comment after a block's ``:`` or docstring) starts on a new line, never glued onto it;
-4. ``drop_suffix_repeat``: the fill must not repeat what already follows the hole;
-5. ``fix_indentation``: re-indent lines after the first to the surrounding block;
-6. ``drop_suffix_repeat`` again: re-indented lines may now match the suffix exactly;
-7. ``end_before_closer``: a ``}``/``end`` right after the hole keeps its own line;
-8. ``trim_trailing_whitespace``;
-9. ``normalize_newlines``: back to the document's newline style.
+5. ``drop_suffix_repeat``: the fill must not repeat what already follows the hole;
+6. ``fix_indentation``: re-indent lines after the first to the surrounding block;
+7. ``drop_suffix_repeat`` again: re-indented lines may now match the suffix exactly;
+8. ``end_before_closer``: a ``}``/``end`` right after the hole keeps its own line;
+9. ``trim_trailing_whitespace``;
+10. ``normalize_newlines``: back to the document's newline style.
 
 The filters other than normalize_newlines expect ``\\n`` newlines; run_pipeline sees to it.
 """
@@ -195,8 +197,32 @@ def trim_trailing_whitespace(fill: str, ctx: FillContext) -> str:
     return fill
 
 
+# C0 controls other than tab/newline/carriage return, and U+FFFD: byte-level tokens that hold part of
+# a UTF-8 character decode to U+FFFD on their own, and control bytes are never what the user wants
+# inserted (unless their document already holds that character).
+_STRAY = frozenset({chr(c) for c in range(32) if chr(c) not in "\t\n\r"} | {"\ufffd"})
+
+
+def drop_stray_characters(fill: str, ctx: FillContext) -> str:
+    """Drop control characters and U+FFFD, unless the document itself holds that character."""
+    bad = {c for c in set(fill) & _STRAY if c not in ctx.prefix and c not in ctx.suffix}
+    return "".join(c for c in fill if c not in bad) if bad else fill
+
+
+def no_double_space(fill: str, ctx: FillContext) -> str:
+    """`return ` + `" case"` is `return  " case"`: when the cursor's line already ends with a space or
+    tab, the fill's leading spaces on that line go (its indentation on later lines stays)."""
+    line_start = ctx.prefix.rfind("\n") + 1
+    before = ctx.prefix[line_start:]
+    if before.strip() and before[-1:] in (" ", "\t") and fill[:1] in (" ", "\t"):
+        return fill.lstrip(" \t")
+    return fill
+
+
 PIPELINE: tuple[Filter, ...] = (
+    drop_stray_characters,
     single_line,
+    no_double_space,
     newline_after_held_line,
     drop_suffix_repeat,
     fix_indentation,
@@ -206,11 +232,14 @@ PIPELINE: tuple[Filter, ...] = (
 )
 
 
-def run_pipeline(fill: str, ctx: FillContext) -> str:
+def run_pipeline(fill: str, ctx: FillContext, disabled: frozenset[str] = frozenset()) -> str:
+    """The filters in order; `disabled` names filters to skip (the disabledFilters setting, so a
+    benchmark can show what each one earns)."""
     lf_ctx = replace(ctx, prefix=_to_lf(ctx.prefix), suffix=_to_lf(ctx.suffix))
     fill = _to_lf(fill)
     for step in PIPELINE:
-        fill = step(fill, lf_ctx)
+        if step.__name__ not in disabled:
+            fill = step(fill, lf_ctx)
     return normalize_newlines(fill, ctx)
 
 

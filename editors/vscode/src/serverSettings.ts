@@ -16,6 +16,7 @@ export const SERVER_SETTING_DEFAULTS: Readonly<Record<string, unknown>> = {
   "temperatureEnd": 0.4,
   "repairRounds": 2,
   "seed": 0,
+  "disabledFilters": [],
   "singleLineSlots": [
     24
   ],
