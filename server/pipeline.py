@@ -15,8 +15,18 @@ from dataclasses import dataclass
 from canvas_ls.model.interface import BadFill, Cancelled, Filler, FillRequest, FillResult, Judge, OnStep
 
 from .settings import ServerSettings
-from .syntax import FillContext, Span, added_errors, completion_mode, cut_at_syntax_boundary, fill_offsets_after, function_body, run_pipeline
+from .syntax import (
+    FillContext,
+    Span,
+    added_errors,
+    completion_mode,
+    cut_at_syntax_boundary,
+    fill_offsets_after,
+    function_body,
+    run_pipeline,
+)
 from .syntax.parsed import TREE_BYTES
+from .syntax.span import line_start
 
 log = logging.getLogger("canvas_ls.pipeline")
 
@@ -56,7 +66,7 @@ def _window(text: str, holes: list[tuple[int, int]]) -> tuple[int, int]:
     lo = max(0, holes[0][0] - JUDGE_WINDOW)
     hi = min(len(text), holes[-1][1] + JUDGE_WINDOW)
     while lo > 0:
-        lo = text.rfind("\n", 0, lo) + 1
+        lo = line_start(text, lo)
         if lo == 0 or text[lo : lo + 1] not in (" ", "\t", "\n", "\r", "}", ")", "]"):
             break
         if holes[0][0] - lo > 4 * JUDGE_WINDOW:  # no top-level line near: take the plain line start
@@ -176,9 +186,9 @@ def plan_at_cursor(text: str, offset: int, lang: str | None, settings: ServerSet
     check_span(text, offset, offset)
     if lang is None:
         # No grammar: single line unless the cursor's line is empty.
-        line_start = text.rfind("\n", 0, offset) + 1
+        here = line_start(text, offset)
         line_end = text.find("\n", offset)
-        line = text[line_start : len(text) if line_end == -1 else line_end]
+        line = text[here : len(text) if line_end == -1 else line_end]
         mode = "multi" if not line.strip() else "single"
     else:
         local, base = local_window(text, offset)

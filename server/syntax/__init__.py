@@ -26,13 +26,12 @@ from .postprocess import (
     single_line,
     trim_trailing_whitespace,
 )
-from .span import Span
-from .spans import line_span, statement_span
+from .span import Span, line_span, line_start
 
 __all__ = [
     "PIPELINE", "SUPPORTED", "CompletionMode", "FillContext", "Span", "added_errors",
     "apply_fills", "completion_mode", "cut_at_syntax_boundary", "drop_suffix_repeat",
     "end_before_closer", "error_count", "error_spans", "fill_offsets_after", "fix_indentation", "function_body",
     "language_for", "line_span", "normalize_newlines", "parse", "run_pipeline", "single_line",
-    "statement_span", "trim_trailing_whitespace",
+    "line_start", "trim_trailing_whitespace",
 ]

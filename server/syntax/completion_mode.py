@@ -31,6 +31,7 @@ from typing import Literal
 from .blocks import opens_block
 from .functions import enclosing_function
 from .parsed import Parsed, parsed
+from .span import line_start
 
 CompletionMode = Literal["none", "single", "multi"]
 
@@ -43,9 +44,9 @@ _CODE_IN_STRING_TYPES = frozenset({"interpolation", "template_substitution"})
 
 def completion_mode(text: str, lang: str, offset: int) -> CompletionMode:
     offset = min(max(offset, 0), len(text))
-    line_start = text.rfind("\n", 0, offset) + 1
+    here = line_start(text, offset)
     nl = text.find("\n", offset)
-    before = text[line_start:offset]
+    before = text[here:offset]
     after = text[offset : len(text) if nl < 0 else nl]
     if after[:1] and _is_word_char(after[0]) and not (lang == "lua" and after.strip() == "end"):
         return "none"
@@ -53,7 +54,7 @@ def completion_mode(text: str, lang: str, offset: int) -> CompletionMode:
     if _in_comment_or_string(p, offset):
         return "single"
     if not before.strip() and not after.strip():
-        if opens_block(_previous_code_line(p, line_start), lang):
+        if opens_block(_previous_code_line(p, here), lang):
             return "multi"
         if enclosing_function(p, offset) is not None:
             return "multi"
@@ -83,16 +84,16 @@ def _in_comment_or_string(p: Parsed, offset: int) -> bool:
     return False
 
 
-def _previous_code_line(p: Parsed, line_start: int) -> str:
-    """The last non-blank line above ``line_start``, with a trailing comment cut off."""
-    q = len(p.text[:line_start].rstrip())
+def _previous_code_line(p: Parsed, start: int) -> str:
+    """The last non-blank line above the line starting at ``start``, with a trailing comment cut off."""
+    q = len(p.text[:start].rstrip())
     if q == 0:
         return ""
     for node in p.path_at(q):
         if "comment" in node.type and p.end(node) == q:
             q = len(p.text[: p.start(node)].rstrip())
             break
-    return p.text[p.text.rfind("\n", 0, q) + 1 : q]
+    return p.text[line_start(p.text, q) : q]
 
 
 def _closer(before: str, lang: str) -> str:

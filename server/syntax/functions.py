@@ -23,7 +23,7 @@ from __future__ import annotations
 import tree_sitter
 
 from .parsed import Parsed, parsed
-from .span import Span
+from .span import Span, line_start
 
 _JS_FUNCTIONS = frozenset({
     "function_declaration", "function_expression", "function", "generator_function_declaration",
@@ -141,11 +141,11 @@ def _python_by_indentation(p: Parsed, offset: int) -> tuple[tree_sitter.Node, Sp
     """On a blank line below a Python function the tree has already closed the function,
     but the cursor's indentation says which one it belongs to: the innermost function
     ending just above whose ``def`` is indented less than the cursor."""
-    line_start = p.text.rfind("\n", 0, offset) + 1
-    column = p.text[line_start:offset]
+    here = line_start(p.text, offset)
+    column = p.text[here:offset]
     if column.strip() or not column:
         return None
-    q = len(p.text[:line_start].rstrip())
+    q = len(p.text[:here].rstrip())
     if q == 0:
         return None
     for node in reversed(p.path_at(q)):
@@ -153,7 +153,7 @@ def _python_by_indentation(p: Parsed, offset: int) -> tuple[tree_sitter.Node, Sp
         if node.type not in FUNCTION_TYPES["python"]:
             continue
         def_start = p.start(node)
-        def_indent = p.text[p.text.rfind("\n", 0, def_start) + 1 : def_start]
+        def_indent = p.text[line_start(p.text, def_start) : def_start]
         if len(def_indent.expandtabs(8)) < len(column.expandtabs(8)):
             body = body_span(p, node)
             if body is not None:

@@ -27,7 +27,7 @@ import tree_sitter
 from .languages import language
 from .parsed import Parsed, edited, parsed
 from .pycompile import added_compile_error
-from .span import Span
+from .span import Span, line_start
 
 Fill = tuple[Span, str]
 
@@ -134,7 +134,7 @@ def _with_compile_error(added: list[Span], before: str, fills: Sequence[Fill], a
 def _local_errors(before: str, span: Span, errors: list[Span]) -> list[Span]:
     """Old errors on the hole's line or at the next token: tree-sitter often reports an
     incomplete ``y = `` at the token that follows it."""
-    start = before.rfind("\n", 0, span.start) + 1
+    start = line_start(before, span.start)
     next_token = _WHITESPACE.match(before, span.end).end()
     region = Span(start, min(next_token + 1, len(before)))
     return [e for e in errors if e.touches(region)]

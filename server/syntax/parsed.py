@@ -9,7 +9,7 @@ import tree_sitter
 
 from .languages import parse
 from .offsets import Offsets
-from .span import Span
+from .span import Span, line_start
 
 
 class Parsed:
@@ -201,5 +201,4 @@ def edited(base: Parsed, span: Span, replacement: str) -> Parsed:
 
 def _point(text: str, offset: int) -> tuple[int, int]:
     """tree-sitter's (row, byte column) for a char offset."""
-    line_start = text.rfind("\n", 0, offset) + 1
-    return text.count("\n", 0, offset), len(text[line_start:offset].encode("utf-8"))
+    return text.count("\n", 0, offset), len(text[line_start(text, offset) : offset].encode("utf-8"))

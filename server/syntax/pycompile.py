@@ -36,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
 
-from .span import Span
+from .span import Span, line_start
 
 Fill = tuple[Span, str]
 
@@ -83,7 +83,7 @@ def _compile(src: str) -> tuple[int, int, int, int] | None:
 def _position_of(src: str, offset: int) -> tuple[int, int, int, int]:
     offset = max(offset, 0)
     line = src.count("\n", 0, offset) + 1
-    col = offset - (src.rfind("\n", 0, offset) + 1) + 1
+    col = offset - (line_start(src, offset)) + 1
     return (line, col, line, col + 1)
 
 
@@ -216,7 +216,7 @@ def _starts_statement(text: str, at: int) -> bool:
     end = at - 1  # the newline ending the line above
     while end > 0 and text[end - 1] in " \t\r":
         end -= 1
-    prev = text[text.rfind("\n", 0, end) + 1 : end]
+    prev = text[line_start(text, end) : end]
     return not prev.endswith("\\") and not prev.lstrip().startswith("@")
 
 
