@@ -15,8 +15,8 @@ from pygls.exceptions import JsonRpcInvalidParams
 from . import __version__, pipeline
 from .fill_job import Progress
 from .pipeline import BadRequest, FillOutcome
-from .syntax.parsed import documents
 from .positions import line_starts, to_offset, to_range
+from .syntax.parsed import documents
 
 FILL_SELECTION = "canvas.fillSelection"
 FILL_BODY = "canvas.fillBody"

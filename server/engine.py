@@ -43,7 +43,6 @@ from canvas_ls.model.canvas import CanvasTooSmall
 from canvas_ls.model.interface import BadFill, FillCancelled, ModelLoadError, StepEvent
 
 from . import __version__
-from .logs import setup_logging
 from .engine_config import EngineConfig
 from .engine_protocol import (
     BAD_REQUEST,
@@ -72,6 +71,7 @@ from .engine_protocol import (
     read_message,
 )
 from .engine_scheduler import Answer, BatchFiller, EngineStopping, Job, Scheduler
+from .logs import setup_logging
 from .model_host import load_in_process
 from .syntax import SUPPORTED
 

@@ -21,8 +21,8 @@ from . import __version__, commands, logs, pipeline
 from .fill_job import FillJob, FillJobs, Progress, Work
 from .model_host import ModelHost
 from .pipeline import BadRequest, FillOutcome
-from .protocol_fixes import CanvasProtocol
 from .positions import line_starts, to_offset, to_range
+from .protocol_fixes import CanvasProtocol
 from .settings import ServerSettings, parse_settings
 from .syntax import language_for
 from .syntax.parsed import documents as trees

@@ -18,8 +18,8 @@ from canvas_ls.model import default_model_path
 from canvas_ls.model.interface import Filler, ModelLoadError
 
 from .engine_client import connect_or_start
-from .pipeline import make_judge
 from .settings import ServerSettings
+from .syntax.window import make_judge
 
 log = logging.getLogger("canvas_ls.model_host")
 

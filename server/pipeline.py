@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from canvas_ls.model.interface import BadFill, Cancelled, Filler, FillRequest, FillResult, Judge, OnStep
+from canvas_ls.model.interface import BadFill, Cancelled, Filler, FillRequest, FillResult, OnStep
 
 from .settings import ServerSettings
 from .syntax import (
@@ -21,17 +21,13 @@ from .syntax import (
     added_errors,
     completion_mode,
     cut_at_syntax_boundary,
-    fill_offsets_after,
     function_body,
     run_pipeline,
 )
-from .syntax.parsed import TREE_BYTES
-from .syntax.span import line_start
+from .syntax.span import line_span
+from .syntax.window import judge_window, local_window, make_judge  # noqa: F401  (make_judge: the backends' judge factory)
 
 log = logging.getLogger("canvas_ls.pipeline")
-
-JUDGE_WINDOW = 20_000  # characters of context either side of the holes that syntax checks look at
-
 
 class BadRequest(ValueError):
     """The request cannot be served as asked; the message tells the user why."""
@@ -60,65 +56,6 @@ def check_document(text: str, settings: ServerSettings) -> None:
         raise BadRequest("document holds NUL bytes: it looks binary, and canvas-ls fills text only")
 
 
-def _window(text: str, holes: list[tuple[int, int]]) -> tuple[int, int]:
-    """Window around the holes, so syntax checks stay fast on huge documents. It starts at a line that
-    starts at column 0 (a top-level statement, where a parse can begin) and ends at a line end."""
-    lo = max(0, holes[0][0] - JUDGE_WINDOW)
-    hi = min(len(text), holes[-1][1] + JUDGE_WINDOW)
-    while lo > 0:
-        lo = line_start(text, lo)
-        if lo == 0 or text[lo : lo + 1] not in (" ", "\t", "\n", "\r", "}", ")", "]"):
-            break
-        if holes[0][0] - lo > 4 * JUDGE_WINDOW:  # no top-level line near: take the plain line start
-            break
-        lo -= 1
-    if hi < len(text):
-        nl = text.find("\n", hi)
-        hi = len(text) if nl == -1 else nl
-    return lo, hi
-
-
-def local_window(text: str, offset: int) -> tuple[str, int]:
-    """(text, 0) for a document small enough to keep a tree of; for a larger one, the window around
-    `offset` and where it starts, so a cursor's syntax questions never parse megabytes."""
-    if len(text) <= TREE_BYTES:
-        return text, 0
-    lo, hi = _window(text, [(offset, offset)])
-    return text[lo:hi], lo
-
-
-def make_judge(text: str, holes: tuple[tuple[int, int], ...], lang: str) -> Judge:
-    """judge(fills) -> per fill, the character ranges in it that add syntax errors.
-
-    An error after a fill (it broke the code that follows) is charged to the fill's last character.
-    """
-    lo, hi = _window(text, holes)
-    before = text[lo:hi]
-    spans = [Span(s - lo, e - lo) for s, e in holes]
-
-    def judge(fills: tuple[str, ...]) -> list[list[tuple[int, int]]]:
-        pairs = list(zip(spans, fills))
-        out: list[list[tuple[int, int]]] = [[] for _ in fills]
-        errors = added_errors(before, pairs, lang)
-        if not errors:
-            return out
-        where = fill_offsets_after(before, pairs)
-        for err in errors:
-            owner = 0
-            for i, sp in enumerate(where):
-                if sp.start <= err.start:
-                    owner = i
-            sp = where[owner]
-            if err.start < sp.end:
-                out[owner].append((err.start - sp.start, min(err.end, sp.end) - sp.start))
-            else:
-                n = len(fills[owner])
-                out[owner].append((max(0, n - 1), n))
-        return out
-
-    return judge
-
-
 def _finish(text: str, holes: list[tuple[int, int]], fills: tuple[str, ...], lang: str | None, mode: str,
             disabled: frozenset[str] = frozenset()) -> tuple[list[Edit], str]:
     """Post-process each fill, then make sure none adds syntax errors."""
@@ -127,7 +64,7 @@ def _finish(text: str, holes: list[tuple[int, int]], fills: tuple[str, ...], lan
         ctx = FillContext(prefix=text[:start], suffix=text[end:], lang=lang, mode="single" if mode == "single" else "multi")
         fill = run_pipeline(raw, ctx, disabled)
         if lang is not None and fill:
-            lo, hi = _window(text, [(start, end)])
+            lo, hi = judge_window(text, [(start, end)])
             span = Span(start - lo, end - lo)
             if added_errors(text[lo:hi], [(span, fill)], lang):
                 fill = cut_at_syntax_boundary(text[lo:hi], span, fill, lang)
@@ -186,10 +123,8 @@ def plan_at_cursor(text: str, offset: int, lang: str | None, settings: ServerSet
     check_span(text, offset, offset)
     if lang is None:
         # No grammar: single line unless the cursor's line is empty.
-        here = line_start(text, offset)
-        line_end = text.find("\n", offset)
-        line = text[here : len(text) if line_end == -1 else line_end]
-        mode = "multi" if not line.strip() else "single"
+        line = line_span(text, offset)
+        mode = "multi" if not text[line.start : line.end].strip() else "single"
     else:
         local, base = local_window(text, offset)
         mode = completion_mode(local, lang, offset - base)
