@@ -17,7 +17,7 @@ from pygls.lsp.server import LanguageServer
 
 from canvas_ls.model.interface import BackendDied, FillCancelled, ModelLoadError, StepEvent
 
-from . import __version__, commands, logs, pipeline
+from . import __version__, commands, documents, logs, pipeline
 from .fill_job import FillJob, FillJobs, Progress, Work
 from .model_host import ModelHost
 from .pipeline import BadRequest, FillOutcome
@@ -25,7 +25,6 @@ from .positions import line_starts, to_offset, to_range
 from .protocol_fixes import CanvasProtocol
 from .settings import ServerSettings, parse_settings
 from .syntax import language_for
-from .syntax.parsed import documents as trees
 
 log = logging.getLogger("canvas_ls.lsp")
 
@@ -158,43 +157,6 @@ async def on_configuration(ls: CanvasServer, params: t.DidChangeConfigurationPar
         await load_model_in_background(ls)
 
 
-@server.feature(t.TEXT_DOCUMENT_DID_OPEN)
-def on_open(ls: CanvasServer, params: t.DidOpenTextDocumentParams) -> None:
-    doc = ls.workspace.get_text_document(params.text_document.uri)
-    trees.open(doc.uri, doc.source, ls.language(doc))  # parsed when a feature first asks
-
-
-@server.feature(t.TEXT_DOCUMENT_DID_CHANGE)
-def on_change(ls: CanvasServer, params: t.DidChangeTextDocumentParams) -> None:
-    """Keep the document's tree in step: each change edits it (tree-sitter's Tree.edit), so the next
-    syntax question costs an incremental re-parse, not a full one."""
-    doc = ls.workspace.get_text_document(params.text_document.uri)
-    text, edits = trees.text_of(doc.uri), []
-    for change in params.content_changes:
-        if text is None or not isinstance(change, t.TextDocumentContentChangePartial):
-            text = None  # a whole-document change: start the tree afresh
-            break
-        try:
-            start = to_offset(text, change.range.start.line, change.range.start.character, ls.encoding)
-            end = to_offset(text, change.range.end.line, change.range.end.character, ls.encoding)
-        except BadRequest:
-            text = None
-            break
-        edits.append((start, end, change.text))
-        text = text[:start] + change.text + text[end:]
-    if text is None:
-        trees.open(doc.uri, doc.source, ls.language(doc))
-    else:
-        trees.change(doc.uri, edits, doc.source, ls.language(doc))
-
-
-@server.feature(t.TEXT_DOCUMENT_DID_CLOSE)
-def on_close(ls: CanvasServer, params: t.DidCloseTextDocumentParams) -> None:
-    trees.close(params.text_document.uri)
-    if ls.host.current is not None:
-        ls.host.current.forget(params.text_document.uri)
-
-
 # Non-empty options: an empty {} reads as "off" to clients that treat the field as a boolean.
 @server.feature(t.TEXT_DOCUMENT_INLINE_COMPLETION, t.InlineCompletionOptions(work_done_progress=True))
 async def on_inline_completion(ls: CanvasServer, params: t.InlineCompletionParams) -> list[t.InlineCompletionItem]:
@@ -223,7 +185,11 @@ async def on_inline_completion(ls: CanvasServer, params: t.InlineCompletionParam
 
 
 
-# The commands and code actions (server/commands.py) on the same server.
+# Document sync for the syntax trees (server/documents.py), the commands and code actions
+# (server/commands.py), on the same server.
+server.feature(t.TEXT_DOCUMENT_DID_OPEN)(documents.did_open)
+server.feature(t.TEXT_DOCUMENT_DID_CHANGE)(documents.did_change)
+server.feature(t.TEXT_DOCUMENT_DID_CLOSE)(documents.did_close)
 server.command(commands.FILL_SELECTION)(commands.fill_selection)
 server.command(commands.FILL_BODY)(commands.fill_body)
 server.command(commands.STATUS)(commands.status)
