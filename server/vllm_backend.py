@@ -21,6 +21,11 @@ served canvas. What each in-process feature becomes here:
     20 ms and, when it turns true, the request is dropped, which makes vLLM abort it;
   * no live canvas: vLLM gives no intermediate canvases (`info().live_canvas` is False); `on_step` gets
     one event per completed round.
+Sampler settings that apply: max_steps (`diffusion_max_steps`, capped by the server; None: the server's
+own), repair_rounds, and seed (the initial noise only: vLLM does not take a per-request seed, so a fill is
+not reproducible). The entropy bound and temperature schedule are server-wide, from the checkpoint's
+generation_config.json; the left-to-right decoder is not available.
+
 The server is contacted on first use, not when the filler is made: the model name comes from
 /v1/models, and two probes prove it serves a diffusion model and give the served canvas width. Any
 failure there is retried by the next fill, so a vLLM that comes back needs no restart of canvas-ls.
@@ -126,6 +131,20 @@ def base_url(url: str) -> str:
     if not re.match(r"^https?://", url):
         raise ModelLoadError(f"vllmUrl must start with http:// or https://, got {display_url(url)!r}")
     return url.removesuffix("/v1")
+
+
+class _Secret:
+    """The API key: readable as `.value`, never shown by repr(), str() or vars() of its holder."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<hidden>"
+
+    __str__ = __repr__
 
 
 @dataclass(frozen=True)
@@ -234,7 +253,7 @@ class VllmFiller:
         self.max_prompt_tokens = max_prompt_tokens
         self.min_suffix_tokens = min_suffix_tokens
         self._max_connections = max_connections
-        self.__headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._key = _Secret(api_key) if api_key else None
         self.tokenizer_path = tokenizer_path or ""
         self._local = _LocalTokenizer(tokenizer_path) if tokenizer_path else None
         self._served: _Served | None = None
@@ -249,7 +268,7 @@ class VllmFiller:
                 logging.getLogger(name).setLevel(logging.WARNING)
 
     def __repr__(self) -> str:
-        return f"VllmFiller({self.url!r}, api_key={'<set>' if self.__headers else None}, timeout={self.timeout:g})"
+        return f"VllmFiller({self.url!r}, api_key={'<set>' if self._key else None}, timeout={self.timeout:g})"
 
     # ---- the Filler interface ----------------------------------------------------------------
 
@@ -294,6 +313,8 @@ class VllmFiller:
         request.validate()
         if request.decoder != "diffusion":
             raise BadFill("the vLLM backend fills with the diffusion canvas only: set decoder to \"diffusion\"")
+        if getattr(request, "repair_threshold", None) is not None:
+            raise BadFill("repairing existing code is not available with the vLLM backend (backend: inprocess or shared has it)")
         served = self._start(cancelled)
         try:
             return self._fill(served, request, on_step, cancelled, t0)
@@ -315,8 +336,8 @@ class VllmFiller:
 
         # The plan, as in-process: slots never exceed what the canvas holds beside the text between
         # holes and some suffix; a request's candidates share the largest bucket any of them needs.
-        # A small served canvas (a 24 GB card's) keeps a quarter of itself for the suffix, not all of it.
-        suffix_min = min(self.min_suffix_tokens, s.width // 4)
+        # A small served canvas (a 24 GB card's) keeps at most half of itself for the suffix.
+        suffix_min = min(self.min_suffix_tokens, s.width // 2)
         room = s.width - sum(map(len, middles)) - min(len(suffix), suffix_min)
         per_hole = room // len(holes)
         if per_hole < 1:
@@ -353,10 +374,10 @@ class VllmFiller:
         best = min(rows, key=lambda r: r.key)
         rounds = 1
         if on_step is not None:
-            on_step(self._event(best, rounds, settings.max_steps, 0))
+            on_step(self._event(best, rounds, settings.max_steps or 1, 0))
 
         # Syntax repair: the winner's good part pinned, the rest re-seeded, one request per round.
-        repair_steps = max(2, settings.max_steps // 2)
+        repair_steps = max(2, settings.max_steps // 2) if settings.max_steps else None
         for r in range(1, settings.repair_rounds + 1):
             if judge is None or best.errors == 0:
                 break
@@ -377,7 +398,7 @@ class VllmFiller:
             self._evaluate(s, [candidate], judge, cancelled)
             rounds += 1
             if on_step is not None:
-                on_step(self._event(candidate, rounds, repair_steps, r))
+                on_step(self._event(candidate, rounds, repair_steps or 1, r))
             if candidate.errors > best.errors:
                 break  # the repair made it worse: keep what we had
             rows[rows.index(best)] = candidate
@@ -566,15 +587,18 @@ class VllmFiller:
 
     # ---- HTTP ----------------------------------------------------------------------------------
 
-    async def _complete_many(self, s: _Served, prompt: list[int], width: int, steps: int,
+    async def _complete_many(self, s: _Served, prompt: list[int], width: int, steps: int | None,
                              seeds: list[tuple[list[int], list[int]]]) -> list[tuple[list[int], list[float]]]:
+        """One read-only canvas per (seed, pins), concurrently. steps None: the server's own budget (the
+        checkpoint's max_denoising_steps; vLLM caps any larger value there too)."""
         async def one(seed: list[int], pins: list[int]):
+            xargs = {"diffusion_seed_canvas": seed, "diffusion_pinned": pins, "diffusion_canvas_length": width,
+                     "diffusion_read_only": 1}
+            if steps:
+                xargs["diffusion_max_steps"] = steps
             answer = await self._post("/v1/completions", {
                 "model": s.model, "prompt": prompt, "max_tokens": width, "logprobs": 0, "return_token_ids": True,
-                "vllm_xargs": {
-                    "diffusion_seed_canvas": seed, "diffusion_pinned": pins, "diffusion_canvas_length": width,
-                    "diffusion_max_steps": steps, "diffusion_read_only": 1,
-                },
+                "vllm_xargs": xargs,
             })
             ids, logp, _ = self._canvas_of(answer)
             if len(ids) != width or len(logp) != width:
@@ -600,7 +624,8 @@ class VllmFiller:
         client = self._client
         where = f"vLLM at {self.url}"
         try:
-            r = await client.request(method, self._base + path, json=body, headers=self.__headers)
+            headers = {"Authorization": f"Bearer {self._key.value}"} if self._key else None
+            r = await client.request(method, self._base + path, json=body, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise VllmUnreachable(f"cannot reach {where} ({_reason(exc)}): is it running? (setting vllmUrl)") from None
         except httpx.TimeoutException:

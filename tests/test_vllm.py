@@ -83,9 +83,14 @@ def missing(reason: str):
 
 
 def lsp_wired() -> bool:
-    """Whether the server's settings have the vLLM backend yet (backend, vllmUrl, ...)."""
+    """Whether the language server can use the vLLM backend yet: its settings (backend, vllmUrl, ...) and
+    ModelHost making a VllmFiller for backend "vllm"."""
+    import inspect
+
+    from canvas_ls.server import model_host
+
     names = {f.name for f in fields(ServerSettings)}
-    return {"backend", "vllmUrl", "vllmTimeout", "vllmApiKeyEnv"} <= names
+    return {"backend", "vllmUrl", "vllmTimeout", "vllmApiKeyEnv"} <= names and "VllmFiller" in inspect.getsource(model_host)
 
 
 def require_lsp_wiring() -> None:
@@ -150,7 +155,8 @@ SLOW = SamplerSettings(max_steps=48, repair_rounds=0)  # the server's cap: 4 can
 
 def slow_request(text: str = HOLE_DOC) -> FillRequest:
     offset = text.index("return ") + len("return ")
-    return FillRequest(text, holes=((offset, offset),), max_tokens=24, length_candidates=(24, 16, 12, 8),
+    # Four candidates, four concurrent requests (a single hole gets at most 16 of the served 32 slots).
+    return FillRequest(text, holes=((offset, offset),), max_tokens=16, length_candidates=(16, 12, 8, 4),
                        settings=SLOW, language="python")
 
 
@@ -166,7 +172,7 @@ def test_first_contact_finds_the_model_and_its_canvas_and_never_shows_the_key(se
         assert info.model == server.model_name()
         assert info.canvas_length == server.canvas
         assert info.backend == f"vllm {server.url}" and info.live_canvas is False
-        for shown in (repr(filler), str(info), info.describe()):
+        for shown in (repr(filler), repr(vars(filler)), str(info), info.describe()):
             assert KEY not in shown
     finally:
         filler.close()
@@ -335,6 +341,12 @@ def lsp_env(key: str = KEY) -> dict:
     return {**os.environ, KEY_ENV: key}
 
 
+async def first_contact(client) -> None:
+    """A fill that reaches vLLM, so the server's first contact (its probe requests) is behind us."""
+    uri = open_doc(client, HOLE_DOC)
+    await asyncio.wait_for(client.text_document_inline_completion_async(inline_params(uri, 5, 11)), 600)
+
+
 def _apply(text: str, edits: list[t.TextEdit]) -> str:
     starts = [0]
     for line in text.splitlines(keepends=True):
@@ -374,8 +386,9 @@ async def test_lsp_fill_selection_fills_two_holes_on_one_canvas(server):
     try:
         uri = open_doc(client, DOC)
         first = t.Range(start=t.Position(line=2, character=12), end=t.Position(line=2, character=13))  # total = 0
-        second = t.Range(start=t.Position(line=11, character=19), end=t.Position(line=11, character=24))  # x * k
-        await asyncio.wait_for(client.text_document_inline_completion_async(inline_params(uri, 5, 4)), 600)  # first contact
+        second = t.Range(start=t.Position(line=3, character=13), end=t.Position(line=3, character=19))  # values
+        # (close together: the served canvas holds 32 tokens, the text between the holes included)
+        await first_contact(client)
         before = await asyncio.to_thread(settled, server)
         result = await asyncio.wait_for(client.workspace_execute_command_async(t.ExecuteCommandParams(
             command="canvas.fillSelection", arguments=[uri, [first, second]])), 600)
@@ -396,7 +409,7 @@ async def test_lsp_fill_selection_fills_two_holes_on_one_canvas(server):
 
 async def test_lsp_cancel_mid_request_aborts_it_in_vllm(server):
     require_lsp_wiring()
-    client = await start(lsp_options(server, maxSteps=48, repairRounds=0, singleLineSlots=[24, 16, 12, 8]), env=lsp_env())
+    client = await start(lsp_options(server, maxSteps=48, repairRounds=0, singleLineSlots=[16, 12, 8, 4]), env=lsp_env())
     try:
         uri = open_doc(client, HOLE_DOC)
         await asyncio.wait_for(client.text_document_inline_completion_async(inline_params(uri, 5, 11)), 600)  # warm
@@ -458,15 +471,15 @@ async def test_killing_vllm_mid_fill_is_an_error_with_no_edit_and_the_next_fill_
     client = None
     try:
         await asyncio.to_thread(filler.fill, slow_request())  # first contact, warm
-        direct = asyncio.ensure_future(asyncio.to_thread(filler.fill, slow_request()))
         command = None
         if wired:
             client = await start(lsp_options(server, maxSteps=48, repairRounds=0, multiLineSlots=[24]), env=lsp_env())
             uri = open_doc(client, DOC)
-            await asyncio.wait_for(client.text_document_inline_completion_async(inline_params(uri, 5, 4)), 600)  # contact
+            await first_contact(client)
             whole = t.Range(start=t.Position(line=2, character=12), end=t.Position(line=2, character=13))
             command = asyncio.ensure_future(client.workspace_execute_command_async(
                 t.ExecuteCommandParams(command="canvas.fillSelection", arguments=[uri, [whole]])))
+        direct = asyncio.ensure_future(asyncio.to_thread(filler.fill, slow_request()))
         await asyncio.to_thread(wait_for, lambda: in_flight(server) >= (5 if wired else 4), 60, "the fills to reach vLLM")
         await asyncio.to_thread(server.kill)
 
@@ -485,7 +498,8 @@ async def test_killing_vllm_mid_fill_is_an_error_with_no_edit_and_the_next_fill_
         result = await asyncio.to_thread(filler.fill, FillRequest(HOLE_DOC, holes=((HOLE_DOC.index("return ") + 7,) * 2,), max_tokens=8))
         assert len(result.fills) == 1  # the same filler, no restart of anything on our side
         if wired:
-            items = await asyncio.wait_for(client.text_document_inline_completion_async(inline_params(uri, 5, 4)), 600)
+            again = open_doc(client, HOLE_DOC)
+            items = await asyncio.wait_for(client.text_document_inline_completion_async(inline_params(again, 5, 11)), 600)
             assert isinstance(items, list)
     finally:
         filler.close()

@@ -276,6 +276,10 @@ class VllmServer:
         return time.monotonic() - t0
 
 
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -288,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = Path(a.checkpoint) if a.checkpoint else tiny_checkpoint(Path(tempfile.mkdtemp()) / "tiny")
     ensure_sampler_config(ckpt)
     server = VllmServer(ckpt, port=a.port or None, api_key=a.api_key, canvas=a.canvas)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the server too, not just this launcher
     server.start()
     print(f"vLLM serves {ckpt} at {server.url} (log {server.log_path}); Ctrl-C stops it", flush=True)
     try:
