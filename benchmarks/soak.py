@@ -30,12 +30,24 @@ sys.path.insert(0, str(ROOT))  # tests/raw_client.py and the scripted server are
 from tests.raw_client import RawClient  # noqa: E402
 
 SOURCES = {
-    "python": ("py", "def f{i}(values):\n    total = 0\n    for v in values:\n        total += v\n    return total\n\n"),
-    "javascript": ("js", "function f{i}(xs) {{\n  let t = 0;\n  for (const x of xs) {{ t += x; }}\n  return t;\n}}\n\n"),
+    "python": (
+        "py",
+        "def f{i}(values):\n    total = 0\n    for v in values:\n        total += v\n    return total\n\n",
+    ),
+    "javascript": (
+        "js",
+        "function f{i}(xs) {{\n  let t = 0;\n  for (const x of xs) {{ t += x; }}\n  return t;\n}}\n\n",
+    ),
     "typescript": ("ts", "function f{i}(xs: number[]): number {{\n  return xs.reduce((a, b) => a + b, 0);\n}}\n\n"),
-    "go": ("go", "func f{i}(xs []int) int {{\n\tt := 0\n\tfor _, x := range xs {{\n\t\tt += x\n\t}}\n\treturn t\n}}\n\n"),
+    "go": (
+        "go",
+        "func f{i}(xs []int) int {{\n\tt := 0\n\tfor _, x := range xs {{\n\t\tt += x\n\t}}\n\treturn t\n}}\n\n",
+    ),
     "rust": ("rs", "fn f{i}(xs: &[i64]) -> i64 {{\n    xs.iter().sum()\n}}\n\n"),
-    "lua": ("lua", "local function f{i}(xs)\n  local t = 0\n  for _, x in ipairs(xs) do t = t + x end\n  return t\nend\n\n"),
+    "lua": (
+        "lua",
+        "local function f{i}(xs)\n  local t = 0\n  for _, x in ipairs(xs) do t = t + x end\n  return t\nend\n\n",
+    ),
 }
 LIMIT = 2_000_000  # maxDocumentBytes for the run: a few documents go over it
 
@@ -67,8 +79,15 @@ def main() -> int:
 
     client = RawClient({"fills": ["x + 1"], "steps": 2})
     client.keep_messages = False
-    client.call("initialize", {"processId": None, "rootUri": None, "capabilities": {"window": {"workDoneProgress": True}},
-                               "initializationOptions": {"maxDocumentBytes": LIMIT}})
+    client.call(
+        "initialize",
+        {
+            "processId": None,
+            "rootUri": None,
+            "capabilities": {"window": {"workDoneProgress": True}},
+            "initializationOptions": {"maxDocumentBytes": LIMIT},
+        },
+    )
     client.notify("initialized", {})
     sent = 0
     kinds: dict[int, tuple[str, float, int]] = {}  # request id -> (kind, sent at, message index)
@@ -90,10 +109,17 @@ def main() -> int:
     for i in range(args.docs):
         lang = langs[i % len(langs)]
         ext, unit = SOURCES[lang]
-        docs.append(Doc(f"file:///soak/doc{i}.{ext}", lang, "".join(unit.format(i=k) for k in range(40 + 20 * (i % 5)))))
-    big = [Doc(f"file:///soak/big{i}.py", "python", SOURCES["python"][1].format(i=0) * (LIMIT // 90 + 1000)) for i in range(3)]
+        docs.append(
+            Doc(f"file:///soak/doc{i}.{ext}", lang, "".join(unit.format(i=k) for k in range(40 + 20 * (i % 5))))
+        )
+    big = [
+        Doc(f"file:///soak/big{i}.py", "python", SOURCES["python"][1].format(i=0) * (LIMIT // 90 + 1000))
+        for i in range(3)
+    ]
     for d in docs + big:
-        notify("textDocument/didOpen", {"textDocument": {"uri": d.uri, "languageId": d.lang, "version": 1, "text": d.text}})
+        notify(
+            "textDocument/didOpen", {"textDocument": {"uri": d.uri, "languageId": d.lang, "version": 1, "text": d.text}}
+        )
 
     samples = []  # (messages sent, RSS MB, seconds)
     t0 = time.perf_counter()
@@ -120,22 +146,53 @@ def main() -> int:
                 change = {"range": {"start": pos, "end": pos}, "text": ch}
                 lines[line] = lines[line][:col] + ch + lines[line][col:]
             d.text = "\n".join(lines)
-            notify("textDocument/didChange", {"textDocument": {"uri": d.uri, "version": d.version}, "contentChanges": [change]})
+            notify(
+                "textDocument/didChange",
+                {"textDocument": {"uri": d.uri, "version": d.version}, "contentChanges": [change]},
+            )
         elif roll < 0.88:
-            msg_id = request("inline", "textDocument/inlineCompletion", {"textDocument": {"uri": d.uri}, "position": pos, "context": {"triggerKind": 2}})
+            msg_id = request(
+                "inline",
+                "textDocument/inlineCompletion",
+                {"textDocument": {"uri": d.uri}, "position": pos, "context": {"triggerKind": 2}},
+            )
             if rng.random() < 0.3:
                 notify("$/cancelRequest", {"id": msg_id})
         elif roll < 0.97:
-            request("codeAction", "textDocument/codeAction", {"textDocument": {"uri": d.uri}, "range": {"start": pos, "end": pos}, "context": {"diagnostics": []}})
+            request(
+                "codeAction",
+                "textDocument/codeAction",
+                {"textDocument": {"uri": d.uri}, "range": {"start": pos, "end": pos}, "context": {"diagnostics": []}},
+            )
         elif roll < 0.975:
-            request("command", "workspace/executeCommand", {"command": "canvas.fillSelection", "arguments": [d.uri, {"start": pos, "end": pos}]})
+            request(
+                "command",
+                "workspace/executeCommand",
+                {"command": "canvas.fillSelection", "arguments": [d.uri, {"start": pos, "end": pos}]},
+            )
         elif roll < 0.98:
             b = rng.choice(big)
-            request("bigDocument", "textDocument/inlineCompletion", {"textDocument": {"uri": b.uri}, "position": {"line": 1, "character": 4}, "context": {"triggerKind": 2}})
+            request(
+                "bigDocument",
+                "textDocument/inlineCompletion",
+                {
+                    "textDocument": {"uri": b.uri},
+                    "position": {"line": 1, "character": 4},
+                    "context": {"triggerKind": 2},
+                },
+            )
         elif roll < 0.985:  # malformed: invalid params, an unknown method, broken JSON
             what = rng.randrange(3)
             if what == 0:
-                request("invalid", "textDocument/inlineCompletion", {"textDocument": {"uri": d.uri}, "position": {"line": -1, "character": 0}, "context": {"triggerKind": 2}})
+                request(
+                    "invalid",
+                    "textDocument/inlineCompletion",
+                    {
+                        "textDocument": {"uri": d.uri},
+                        "position": {"line": -1, "character": 0},
+                        "context": {"triggerKind": 2},
+                    },
+                )
             elif what == 1:
                 request("unknown", "canvas/noSuchMethod", {})
             else:
@@ -144,11 +201,17 @@ def main() -> int:
         elif roll < 0.99:  # close a document and open it again
             notify("textDocument/didClose", {"textDocument": {"uri": d.uri}})
             d.version = 1
-            notify("textDocument/didOpen", {"textDocument": {"uri": d.uri, "languageId": d.lang, "version": 1, "text": d.text}})
+            notify(
+                "textDocument/didOpen",
+                {"textDocument": {"uri": d.uri, "languageId": d.lang, "version": 1, "text": d.text}},
+            )
         else:
             request("status", "workspace/executeCommand", {"command": "canvas.status", "arguments": []})
         if sent % 500 == 0:  # let the server breathe like an editor would, and bound the backlog
-            client.answer(request("status", "workspace/executeCommand", {"command": "canvas.status", "arguments": []}), timeout=120)
+            client.answer(
+                request("status", "workspace/executeCommand", {"command": "canvas.status", "arguments": []}),
+                timeout=120,
+            )
     elapsed = time.perf_counter() - t0
 
     # Every request answered exactly once.
@@ -170,14 +233,28 @@ def main() -> int:
     table = {}
     for kind, rows in sorted(latency.items()):
         ms = sorted(1000 * s for _, s in rows)
-        table[kind] = {"n": len(ms), "p50_ms": round(statistics.median(ms), 2), "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 2)}
+        table[kind] = {
+            "n": len(ms),
+            "p50_ms": round(statistics.median(ms), 2),
+            "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 2),
+        }
     warm = next((rss for n, rss, _ in samples if n >= 10_000), samples[-1][1])
     result = {
-        "date": time.strftime("%Y-%m-%d"), "messages": sent, "seconds": round(elapsed, 1), "documents": args.docs,
-        "rss_mb": [(n, round(r, 1)) for n, r, _ in samples], "rss_after_warmup_mb": round(warm, 1),
-        "rss_final_mb": round(samples[-1][1], 1), "rss_growth_after_warmup_mb": round(max(r for _, r, _ in samples) - warm, 1),
-        "requests": len(kinds), "unanswered": len(unanswered), "answered_twice": len(twice),
-        "latency": table, "status_at_end": status, "shutdown_answered": "result" in shutdown, "exit_status": exit_status,
+        "date": time.strftime("%Y-%m-%d"),
+        "messages": sent,
+        "seconds": round(elapsed, 1),
+        "documents": args.docs,
+        "rss_mb": [(n, round(r, 1)) for n, r, _ in samples],
+        "rss_after_warmup_mb": round(warm, 1),
+        "rss_final_mb": round(samples[-1][1], 1),
+        "rss_growth_after_warmup_mb": round(max(r for _, r, _ in samples) - warm, 1),
+        "requests": len(kinds),
+        "unanswered": len(unanswered),
+        "answered_twice": len(twice),
+        "latency": table,
+        "status_at_end": status,
+        "shutdown_answered": "result" in shutdown,
+        "exit_status": exit_status,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

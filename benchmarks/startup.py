@@ -1,10 +1,15 @@
 """How long canvas-ls takes to start: the import of the language server, and `canvas-ls serve` from
-spawn to its answer to `initialize` (what an editor waits for), then to the first inline completion.
+spawn to its answer to `initialize` (what an editor waits for), then to the first inline completion;
+`canvas-ls fill` end to end; and, in the same server, repeated completions on the open document (an
+editor's steady state: each one after typing a character at the cursor, as lsp_eval drives a server).
 
     .venv/bin/python benchmarks/startup.py                      # this checkout
     .venv/bin/python benchmarks/startup.py --python OTHER/bin/python --label before   # another install
+    .venv/bin/python benchmarks/startup.py --model benchmarks/results/tmp/small-model --repeat 30 \
+        --settings '{"threads": 1}' --label "small, new defaults"
 
-Each figure is the median of --reps fresh processes; results are appended to results/startup.json.
+Each figure is the median of --reps fresh processes (the repeated completions: of all of them);
+results are appended to results/startup.json.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from canvas_ls.server.client import inline_params, open_doc, start, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = "def mean(values):\n    total = sum(values)\n    return \n"
+TYPED = "total / len(values)"  # typed at the cursor, one character per repeated completion
 
 
 def import_seconds(python: str) -> tuple[float, bool]:
@@ -32,18 +38,52 @@ def import_seconds(python: str) -> tuple[float, bool]:
     return float(out[0]), out[1] == "True"
 
 
-async def serve_seconds(python: str, model: str) -> tuple[float, float]:
+async def serve_seconds(python: str, model: str, settings: dict, repeat: int = 0) -> tuple[float, float, list[float]]:
+    """(spawn to initialize, spawn to the first completion, each repeated completion's seconds)."""
     t0 = time.perf_counter()
-    client = await start({"modelPath": model} if model else {}, log_level=None,
-                         command=[python, "-m", "canvas_ls.server.cli", "serve"])
+    client = await start(
+        {**settings, **({"modelPath": model} if model else {})},
+        log_level=None,
+        command=[python, "-m", "canvas_ls.server.cli", "serve"],
+    )
     initialized = time.perf_counter() - t0
+    repeated = []
     try:
         uri = open_doc(client, DOC)
         await client.text_document_inline_completion_async(inline_params(uri, 2, 11))
         first = time.perf_counter() - t0
+        for i in range(repeat):  # type one more character at the cursor, then ask again
+            typed = TYPED[: i % (len(TYPED) + 1)]
+            client.text_document_did_change(
+                t.DidChangeTextDocumentParams(
+                    text_document=t.VersionedTextDocumentIdentifier(uri=uri, version=i + 2),
+                    content_changes=[
+                        t.TextDocumentContentChangeWholeDocument(
+                            text=DOC.replace("return \n", "return " + typed + "\n")
+                        )
+                    ],
+                )
+            )
+            s = time.perf_counter()
+            await client.text_document_inline_completion_async(inline_params(uri, 2, 11 + len(typed)))
+            repeated.append(time.perf_counter() - s)
     finally:
         await stop(client)
-    return initialized, first
+    return initialized, first, repeated
+
+
+def fill_seconds(python: str, model: str, settings: dict) -> float:
+    """`canvas-ls fill FILE --at L:C --json`, spawn to exit."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(DOC)
+    args = [python, "-m", "canvas_ls.server.cli", "fill", f.name, "--at", "3:12", "--json"]
+    if model:
+        args += ["--model", model]
+    t0 = time.perf_counter()
+    subprocess.run(args, capture_output=True, text=True, check=True)
+    return time.perf_counter() - t0
 
 
 def main() -> int:
@@ -52,20 +92,49 @@ def main() -> int:
     ap.add_argument("--label", default="this checkout")
     ap.add_argument("--model", default="", help="modelPath (default: the server's own default)")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=0, help="completions after the first, in the same server (each rep)")
+    ap.add_argument("--settings", default="{}", help="JSON initializationOptions for the server")
+    ap.add_argument("--no-fill", action="store_true", help="skip `canvas-ls fill` end to end")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "startup.json")
     args = ap.parse_args()
-    imports, torch_loaded, inits, firsts = [], False, [], []
+    settings = json.loads(args.settings)
+    imports, torch_loaded, inits, firsts, fills, repeated = [], False, [], [], [], []
     for rep in range(args.reps):
         seconds, torch_loaded = import_seconds(args.python)
         imports.append(seconds)
-        init, first = asyncio.run(serve_seconds(args.python, args.model))
+        init, first, again = asyncio.run(serve_seconds(args.python, args.model, settings, args.repeat))
         inits.append(init)
         firsts.append(first)
-        print(f"[{rep + 1}/{args.reps}] import {seconds:.2f}s, initialize {init:.2f}s, first completion {first:.2f}s", file=sys.stderr)
-    row = {"label": args.label, "date": time.strftime("%Y-%m-%d"), "reps": args.reps,
-           "import_lsp_s": round(statistics.median(imports), 3), "import_loads_torch": torch_loaded,
-           "serve_to_initialize_s": round(statistics.median(inits), 3),
-           "serve_to_first_completion_s": round(statistics.median(firsts), 3)}
+        repeated += again
+        fill = None if args.no_fill else fill_seconds(args.python, args.model, settings)
+        if fill is not None:
+            fills.append(fill)
+        more = f", repeated completions p50 {statistics.median(again):.3f}s" if again else ""
+        more += f", canvas-ls fill {fill:.2f}s" if fill is not None else ""
+        print(
+            f"[{rep + 1}/{args.reps}] import {seconds:.2f}s, initialize {init:.2f}s, first completion {first:.2f}s{more}",
+            file=sys.stderr,
+        )
+    row = {
+        "label": args.label,
+        "date": time.strftime("%Y-%m-%d"),
+        "reps": args.reps,
+        "model": args.model or "default",
+        "settings": settings,
+        "import_lsp_s": round(statistics.median(imports), 3),
+        "import_loads_torch": torch_loaded,
+        "serve_to_initialize_s": round(statistics.median(inits), 3),
+        "serve_to_first_completion_s": round(statistics.median(firsts), 3),
+    }
+    if fills:
+        row["cli_fill_s"] = round(statistics.median(fills), 3)
+    if repeated:
+        repeated.sort()
+        row["repeated_completions"] = {
+            "n": len(repeated),
+            "p50_s": round(statistics.median(repeated), 3),
+            "p95_s": round(repeated[min(len(repeated) - 1, round(0.95 * (len(repeated) - 1)))], 3),
+        }
     rows = json.loads(args.out.read_text()) if args.out.exists() else []
     rows = [r for r in rows if r["label"] != args.label] + [row]
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,7 @@ KINDS = ("inline", "selection", "body")
 
 # ---------------------------------------------------------------- corpus and tasks
 
+
 def load_corpus(extra: list[Path]) -> dict[str, list[tuple[str, str]]]:
     """lang -> [(name, text)], only files that parse cleanly (the measure needs a clean start)."""
     files: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -158,7 +159,11 @@ def make_task(rng: random.Random, kind: str, lang: str, name: str, text: str) ->
             ind = nline[: len(nline) - len(nline.lstrip(" \t"))] if nline.strip() else line[:indent]
             new = text[:e] + "\n" + ind + text[e:]
             return {**task, "text": new, "offset": e + 1 + len(ind)}
-        spots = [s + k + 1 for k, ch in enumerate(line) if ch in "(=[{," and (k + 1 == len(line) or not (line[k + 1].isalnum() or line[k + 1] == "_"))]
+        spots = [
+            s + k + 1
+            for k, ch in enumerate(line)
+            if ch in "(=[{," and (k + 1 == len(line) or not (line[k + 1].isalnum() or line[k + 1] == "_"))
+        ]
         return {**task, "offset": rng.choice(spots) if spots else e}
     # selection
     r = rng.random()
@@ -197,6 +202,7 @@ def plan(files: dict[str, list[tuple[str, str]]], limit: int, seed: int) -> list
 
 # ---------------------------------------------------------------- running
 
+
 def apply_edits(text: str, edits) -> str:
     for e in sorted(edits, key=lambda e: e.start, reverse=True):
         text = text[: e.start] + e.text + text[e.end :]
@@ -216,7 +222,13 @@ def run_task(infiller, task: dict, base) -> dict:
         else:
             out = fill_body(infiller, text, task["offset"], lang, settings)
     except BadRequest as exc:
-        return {"applied": False, "broke": False, "none": False, "bad_request": str(exc), "seconds": time.perf_counter() - t0}
+        return {
+            "applied": False,
+            "broke": False,
+            "none": False,
+            "bad_request": str(exc),
+            "seconds": time.perf_counter() - t0,
+        }
     seconds = time.perf_counter() - t0
     applied = bool(out.edits)
     after = apply_edits(text, out.edits) if applied else text
@@ -244,7 +256,13 @@ def main() -> int:
     args = ap.parse_args()
     limit = 90 if args.quick else args.limit
     torch.set_num_threads(1)
-    raw = {"modelPath": args.model, "device": args.device, "maxSteps": args.steps, "threads": 1, **json.loads(args.settings)}
+    raw = {
+        "modelPath": args.model,
+        "device": args.device,
+        "maxSteps": args.steps,
+        "threads": 1,
+        **json.loads(args.settings),
+    }
     base, problems = parse_settings(raw)
     if problems:
         sys.exit("; ".join(problems))
@@ -253,8 +271,10 @@ def main() -> int:
     infiller = ModelHost().get(base)
     torch.set_num_threads(1)
     info = infiller.info()
-    print(f"model: {info.describe()}; {len(tasks)} fills over "
-          f"{sum(len(v) for v in files.values())} files", file=sys.stderr)
+    print(
+        f"model: {info.describe()}; {len(tasks)} fills over {sum(len(v) for v in files.values())} files",
+        file=sys.stderr,
+    )
 
     cells: dict[tuple[str, str], Counter] = defaultdict(Counter)
     broken_examples = []
@@ -273,30 +293,50 @@ def main() -> int:
             refusals[r["bad_request"][:80]] += 1
         c["seconds"] += r["seconds"]
         if r["broke"]:
-            broken_examples.append({k: task[k] for k in ("lang", "kind", "file", "seed")} | {
-                "where": task.get("spans", task.get("offset")), "edits": r["edits"], "note": r["note"]})
+            broken_examples.append(
+                {k: task[k] for k in ("lang", "kind", "file", "seed")}
+                | {"where": task.get("spans", task.get("offset")), "edits": r["edits"], "note": r["note"]}
+            )
             print(f"BROKE {task['lang']} {task['kind']} {task['file']} {r['edits']!r}", file=sys.stderr)
         if n % 25 == 0 or n == len(tasks):
             el = time.perf_counter() - t_start
             tot = sum(cells.values(), Counter())
-            print(f"[{n}/{len(tasks)}] {el:.0f}s (eta {el / n * (len(tasks) - n):.0f}s) applied {tot['applied']} "
-                  f"broke {tot['broke']} nothing {tot['nothing']}", file=sys.stderr)
+            print(
+                f"[{n}/{len(tasks)}] {el:.0f}s (eta {el / n * (len(tasks) - n):.0f}s) applied {tot['applied']} "
+                f"broke {tot['broke']} nothing {tot['nothing']}",
+                file=sys.stderr,
+            )
     seconds = time.perf_counter() - t_start
 
     total = sum(cells.values(), Counter())
     per_cell = {f"{lang}/{kind}": dict(c) for (lang, kind), c in sorted(cells.items())}
     result = {
-        "date": time.strftime("%Y-%m-%d"), "model": info.describe(), "device": info.device,
-        "torch": torch.__version__, "python": platform.python_version(), "cpu": platform.machine(), "threads": 1,
-        "settings": {k: raw[k] for k in raw if k not in ("modelPath", "device")}, "seed": args.seed,
+        "date": time.strftime("%Y-%m-%d"),
+        "model": info.describe(),
+        "device": info.device,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.machine(),
+        "threads": 1,
+        "settings": {k: raw[k] for k in raw if k not in ("modelPath", "device")},
+        "seed": args.seed,
         "files": {lang: [n for n, _ in v] for lang, v in files.items()},
-        "fills": total["fills"], "applied": total["applied"], "broke": total["broke"],
-        "nothing_filled": total["nothing"], "nothing_filled_share": round(total["nothing"] / max(1, total["fills"]), 3),
-        "mode_none": total["mode_none"], "bad_request": total["bad_request"], "refusals": dict(refusals),
-        "seconds": round(seconds, 1), "seconds_per_fill": round(seconds / max(1, total["fills"]), 3),
+        "fills": total["fills"],
+        "applied": total["applied"],
+        "broke": total["broke"],
+        "nothing_filled": total["nothing"],
+        "nothing_filled_share": round(total["nothing"] / max(1, total["fills"]), 3),
+        "mode_none": total["mode_none"],
+        "bad_request": total["bad_request"],
+        "refusals": dict(refusals),
+        "seconds": round(seconds, 1),
+        "seconds_per_fill": round(seconds / max(1, total["fills"]), 3),
         "per_kind": {k: dict(sum((c for (_, kk), c in cells.items() if kk == k), Counter())) for k in KINDS},
-        "per_language": {lang: dict(sum((c for (ll, _), c in cells.items() if ll == lang), Counter())) for lang in LANGS},
-        "cells": per_cell, "broken_examples": broken_examples[:30],
+        "per_language": {
+            lang: dict(sum((c for (ll, _), c in cells.items() if ll == lang), Counter())) for lang in LANGS
+        },
+        "cells": per_cell,
+        "broken_examples": broken_examples[:30],
     }
     for group in ("per_kind", "per_language", "cells"):
         for c in result[group].values():
@@ -304,7 +344,20 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     plot(cells, result, args.out.with_suffix(".png"))
-    summary = {k: result[k] for k in ("fills", "applied", "broke", "nothing_filled", "nothing_filled_share", "mode_none", "bad_request", "seconds", "seconds_per_fill")}
+    summary = {
+        k: result[k]
+        for k in (
+            "fills",
+            "applied",
+            "broke",
+            "nothing_filled",
+            "nothing_filled_share",
+            "mode_none",
+            "bad_request",
+            "seconds",
+            "seconds_per_fill",
+        )
+    }
     print(json.dumps(summary | {"per_kind": result["per_kind"]}, indent=1))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}", file=sys.stderr)
     return 1 if total["broke"] else 0
@@ -329,20 +382,39 @@ def plot(cells, result, png: Path) -> None:
             first = not ticks
             ax.bar(x, ok, color=colors["applied"], label="applied" if first else None)
             ax.bar(x, c["broke"], bottom=ok, color=colors["broke"], label="applied, broke the file" if first else None)
-            ax.bar(x, c["fills"] - c["applied"], bottom=c["applied"], color=colors["nothing"], label="nothing filled" if first else None)
+            ax.bar(
+                x,
+                c["fills"] - c["applied"],
+                bottom=c["applied"],
+                color=colors["nothing"],
+                label="nothing filled" if first else None,
+            )
             ticks.append(x)
             labels.append(kind)
             xs.append(x)
             x += 1
         if xs:
-            ax.text(sum(xs) / len(xs), -0.16, lang, transform=ax.get_xaxis_transform(), ha="center", fontsize=9, weight="bold")
+            ax.text(
+                sum(xs) / len(xs),
+                -0.16,
+                lang,
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                fontsize=9,
+                weight="bold",
+            )
         x += 0.8
     ax.set_xticks(ticks, labels, fontsize=7, rotation=30)
     ax.set_ylabel("fills")
-    ax.set_title(f"syntax safety: {result['fills']} fills, {result['applied']} applied, {result['broke']} broke the file, "
-                 f"{result['nothing_filled_share']:.0%} nothing filled ({result['seconds']:.0f} s)", fontsize=9)
+    ax.set_title(
+        f"syntax safety: {result['fills']} fills, {result['applied']} applied, {result['broke']} broke the file, "
+        f"{result['nothing_filled_share']:.0%} nothing filled ({result['seconds']:.0f} s)",
+        fontsize=9,
+    )
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.text(0.01, -0.04, f"{result['model']}; maxSteps {result['settings']['maxSteps']}; seed {result['seed']}", fontsize=6)
+    fig.text(
+        0.01, -0.04, f"{result['model']}; maxSteps {result['settings']['maxSteps']}; seed {result['seed']}", fontsize=6
+    )
     fig.savefig(png, dpi=120, bbox_inches="tight")
 
 

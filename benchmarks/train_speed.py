@@ -32,6 +32,7 @@ H100_BF16_FLOPS = 989e12  # dense peak, for MFU
 def _import_canvas_ls() -> None:
     try:
         import canvas_ls.model.training  # noqa: F401
+
         return
     except ImportError:
         pass
@@ -115,8 +116,15 @@ def bench(args: argparse.Namespace) -> list[dict]:
         opt = make_optimizer(model, recipe, device)
         fn = torch.compile(training_losses) if args.compile else training_losses
         batch = synthetic_batch(obj, B, model.cfg.vocab_size, device)
-        row = {"config": name, "batch": B, "prefix": obj.prefix_len, "canvas": obj.canvas_len, "compile": bool(args.compile),
-               "params_m": round(count_parameters(model)["total"] / 1e6, 2), "device": str(device)}
+        row = {
+            "config": name,
+            "batch": B,
+            "prefix": obj.prefix_len,
+            "canvas": obj.canvas_len,
+            "compile": bool(args.compile),
+            "params_m": round(count_parameters(model)["total"] / 1e6, 2),
+            "device": str(device),
+        }
         try:
             t0 = time.time()
             for i in range(args.warmup + args.steps):
@@ -136,10 +144,14 @@ def bench(args: argparse.Namespace) -> list[dict]:
                 torch.cuda.synchronize()
             dt = (time.time() - t1) / args.steps
             tps = B * (obj.prefix_len + obj.canvas_len) / dt
-            row.update({"ms_step": round(dt * 1e3, 1), "tok_s": round(tps), "loss": round(float(out["loss"].detach()), 3)})
+            row.update(
+                {"ms_step": round(dt * 1e3, 1), "tok_s": round(tps), "loss": round(float(out["loss"].detach()), 3)}
+            )
             if device.type == "cuda":
                 row["peak_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
-                row["mfu_h100"] = round(tps * flops_per_token(model.cfg, obj.prefix_len, obj.canvas_len) / H100_BF16_FLOPS, 3)
+                row["mfu_h100"] = round(
+                    tps * flops_per_token(model.cfg, obj.prefix_len, obj.canvas_len) / H100_BF16_FLOPS, 3
+                )
         except torch.OutOfMemoryError:
             row["error"] = "OOM"
         except Exception as e:  # noqa: BLE001 - report and go on to the next configuration
@@ -159,15 +171,24 @@ def bench(args: argparse.Namespace) -> list[dict]:
         for i in range(1, 4):
             make_batch(shard, obj, B, 0, i)
         dt = (time.time() - t0) / 3
-        results.append({"data_pipeline": f"batch {B} x ({obj.prefix_len}+{obj.canvas_len})", "s_per_batch_per_worker": round(dt, 3),
-                        "tok_s_per_worker": round(B * (obj.prefix_len + obj.canvas_len) / dt)})
+        results.append(
+            {
+                "data_pipeline": f"batch {B} x ({obj.prefix_len}+{obj.canvas_len})",
+                "s_per_batch_per_worker": round(dt, 3),
+                "tok_s_per_worker": round(B * (obj.prefix_len + obj.canvas_len) / dt),
+            }
+        )
     print(f"{'config':<10} {'batch':>5} {'params(M)':>9} {'ms/step':>8} {'tok/s':>10} {'peak GB':>8} {'MFU':>6}  note")
     for r in results:
         if "config" in r:
-            print(f"{r['config']:<10} {r['batch']:>5} {r['params_m']:>9} {r.get('ms_step', '-'):>8} {r.get('tok_s', '-'):>10} "
-                  f"{r.get('peak_gb', '-'):>8} {r.get('mfu_h100', '-'):>6}  {r.get('error', '')}")
+            print(
+                f"{r['config']:<10} {r['batch']:>5} {r['params_m']:>9} {r.get('ms_step', '-'):>8} {r.get('tok_s', '-'):>10} "
+                f"{r.get('peak_gb', '-'):>8} {r.get('mfu_h100', '-'):>6}  {r.get('error', '')}"
+            )
         else:
-            print(f"data pipeline {r['data_pipeline']}: {r['s_per_batch_per_worker']} s/batch/worker = {r['tok_s_per_worker']} tok/s per worker")
+            print(
+                f"data pipeline {r['data_pipeline']}: {r['s_per_batch_per_worker']} s/batch/worker = {r['tok_s_per_worker']} tok/s per worker"
+            )
     out = Path(args.json) if args.json else Path(args.out) / "bench.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
@@ -178,7 +199,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python benchmarks/train_speed.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="directory for bench.json")
     ap.add_argument("--data", type=Path, help="prepared data: its vocabulary size, and time the data pipeline too")
-    ap.add_argument("--configs", default="small:32,small:64,small:96", help="config:batch,... (presets of model/training/module.py)")
+    ap.add_argument(
+        "--configs", default="small:32,small:64,small:96", help="config:batch,... (presets of model/training/module.py)"
+    )
     ap.add_argument("--steps", type=int, default=10, help="timed optimizer steps per configuration")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the training step")

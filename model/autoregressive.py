@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from transformers.cache_utils import DynamicCache
 
-from .kv import cache_arg
 from .interface import FillCancelled
+from .kv import cache_arg
 
 
 @torch.inference_mode()
@@ -26,23 +25,37 @@ def decode_left_to_right(
     *,
     stop: Callable[[list[int]], bool] | None = None,
     cancelled: Callable[[], bool] | None = None,
+    cache=None,
+    cached: int = 0,
 ) -> tuple[list[int], int]:
     """Greedy continuation of `prompt_ids`. Returns (new token ids without the stop token, forward passes).
 
     stop(new_ids) may end decoding early (e.g. at the end of a line for single-line completions).
+    cache: a DynamicCache that already holds the K/V of prompt_ids[:cached] (the Infiller's prompt
+    cache, so a keystroke re-encodes only what changed); the first pass encodes the rest (at least one
+    token: the one whose logits give the first new token).
     """
     device = model.device
-    cache = DynamicCache(config=model.config)
+    if cache is None:
+        from transformers.cache_utils import DynamicCache
+
+        cache, cached = DynamicCache(config=model.config), 0
+    if not 0 <= cached < len(prompt_ids):
+        raise ValueError(
+            f"cached must leave at least one of the {len(prompt_ids)} prompt tokens to encode, got {cached}"
+        )
     softcap = model.config.text_config.final_logit_softcapping
-    ids = torch.tensor([prompt_ids], device=device)  # (1, prompt)
-    positions = torch.arange(len(prompt_ids), device=device)[None]
+    ids = torch.tensor([prompt_ids[cached:]], device=device)  # (1, prompt)
+    positions = torch.arange(cached, len(prompt_ids), device=device)[None]
     out: list[int] = []
     passes = 0
     while len(out) < max_new_tokens:
         if cancelled is not None and cancelled():
             raise FillCancelled()
         encoder = model.model.encoder
-        hidden = encoder(input_ids=ids, position_ids=positions, use_cache=True, **cache_arg(encoder, cache)).last_hidden_state
+        hidden = encoder(
+            input_ids=ids, position_ids=positions, use_cache=True, **cache_arg(encoder, cache)
+        ).last_hidden_state
         logits = model.lm_head(hidden[:, -1]).float()  # (1, vocab)
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap

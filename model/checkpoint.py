@@ -87,7 +87,11 @@ def diffusion_gemma_config(
         rms_norm_eps=rms_norm_eps,
         rope_parameters={
             SLIDING: {"rope_type": "default", "rope_theta": rope_theta_sliding},
-            FULL: {"rope_type": "proportional", "partial_rotary_factor": full_partial_rotary_factor, "rope_theta": rope_theta_full},
+            FULL: {
+                "rope_type": "proportional",
+                "partial_rotary_factor": full_partial_rotary_factor,
+                "rope_theta": rope_theta_full,
+            },
         },
         max_position_embeddings=max_position_embeddings,
         initializer_range=initializer_range,
@@ -98,7 +102,12 @@ def diffusion_gemma_config(
     text.final_logit_softcapping = final_logit_softcapping  # a plain class attribute in transformers
     # vision_config=None silently builds a full-size vision tower.
     vision = Gemma4VisionConfig(
-        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=1, num_key_value_heads=1, head_dim=16,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        num_key_value_heads=1,
+        head_dim=16,
         **({"position_embedding_size": 16, "patch_size": 4} if compact_vision else {}),
     )
     return DiffusionGemmaConfig(

@@ -20,22 +20,53 @@ and the model picks the length); the best candidate wins by (syntax errors left,
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
 
 from .autoregressive import decode_left_to_right
 from .canvas import CanvasTooSmall, RowLayout, bucket_for, lay_out, needed_length
+from .costs import Costs
 from .interface import OPEN_SLOT, Cancelled, FillerInfo, FillRequest, FillResult, Judge, JudgeFactory, OnStep, StepEvent
-from .kv import PrefixEncoder, PrefixState, cache_arg
+from .kv import PrefixEncoder, PrefixState
 from .loading import LoadedModel
 from .reference import ReferenceParams, reference_denoise
 from .sampler import CanvasBatch, CanvasStep, DenoiseOutput, NoiseSpec, denoise, make_generators
 from .settings import SamplerSettings
+from .step import DecoderStep
+
+log = logging.getLogger("canvas_ls.model.infill")
+
+# compile "auto" compiles the decoder step only when one eager pass on a single-line canvas costs at
+# least this much. Measured on 2 CPU cores: compiling saves ~25% of a pass of the 46M "small" model
+# (40-60 ms eager in bf16) and ~1 ms of the tiny test model's 2-3 ms, which never repays its compile.
+COMPILE_MIN_PASS_S = 0.010
+# singleLineDecoder "auto" fills left to right only when that is expected to save at least this much,
+# absolutely and relatively: less is within the noise of the timings (a path that flipped with the
+# machine's load would make fills irreproducible), and nobody notices it in an inline completion.
+MIN_SAVING_S, MIN_SAVING = 0.050, 0.25
+# What warm_up fills to time passes and left-to-right tokens, and compiles the step on.
+WARM_TEXT = "import os\n\n\ndef read(path):\n    with open(path) as f:\n        data = \n    return data\n"
+WARM_HOLE = WARM_TEXT.index("data = ") + len("data = ")
+
+
+def _median_difference(run: Callable[[int], object], low: int, high: int, repeats: int = 3) -> float:
+    """Seconds per unit of run(n): (time of run(high) - time of run(low)) / (high - low), the median of
+    `repeats` (what runs at any n, such as encoding the prompt, cancels; the median keeps out a stall)."""
+    per_unit = []
+    for _ in range(repeats):
+        times = []
+        for n in (low, high):
+            t = time.perf_counter()
+            run(n)
+            times.append(time.perf_counter() - t)
+        per_unit.append((times[1] - times[0]) / (high - low))
+    per_unit.sort()
+    return max(per_unit[len(per_unit) // 2], 1e-6)
 
 
 @dataclass
@@ -48,14 +79,25 @@ class _Row:
 
 
 class Infiller:
-    def __init__(self, loaded: LoadedModel, *, max_prompt_tokens: int = 1024, min_suffix_tokens: int = 32,
-                 make_judge: JudgeFactory | None = None):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        max_prompt_tokens: int = 1024,
+        min_suffix_tokens: int = 32,
+        make_judge: JudgeFactory | None = None,
+        compile: str = "off",
+    ):
         self.loaded = loaded
         self.make_judge = make_judge  # the server's syntax judge, for requests that name a language
         self.tok = loaded.tokenizer
         self.max_prompt_tokens = max_prompt_tokens
+        # suffix tokens held on the canvas at least, when a request's settings leave suffix_tokens None
         self.min_suffix_tokens = min_suffix_tokens
         self.prefix = PrefixEncoder(loaded.model)
+        self.step = DecoderStep(loaded.model, compile=compile)  # eager until warm_up compiles it
+        self.costs = Costs()  # what a pass and a left-to-right token cost (warm_up), how long lines are
+        self._line_ends: torch.Tensor | None = None  # (vocab,) bool: tokens holding a line break
         self.noise = NoiseSpec(
             kind=loaded.noise,
             vocab_size=loaded.vocab_size,
@@ -109,18 +151,101 @@ class Infiller:
     def info(self) -> FillerInfo:
         lm = self.loaded
         return FillerInfo(
-            model=lm.path.name, path=str(lm.path), device=str(lm.device), dtype=str(lm.dtype).removeprefix("torch."),
-            canvas_length=lm.canvas_length, backend="in-process", noise=lm.noise, random_weights=lm.random_weights,
+            model=lm.path.name,
+            path=str(lm.path),
+            device=str(lm.device),
+            dtype=str(lm.dtype).removeprefix("torch."),
+            canvas_length=lm.canvas_length,
+            backend="in-process",
+            noise=lm.noise,
+            random_weights=lm.random_weights,
+            compile=self.step.status,
+            pass_ms=self.costs.pass_ms(32),
+            token_ms=self.costs.token_ms(),
         )
 
     def forget(self, document: str) -> None:
         self.prefix.forget(document)
 
-    def fill(self, request: FillRequest, on_step: OnStep | None = None, cancelled: Cancelled | None = None) -> FillResult:
+    def fill(
+        self, request: FillRequest, on_step: OnStep | None = None, cancelled: Cancelled | None = None
+    ) -> FillResult:
+        if request.repair_threshold is not None:
+            from .repair import repair_fill
+
+            return repair_fill(self, request, on_step, cancelled)
+        decoder, why = self.choose_decoder(request)
+        if decoder == "autoregressive":
+            result = self.fill_autoregressive(request, cancelled=cancelled)
+        else:
+            per_request = (lambda i, event: on_step(event)) if on_step is not None else None
+            result = self.fill_batch([request], on_step=per_request, cancelled=cancelled)[0]
+        return replace(result, choice=why) if why else result
+
+    # ---- the canvas or left to right --------------------------------------------------------
+
+    def choose_decoder(self, request: FillRequest) -> tuple[str, str]:
+        """("diffusion" | "autoregressive", why) for a request filled alone. A single-line request whose
+        settings say single_line_decoder "auto" takes the path expected to be faster: the canvas costs
+        (passes the warm-up's calibration line took, at most the step budget) x (a step at the request's
+        canvas width); left to right costs (tokens that line took, at most the slots + 1) x (a token).
+        Left to right wins when it saves MIN_SAVING_S and MIN_SAVING of the canvas's time. Without a
+        warm-up the canvas fills. Earlier fills never count: a request keeps its path all session."""
         if request.decoder == "autoregressive":
-            return self.fill_autoregressive(request, cancelled=cancelled)
-        per_request = (lambda i, event: on_step(event)) if on_step is not None else None
-        return self.fill_batch([request], on_step=per_request, cancelled=cancelled)[0]
+            return "autoregressive", ""
+        s = request.settings
+        if not request.single_line or len(request.holes) != 1 or s.single_line_decoder == "diffusion":
+            return "diffusion", ""
+        if s.single_line_decoder == "autoregressive":
+            return "autoregressive", "single-line decoder: autoregressive"
+        resolved = s.resolved(self.loaded.generation, self.loaded.default_sampler)
+        try:
+            width = self._plan(request, self._suffix_tokens(resolved), self._one_length(resolved))[3]
+        except CanvasTooSmall:
+            return "diffusion", ""  # fill_batch says why
+        est = self.costs.estimate(width, self._steps_for(resolved, [request]), request.max_tokens)
+        if est is None:
+            return "diffusion", "auto: diffusion (costs not measured)"
+        canvas_s, ltr_s = est
+        faster = canvas_s - ltr_s >= max(MIN_SAVING_S, MIN_SAVING * canvas_s)
+        pick = "autoregressive" if faster else "diffusion"
+        return pick, f"auto: {pick} (estimated: canvas {1000 * canvas_s:.0f} ms, left to right {1000 * ltr_s:.0f} ms)"
+
+    def _one_length(self, settings: SamplerSettings) -> bool:
+        # A checkpoint trained to end a hole with <eos> picks the fill's length itself: one row, the most slots.
+        return settings.sampler == "reference" and self.loaded.end_closes_hole
+
+    def _suffix_tokens(self, settings: SamplerSettings) -> int:
+        return self.min_suffix_tokens if settings.suffix_tokens is None else settings.suffix_tokens
+
+    def _steps_for(self, settings: SamplerSettings, requests: Sequence[FillRequest]) -> int:
+        """The step budget: max_steps, capped by single_line_steps when every request is a single line."""
+        steps = settings.max_steps
+        if settings.single_line_steps is not None and all(r.single_line for r in requests):
+            steps = min(steps, settings.single_line_steps)
+        return steps
+
+    def _plan(self, req: FillRequest, suffix_min: int, one_length: bool):
+        """(middles, suffix, slot options, own canvas width) of a request."""
+        middles = [self._encode(req.text[a[1] : b[0]]) for a, b in zip(req.holes, req.holes[1:])]
+        suffix = self._encode(req.text[req.holes[-1][1] :][: 4 * self.loaded.canvas_length])
+        # Slots never exceed what the canvas holds beside the text between holes and some suffix.
+        room = self.loaded.canvas_length - sum(map(len, middles)) - min(len(suffix), suffix_min)
+        per_hole = room // len(req.holes)
+        if per_hole < 1:
+            raise CanvasTooSmall(
+                f"the text between the selections needs {sum(map(len, middles))} tokens; the canvas holds {self.loaded.canvas_length}"
+            )
+        if req.length_candidates and one_length:
+            options = [[min(max(req.length_candidates), per_hole)]]
+        elif req.length_candidates:
+            counts = sorted({min(n, per_hole) for n in req.length_candidates}, reverse=True)
+            options = [[n] for n in counts]
+        else:
+            options = [[min(req.max_tokens, per_hole)] * len(req.holes)]
+        # A request's candidates share the largest bucket any of them needs.
+        own = max(bucket_for(needed_length(o, middles, suffix, suffix_min), self.loaded.canvas_length) for o in options)
+        return middles, suffix, options, own
 
     def fill_batch(
         self,
@@ -139,10 +264,11 @@ class Infiller:
             raise ValueError("requests filled in one batch must share sampler settings")
         for r in requests:
             r.validate()
-        # None fields and sampler "auto" take the checkpoint's values
+        # None fields and sampler "auto" take the checkpoint's values; single lines may take fewer steps
         settings = requests[0].settings.resolved(self.loaded.generation, self.loaded.default_sampler)
-        # A checkpoint trained to end a hole with <eos> picks the fill's length itself: one row, the most slots.
-        one_length = settings.sampler == "reference" and self.loaded.end_closes_hole
+        settings = replace(settings, max_steps=self._steps_for(settings, requests))
+        one_length = self._one_length(settings)
+        suffix_min = self._suffix_tokens(settings)
         judges = [self._judge(r) for r in requests]
 
         # Plan each request: its prompt state, the held token runs, and the slot counts to try.
@@ -151,23 +277,7 @@ class Infiller:
         for req in requests:
             state = self.prefix.encode(self.prompt_ids(req.text[: req.holes[0][0]]), key=req.document)
             prompt_info.append((len(state), self.prefix.last_reused))
-            middles = [self._encode(req.text[a[1] : b[0]]) for a, b in zip(req.holes, req.holes[1:])]
-            suffix = self._encode(req.text[req.holes[-1][1] :][: 4 * self.loaded.canvas_length])
-            # Slots never exceed what the canvas holds beside the text between holes and some suffix.
-            room = self.loaded.canvas_length - sum(map(len, middles)) - min(len(suffix), self.min_suffix_tokens)
-            per_hole = room // len(req.holes)
-            if per_hole < 1:
-                raise CanvasTooSmall(f"the text between the selections needs {sum(map(len, middles))} tokens; the canvas holds {self.loaded.canvas_length}")
-            if req.length_candidates and one_length:
-                options = [[min(max(req.length_candidates), per_hole)]]
-            elif req.length_candidates:
-                counts = sorted({min(n, per_hole) for n in req.length_candidates}, reverse=True)
-                options = [[n] for n in counts]
-            else:
-                options = [[min(req.max_tokens, per_hole)] * len(req.holes)]
-            # A request's candidates share the largest bucket any of them needs.
-            own = max(bucket_for(needed_length(o, middles, suffix, self.min_suffix_tokens), self.loaded.canvas_length) for o in options)
-            plans.append((state, middles, suffix, options, own))
+            plans.append((state, *self._plan(req, suffix_min, one_length)))
 
         # Narrower rows are padded to the batch's width and masked, so batching never changes a fill.
         width = max(plan[4] for plan in plans)
@@ -176,10 +286,13 @@ class Infiller:
             for j, slots in enumerate(options):
                 lay = lay_out(slots, middles, suffix, own, self.loaded.pad_id)
                 pad = width - own
-                layout = RowLayout(ids=lay.ids + (self.loaded.pad_id,) * pad, hole=lay.hole + (-1,) * pad, slots=lay.slots)
+                layout = RowLayout(
+                    ids=lay.ids + (self.loaded.pad_id,) * pad, hole=lay.hole + (-1,) * pad, slots=lay.slots
+                )
                 rows.append(_Row(i, layout, state, settings.seed + j, own))
 
-        out = self._run(rows, settings, on_step, cancelled, [judges[r.request] for r in rows], len(requests))
+        single = [requests[r.request].single_line for r in rows]
+        out = self._run(rows, settings, on_step, cancelled, [judges[r.request] for r in rows], len(requests), single)
         return self._pick(requests, rows, out, judges, prompt_info, settings.sampler, time.perf_counter() - t0)
 
     def _judge(self, request: FillRequest) -> Judge | None:
@@ -187,7 +300,9 @@ class Infiller:
             return None
         return self.make_judge(request.text, request.holes, request.language)
 
-    def _run(self, rows, settings: SamplerSettings, on_step, cancelled, row_judges, n_requests) -> DenoiseOutput:
+    @torch.inference_mode()  # as the samplers' tensors: a compiled step guards on how inputs were made
+    def _step_inputs(self, rows: list[_Row]):
+        """(batch, keep, cache, positions, masks): what every decoder pass over these rows reads."""
         device = self.loaded.device
         ids = torch.tensor([r.layout.ids for r in rows], device=device)  # (batch, canvas)
         hole = torch.tensor([r.layout.hole for r in rows], device=device)  # (batch, canvas)
@@ -196,16 +311,19 @@ class Infiller:
         batch = CanvasBatch(ids=torch.where(held, ids, 0), held=held, hole=hole, widths=widths)
         cache, masks, lengths = self.prefix.decoder_cache([r.state for r in rows], ids.shape[1], widths)
         positions = lengths[:, None] + torch.arange(ids.shape[1], device=device)[None]  # (batch, canvas)
-        model = self.loaded.model
+        # Held positions get a zero self-conditioning input (as vLLM's diffusion_pinned does).
+        keep = ~held if bool(held.any()) else None
+        return batch, keep, cache, positions, masks
+
+    def _run(
+        self, rows, settings: SamplerSettings, on_step, cancelled, row_judges, n_requests, single=None
+    ) -> DenoiseOutput:
+        device = self.loaded.device
+        batch, keep, cache, positions, masks = self._step_inputs(rows)
+        step = self.step
 
         def step_fn(canvas: torch.Tensor, sc_logits: torch.Tensor | None) -> torch.Tensor:
-            return model(
-                **cache_arg(model, cache),
-                decoder_input_ids=canvas,
-                self_conditioning_logits=sc_logits,
-                decoder_position_ids=positions,
-                decoder_attention_mask=masks,
-            ).logits
+            return step(canvas, sc_logits, keep, cache, positions, masks)
 
         errors_found = [0] * len(rows)
 
@@ -230,18 +348,51 @@ class Infiller:
 
         gens = make_generators([r.seed for r in rows], device)
         events = step_events if on_step is not None else None
-        with zero_self_conditioning(model, ~held):
-            if settings.sampler == "reference":
-                # As generate(): nothing banned, except <mask> under absorbing noise (it means "noise").
-                noise = replace(self.noise, banned_ids=(self.noise.mask_id,) if self.noise.kind == "absorbing" else ())
-                return reference_denoise(
-                    step_fn, batch, ReferenceParams.from_settings(settings), noise, gens,
-                    on_step=events, cancelled=cancelled, correct=correct if any(row_judges) else None,
-                    max_corrections=settings.repair_rounds, sc_dtype=self.loaded.dtype,
-                )
-            out = denoise(step_fn, batch, settings, self.noise, gens, on_step=events, cancelled=cancelled, repair=repair)
+        if settings.sampler == "reference":
+            # As generate(): nothing banned, except <mask> under absorbing noise (it means "noise").
+            noise = replace(self.noise, banned_ids=(self.noise.mask_id,) if self.noise.kind == "absorbing" else ())
+            return reference_denoise(
+                step_fn,
+                batch,
+                ReferenceParams.from_settings(settings),
+                noise,
+                gens,
+                on_step=events,
+                cancelled=cancelled,
+                correct=correct if any(row_judges) else None,
+                # float32 self-conditioning logits even for a bf16 model: rounding them to bf16 flipped
+                # 5% more argmaxes of the tiny model against fp32, and keeping them costs nothing
+                max_corrections=settings.repair_rounds,
+                sc_dtype=torch.float32,
+                ends=self.hole_ends(single or [False] * len(rows)),
+                fast_draws=True,
+            )
+        ends = self.hole_ends(single) if single and any(single) else None
+        out = denoise(
+            step_fn, batch, settings, self.noise, gens, on_step=events, cancelled=cancelled, repair=repair, ends=ends
+        )
         out.errors_found = errors_found
         return out
+
+    def hole_ends(self, single_line: list[bool]) -> torch.Tensor:
+        """(rows, vocab) bool: the tokens that end a row's holes for the reference sampler's early stop:
+        <eos>/<pad>, and for a single-line row every token holding a line break (the fill is cut there)."""
+        base = torch.zeros(self.loaded.vocab_size, dtype=torch.bool, device=self.loaded.device)
+        base[sorted(self._end)] = True
+        return torch.stack([base | self._newline_tokens() if s else base for s in single_line])
+
+    def _newline_tokens(self) -> torch.Tensor:
+        """(vocab,) bool: the tokens whose text holds a line break (the vocabulary decoded once)."""
+        if self._line_ends is None:
+            vocab = self.loaded.vocab_size
+            known = min(vocab, len(self.tok))
+            texts = self.tok.batch_decode(
+                [[i] for i in range(known)], skip_special_tokens=False, clean_up_tokenization_spaces=False
+            )
+            ends = torch.zeros(vocab, dtype=torch.bool)
+            ends[[i for i, t in enumerate(texts) if "\n" in t or "\r" in t]] = True
+            self._line_ends = ends.to(self.loaded.device)
+        return self._line_ends
 
     def _step_event(self, request: int, rows: list[_Row], step: CanvasStep, ids, open_) -> StepEvent:
         """Request `request`'s view of a step: counts over its rows, the canvas of its first row, and
@@ -253,8 +404,13 @@ class Infiller:
         done_round = not step.active[k] and step.repairs[k] > 0
         shown = step.round_steps[k] if done_round else min(max(step.round_step[k], 1), step.round_steps[k])
         return StepEvent(
-            step=step.step, round_step=shown, round_steps=step.round_steps[k], repair=step.repairs[k],
-            committed=committed, slots=slots, texts=self._render_holes(rows[mine[0]].layout, ids[mine[0]], open_[mine[0]]),
+            step=step.step,
+            round_step=shown,
+            round_steps=step.round_steps[k],
+            repair=step.repairs[k],
+            committed=committed,
+            slots=slots,
+            texts=self._render_holes(rows[mine[0]].layout, ids[mine[0]], open_[mine[0]]),
         )
 
     def _fills(self, layout: RowLayout, row_ids: list[int]) -> tuple[str, ...]:
@@ -322,7 +478,9 @@ class Infiller:
                 out.append(pos)
         return out
 
-    def _pick(self, requests, rows, out: DenoiseOutput, judges: list[Judge | None], prompt_info, sampler: str, seconds) -> list[FillResult]:
+    def _pick(
+        self, requests, rows, out: DenoiseOutput, judges: list[Judge | None], prompt_info, sampler: str, seconds
+    ) -> list[FillResult]:
         all_ids = out.ids.tolist()
         logps = out.token_logp.tolist()
         results = []
@@ -368,20 +526,123 @@ class Infiller:
         return results
 
     def fill_autoregressive(self, request: FillRequest, *, cancelled: Cancelled | None = None) -> FillResult:
-        """The baseline: the same weights decoding the hole left to right (one hole, prefix only)."""
+        """The same weights decoding the hole left to right (one hole, prefix only). The prompt's K/V
+        come from (and stay in) the document's prompt cache, as a canvas fill's do."""
         t0 = time.perf_counter()
         request.validate()
         prompt = self.prompt_ids(request.text[: request.holes[0][0]])
+        state = self.prefix.encode(prompt, key=request.document)
+        reused = self.prefix.last_reused
+        cached = len(prompt) - 1  # the last prompt token runs again: its logits give the first new token
         stop = (lambda ids: "\n" in self._decode(ids[-1:])) if request.single_line else None
         ids, passes = decode_left_to_right(
-            self.loaded.model, prompt, request.max_tokens, self._end | self._special, stop=stop, cancelled=cancelled
+            self.loaded.model,
+            prompt,
+            request.max_tokens,
+            self._end | self._special,
+            stop=stop,
+            cancelled=cancelled,
+            cache=self.prefix.continuation_cache(state, cached),
+            cached=cached,
         )
         return FillResult(
-            fills=(self._decode(ids),), score=0.0, forward_passes=passes, tokens=len(ids),
-            seconds=time.perf_counter() - t0, canvas_length=0, slots=(request.max_tokens,), candidates=1,
-            repairs=0, syntax_errors=0, prompt_tokens=len(prompt), reused_prompt_tokens=0,
-            steps=passes, sampler="autoregressive",
+            fills=(self._decode(ids),),
+            score=0.0,
+            forward_passes=passes,
+            tokens=len(ids),
+            seconds=time.perf_counter() - t0,
+            canvas_length=0,
+            slots=(request.max_tokens,),
+            candidates=1,
+            repairs=0,
+            syntax_errors=0,
+            prompt_tokens=len(prompt),
+            reused_prompt_tokens=reused,
+            steps=passes,
+            sampler="autoregressive",
         )
+
+    # ---- warm-up: compile the decoder step, measure what a pass and a token cost ---------------
+
+    def warm_up(self, settings: SamplerSettings | None = None) -> dict:
+        """After loading, before the first fill (the server runs it on its model thread): compile the
+        decoder step when `compile` asks for it ("auto": when an eager pass costs COMPILE_MIN_PASS_S or
+        more), then measure a step (decoder pass and sampler) at the single-line canvas widths and a
+        left-to-right token, the costs `choose_decoder` weighs. Returns what it measured."""
+        t0 = time.perf_counter()
+        settings = settings or SamplerSettings()
+        if self.step.wants_compile():
+            eager = self._time_passes(32, settings)
+            if self.step.compile == "on" or eager >= COMPILE_MIN_PASS_S:
+                self.step.warm_up([self._step_example(32, with_sc=True)])
+            else:
+                self.step.skip(f"an eager pass takes {1000 * eager:.1f} ms: compiling would not pay")
+        for width in (16, 32):
+            self.costs.set_pass(width, self._time_passes(width, settings))
+        self.costs.set_token(self._time_token())
+        # The calibration line, both ways: how many passes the canvas takes, how many tokens the line.
+        line = FillRequest(
+            WARM_TEXT,
+            holes=((WARM_HOLE, WARM_HOLE),),
+            max_tokens=24,
+            single_line=True,
+            settings=replace(settings, single_line_decoder="diffusion"),
+        )
+        self.costs.set_line(self.fill_batch([line])[0].forward_passes, self.fill_autoregressive(line).forward_passes)
+        report = {
+            "compile": self.step.status,
+            "compile_s": self.step.compile_seconds,
+            "pass_ms": {w: round(1000 * v, 2) for w, v in sorted(self.costs.pass_s.items())},
+            "token_ms": self.costs.token_ms(),
+            "line_passes": self.costs.line_passes,
+            "line_tokens": self.costs.line_tokens,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        log.info("warm-up: %s", report)
+        return report
+
+    def _warm_request(self, slots: int, settings: SamplerSettings, steps: int) -> FillRequest:
+        s = replace(
+            settings,
+            max_steps=steps,
+            single_line_steps=None,
+            early_stop=False,
+            repair_rounds=0,
+            single_line_decoder="diffusion",
+        )
+        return FillRequest(WARM_TEXT, holes=((WARM_HOLE, WARM_HOLE),), max_tokens=slots, settings=s, single_line=True)
+
+    def _time_passes(self, width: int, settings: SamplerSettings) -> float:
+        """Seconds of one step (a decoder pass and the sampler's work) on a `width` canvas: an 8-step
+        fill less a 2-step one (what both share cancels), over 6, the median of three."""
+        suffix_min = self._suffix_tokens(settings)
+        probe = self._warm_request(1, settings, 2)
+        slots = max(1, width - min(len(self._plan(probe, suffix_min, False)[1]), suffix_min))
+        return _median_difference(lambda steps: self.fill_batch([self._warm_request(slots, settings, steps)]), 2, 8)
+
+    def _time_token(self) -> float:
+        """Seconds per left-to-right token: 12 tokens less 2, over 10, the median of three."""
+        prompt = self.prompt_ids(WARM_TEXT[:WARM_HOLE])
+        state = self.prefix.encode(prompt)
+        cached = len(prompt) - 1
+        return _median_difference(
+            lambda n: decode_left_to_right(
+                self.loaded.model, prompt, n, set(), cached=cached, cache=self.prefix.continuation_cache(state, cached)
+            ),
+            2,
+            12,
+        )
+
+    @torch.inference_mode()
+    def _step_example(self, width: int, with_sc: bool):
+        """The arguments of a real decoder pass on a `width` canvas (what the step is compiled on)."""
+        req = self._warm_request(width // 2, SamplerSettings(), 2)
+        state = self.prefix.encode(self.prompt_ids(req.text[: req.holes[0][0]]))
+        middles, suffix, options, own = self._plan(req, width, False)
+        lay = lay_out(options[0], middles, suffix, own, self.loaded.pad_id)
+        batch, keep, cache, positions, masks = self._step_inputs([_Row(0, lay, state, 0, own)])
+        sc = torch.zeros(*batch.ids.shape, self.loaded.vocab_size, device=self.loaded.device) if with_sc else None
+        return batch.ids, sc, keep, cache, positions, masks
 
     def _render_holes(self, layout: RowLayout, ids: list[int], open_: list[bool]) -> tuple[str, ...]:
         """Each hole's slots at this step: committed tokens as text, open positions as OPEN_SLOT."""
@@ -401,24 +662,3 @@ class Infiller:
             pieces.append(self._decode(run))
             texts.append("".join(pieces))
         return tuple(texts)
-
-
-@contextmanager
-def zero_self_conditioning(model: torch.nn.Module, keep: torch.Tensor) -> Iterator[None]:
-    """While inside: the decoder's self-conditioning input (soft embeddings, (B, C, hidden)) is zeroed
-    where keep (B, C) is False, i.e. at held positions, as vLLM's `diffusion_pinned` does. transformers'
-    own `self_conditioning_mask` is per example only, so this hooks the self-conditioning module."""
-    module = getattr(getattr(getattr(model, "model", None), "decoder", None), "self_conditioning", None)
-    if module is None or bool(keep.all()):
-        yield
-        return
-
-    def hook(_module, args):
-        embeds, soft = args
-        return embeds, soft * keep[..., None].to(soft.dtype)
-
-    handle = module.register_forward_pre_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()

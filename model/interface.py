@@ -47,6 +47,9 @@ class FillRequest:
     language: str | None = None  # tree-sitter language of `text`; None: plain text, no syntax repair
     decoder: Decoder = "diffusion"  # "autoregressive": the same weights left to right (the baseline)
     single_line: bool = False  # the fill ends at its first newline (left-to-right decoding stops there)
+    # Set: repair instead of fill. Each hole's current text is the starting canvas; only its tokens with a
+    # probability below this (every one at >= 1) and those the syntax judge blames change (model/repair.py).
+    repair_threshold: float | None = None
 
     def validate(self) -> None:
         """Raise BadFill with the reason when the request cannot be filled."""
@@ -84,6 +87,10 @@ class FillResult:
     errors_found: int = 0  # syntax errors the judge found while denoising (the ones corrected or repaired)
     steps: int = 0  # denoising steps the fill's rows took (<= forward_passes: a row may stop early)
     sampler: str = ""  # "reference" | "commit" | "autoregressive": what produced the fill ("" unknown)
+    changed_tokens: int = 0  # a repair: tokens that differ from the hole's own (tokens: those re-noised)
+    # why this path filled a single line ("auto: autoregressive (estimated: canvas 140 ms, left to
+    # right 60 ms)"); "" when nothing was chosen (the path was fixed)
+    choice: str = ""
 
     @property
     def tokens_per_pass(self) -> float:
@@ -104,7 +111,7 @@ class StepEvent:
 
     @property
     def label(self) -> str:
-        """"canvas 4/16", or "canvas 2/8 · repair 1" in a repair round."""
+        """ "canvas 4/16", or "canvas 2/8 · repair 1" in a repair round."""
         return f"canvas {self.round_step}/{self.round_steps}" + (f" · repair {self.repair}" if self.repair else "")
 
 
@@ -122,6 +129,9 @@ class FillerInfo:
     noise: str = "uniform"
     random_weights: bool = False  # a tiny test/demo model: its fills are noise
     live_canvas: bool = True  # whether StepEvent.texts carry intermediate canvases
+    compile: str = ""  # the decoder step: "compiled", "eager (why)", "off", "pending" ("" not in process)
+    pass_ms: float | None = None  # a denoising step on a 32-token canvas, as measured at warm-up
+    token_ms: float | None = None  # a left-to-right token, as measured at warm-up
 
     def describe(self) -> str:
         kind = " (random weights: output is noise)" if self.random_weights else ""
@@ -133,7 +143,9 @@ Cancelled = Callable[[], bool]
 
 
 class Filler(Protocol):
-    def fill(self, request: FillRequest, on_step: OnStep | None = None, cancelled: Cancelled | None = None) -> FillResult:
+    def fill(
+        self, request: FillRequest, on_step: OnStep | None = None, cancelled: Cancelled | None = None
+    ) -> FillResult:
         """Fill the request's holes. Raises BadFill, FillCancelled, ModelLoadError or BackendDied."""
         ...
 

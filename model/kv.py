@@ -50,7 +50,9 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 def _crop(state: PrefixState, n: int) -> PrefixState:
     """The first n tokens of a prompt's state (causal: their K/V do not depend on what follows)."""
-    return PrefixState(ids=state.ids[:n], keys=[k[:, :, :n] for k in state.keys], values=[v[:, :, :n] for v in state.values])
+    return PrefixState(
+        ids=state.ids[:n], keys=[k[:, :, :n] for k in state.keys], values=[v[:, :, :n] for v in state.values]
+    )
 
 
 class PrefixEncoder:
@@ -117,10 +119,15 @@ class PrefixEncoder:
             values.append(new_v)
         return PrefixState(ids=list(ids), keys=keys, values=values)
 
-    def _cache_for_encoder(self, old: PrefixState | None, keep: int) -> DynamicCache:
+    def continuation_cache(self, state: PrefixState, keep: int) -> DynamicCache:
+        """A cache holding the first `keep` prompt tokens' K/V, for the encoder to continue from (as its
+        own cache would be after those tokens): left-to-right decoding from a cached prompt."""
+        return self._cache_for_encoder(state, keep, record=False)
+
+    def _cache_for_encoder(self, old: PrefixState | None, keep: int, record: bool = True) -> DynamicCache:
         cache = DynamicCache(config=self.model.config)
         for i, layer in enumerate(cache.layers):
-            if self.is_sliding[i]:
+            if self.is_sliding[i] and record:
                 layer.activate_past_recording()  # keep every new position, we copy them out
             if old is None or keep == 0:
                 continue
@@ -160,8 +167,10 @@ class PrefixEncoder:
                     k, v = torch.nn.functional.pad(k, pad), torch.nn.functional.pad(v, pad)
                 ks.append(k)
                 vs.append(v)
-            k = torch.cat(ks, dim=0) if len(ks) > 1 else ks[0]
-            v = torch.cat(vs, dim=0) if len(vs) > 1 else vs[0]
+            # Fresh tensors, never views: a sliding layer's keys are a slice of the prompt's (an offset
+            # and strides of their own), and a compiled decoder step guards on both.
+            k = torch.cat(ks, dim=0) if len(ks) > 1 else ks[0].clone(memory_format=torch.contiguous_format)
+            v = torch.cat(vs, dim=0) if len(vs) > 1 else vs[0].clone(memory_format=torch.contiguous_format)
             layer.lazy_initialization(k, v)
             layer.keys, layer.values = k, v
             if sliding:
@@ -173,7 +182,9 @@ class PrefixEncoder:
         return cache, padding_masks(kv_lens, canvas_length, widths, device), length_t
 
 
-def padding_masks(kv_lens: dict, canvas_length: int, widths: list[int], device: torch.device) -> dict[str, torch.Tensor]:
+def padding_masks(
+    kv_lens: dict, canvas_length: int, widths: list[int], device: torch.device
+) -> dict[str, torch.Tensor]:
     """4D boolean masks (batch, 1, canvas, cached + canvas) hiding each row's prompt and canvas padding."""
     masks = {}
     for layer_type, (width, visible) in kv_lens.items():

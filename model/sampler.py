@@ -139,12 +139,17 @@ def close_ended_holes(ids: torch.Tensor, committed: torch.Tensor, hole: torch.Te
     Holes are contiguous runs of slots; `hole` gives each slot's hole index (-1 elsewhere).
     """
     end_ids = torch.tensor(noise.end_ids, device=ids.device)
-    is_end = (committed & torch.isin(ids, end_ids) & (hole >= 0)).long()  # (batch, canvas)
+    return after_first_end(committed & torch.isin(ids, end_ids), hole)
+
+
+def after_first_end(is_end: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """Hole slots after the first slot of the same hole marked in is_end (batch, canvas) bool."""
+    is_end = (is_end & (hole >= 0)).long()  # (batch, canvas)
     seen = torch.cumsum(is_end, dim=1) - is_end  # ends strictly before each position
     # The count at each hole's first slot, so the count restarts per hole.
     first = torch.ones_like(hole, dtype=torch.bool)
     first[:, 1:] = hole[:, 1:] != hole[:, :-1]
-    start_idx = torch.where(first, torch.arange(hole.shape[1], device=ids.device), 0)
+    start_idx = torch.where(first, torch.arange(hole.shape[1], device=hole.device), 0)
     start_idx = torch.cummax(start_idx, dim=1).values
     before_hole = seen.gather(1, start_idx)
     return (hole >= 0) & (seen - before_hole > 0)
@@ -161,11 +166,14 @@ def denoise(
     on_step: Callable[[CanvasStep], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
     repair: Callable[[int, torch.Tensor], list[int]] | None = None,
+    ends: torch.Tensor | None = None,
 ) -> DenoiseOutput:
     """Denoise every row of `batch`; see the module docstring for the algorithm.
 
     step_fn(canvas (batch, canvas) long, self-conditioning logits or None) -> logits (batch, canvas, vocab).
     repair(row, row_ids (canvas,)) -> canvas positions to re-open; [] accepts the row as it is.
+    ends: (batch, vocab) bool, the tokens that close the rest of a hole in each row (None: the end
+    tokens): a single-line row is also over at its first committed newline, so it stops sooner.
     """
     settings = replace(settings, sampler="commit").resolved()  # None fields: the commit loop's defaults
     device = batch.ids.device
@@ -191,7 +199,11 @@ def denoise(
         forward_passes += 1
         if banned.numel():
             logits.index_fill_(-1, banned, float("-inf"))
-        temps = torch.tensor([max(settings.temperature(min(s, settings.max_steps - 1)), 1e-4) for s in round_step], device=device, dtype=logits.dtype)
+        temps = torch.tensor(
+            [max(settings.temperature(min(s, settings.max_steps - 1)), 1e-4) for s in round_step],
+            device=device,
+            dtype=logits.dtype,
+        )
         scaled = logits / temps[:, None, None]
         logp = torch.log_softmax(scaled, dim=-1)  # (batch, canvas, vocab)
         probs = logp.exp()
@@ -212,7 +224,10 @@ def denoise(
         ids = torch.where(chosen, sample, ids)
         token_logp = torch.where(chosen, logp.gather(-1, sample[..., None]).squeeze(-1).double(), token_logp)
         committed = committed | chosen
-        ended = close_ended_holes(ids, committed, batch.hole, noise) & ~committed
+        if ends is None:
+            ended = close_ended_holes(ids, committed, batch.hole, noise) & ~committed
+        else:
+            ended = after_first_end(committed & ends.gather(1, ids), batch.hole) & ~committed
         ids = torch.where(ended, pad, ids)
         committed = committed | ended
 
@@ -233,13 +248,32 @@ def denoise(
                 repairs[r] += 1
                 pos = torch.tensor(sorted(set(reopen)), device=device, dtype=torch.long)
                 committed[r, pos] = False
-                ids[r] = torch.where(committed[r], ids[r], noise_like(ids[r : r + 1], noise, gens[r : r + 1], widths[r : r + 1])[0])
+                ids[r] = torch.where(
+                    committed[r], ids[r], noise_like(ids[r : r + 1], noise, gens[r : r + 1], widths[r : r + 1])[0]
+                )
                 round_step[r] = 0
                 round_budget[r] = max(2, settings.max_steps // 2)
             else:
                 active[r] = False
         if on_step is not None:
-            on_step(CanvasStep(forward_passes, ids, ~committed, tuple(round_step), tuple(round_budget), tuple(repairs), tuple(active)))
+            on_step(
+                CanvasStep(
+                    forward_passes,
+                    ids,
+                    ~committed,
+                    tuple(round_step),
+                    tuple(round_budget),
+                    tuple(repairs),
+                    tuple(active),
+                )
+            )
 
-    return DenoiseOutput(ids=ids, token_logp=token_logp, forward_passes=forward_passes, repairs=repairs, steps=steps,
-                         errors_found=[0] * n_rows, stopped_early=[False] * n_rows)
+    return DenoiseOutput(
+        ids=ids,
+        token_logp=token_logp,
+        forward_passes=forward_passes,
+        repairs=repairs,
+        steps=steps,
+        errors_found=[0] * n_rows,
+        stopped_early=[False] * n_rows,
+    )

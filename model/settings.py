@@ -13,6 +13,8 @@ from typing import Any, Literal
 Acceptance = Literal["entropy", "confidence"]
 Sampler = Literal["auto", "reference", "commit"]
 SAMPLERS = ("auto", "reference", "commit")
+LineDecoder = Literal["auto", "diffusion", "autoregressive"]
+LINE_DECODERS = ("auto", "diffusion", "autoregressive")
 
 # The commit loop's own step budget when max_steps is left to the checkpoint: it commits every token
 # once, so it needs far fewer steps than the reference's 48.
@@ -54,12 +56,18 @@ class GenerationDefaults:
         problems = []
         if not isinstance(out.max_steps, int) or isinstance(out.max_steps, bool) or out.max_steps < 1:
             problems.append(f"max_denoising_steps must be a positive integer, got {out.max_steps!r}")
-        if not isinstance(out.stability_threshold, int) or isinstance(out.stability_threshold, bool) or out.stability_threshold < 0:
+        if (
+            not isinstance(out.stability_threshold, int)
+            or isinstance(out.stability_threshold, bool)
+            or out.stability_threshold < 0
+        ):
             problems.append(f"stability_threshold must be an integer >= 0, got {out.stability_threshold!r}")
         for name in ("entropy_bound", "t_min", "t_max", "confidence_threshold"):
             value = getattr(out, name)
             if not _is_number(value) or value < 0 or (value == 0 and name in ("entropy_bound", "confidence_threshold")):
-                problems.append(f"{name} must be a number {'> 0' if name in ('entropy_bound', 'confidence_threshold') else '>= 0'}, got {value!r}")
+                problems.append(
+                    f"{name} must be a number {'> 0' if name in ('entropy_bound', 'confidence_threshold') else '>= 0'}, got {value!r}"
+                )
         if problems:
             raise ValueError("; ".join(problems))
         return out
@@ -101,12 +109,24 @@ class SamplerSettings:
     # blames are barred from acceptance (so re-noised) for a few steps.
     repair_rounds: int = 2
     seed: int = 0
+    # Single-line completions (FillRequest.single_line). single_line_steps caps max_steps for them (None:
+    # no cap): a line of ~12 tokens needs fewer steps than a block. single_line_decoder: "diffusion"
+    # (the canvas), "autoregressive" (the same weights left to right) or "auto" (whichever the
+    # backend expects to be faster, from what its passes and left-to-right tokens cost; a backend
+    # without a left-to-right path fills on the canvas).
+    single_line_steps: int | None = None
+    single_line_decoder: LineDecoder = "diffusion"
+    # Tokens of the text after the last hole held on the canvas at least (the canvas bucket's spare room
+    # holds more); None: the backend's default. Small enough that a single line fits a small canvas.
+    suffix_tokens: int | None = None
 
     def __post_init__(self) -> None:
         problems = []
         if self.sampler not in SAMPLERS:
             problems.append(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
-        if self.max_steps is not None and (not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool) or not 1 <= self.max_steps <= 1024):
+        if self.max_steps is not None and (
+            not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool) or not 1 <= self.max_steps <= 1024
+        ):
             problems.append(f"max_steps must be an integer in 1..1024, got {self.max_steps!r}")
         if self.acceptance not in ("entropy", "confidence"):
             problems.append(f"acceptance must be 'entropy' or 'confidence', got {self.acceptance!r}")
@@ -120,18 +140,40 @@ class SamplerSettings:
                 problems.append(f"{name} must be a number >= 0, got {value!r}")
         if not isinstance(self.early_stop, bool):
             problems.append(f"early_stop must be true or false, got {self.early_stop!r}")
-        if self.stability_threshold is not None and (not isinstance(self.stability_threshold, int) or isinstance(self.stability_threshold, bool) or not 0 <= self.stability_threshold <= 64):
+        if self.stability_threshold is not None and (
+            not isinstance(self.stability_threshold, int)
+            or isinstance(self.stability_threshold, bool)
+            or not 0 <= self.stability_threshold <= 64
+        ):
             problems.append(f"stability_threshold must be an integer in 0..64, got {self.stability_threshold!r}")
         if self.stop_entropy is not None and (not _is_number(self.stop_entropy) or self.stop_entropy <= 0):
             problems.append(f"stop_entropy must be a number > 0, got {self.stop_entropy!r}")
         if not isinstance(self.repair_rounds, int) or not 0 <= self.repair_rounds <= 8:
             problems.append(f"repair_rounds must be an integer in 0..8, got {self.repair_rounds!r}")
+        if self.single_line_steps is not None and (
+            not isinstance(self.single_line_steps, int)
+            or isinstance(self.single_line_steps, bool)
+            or not 1 <= self.single_line_steps <= 1024
+        ):
+            problems.append(f"single_line_steps must be an integer in 1..1024, got {self.single_line_steps!r}")
+        if self.single_line_decoder not in LINE_DECODERS:
+            problems.append(
+                f"single_line_decoder must be one of {', '.join(LINE_DECODERS)}, got {self.single_line_decoder!r}"
+            )
+        if self.suffix_tokens is not None and (
+            not isinstance(self.suffix_tokens, int)
+            or isinstance(self.suffix_tokens, bool)
+            or not 0 <= self.suffix_tokens <= 4096
+        ):
+            problems.append(f"suffix_tokens must be an integer in 0..4096, got {self.suffix_tokens!r}")
         if not isinstance(self.seed, int):
             problems.append(f"seed must be an integer, got {self.seed!r}")
         if problems:
             raise ValueError("; ".join(problems))
 
-    def resolved(self, generation: GenerationDefaults | None = None, default_sampler: str = "reference") -> SamplerSettings:
+    def resolved(
+        self, generation: GenerationDefaults | None = None, default_sampler: str = "reference"
+    ) -> SamplerSettings:
         """These settings with every None (and "auto") replaced by the checkpoint's value: `generation`
         (the published values when None) and `default_sampler` (its canvas_ls.json "sampler")."""
         gen = generation or PUBLISHED
@@ -141,17 +183,25 @@ class SamplerSettings:
         return replace(
             self,
             sampler=sampler,
-            max_steps=self.max_steps if self.max_steps is not None else (gen.max_steps if sampler == "reference" else COMMIT_STEPS),
+            max_steps=self.max_steps
+            if self.max_steps is not None
+            else (gen.max_steps if sampler == "reference" else COMMIT_STEPS),
             entropy_bound=self.entropy_bound if self.entropy_bound is not None else gen.entropy_bound,
             temperature_start=self.temperature_start if self.temperature_start is not None else gen.t_max,
             temperature_end=self.temperature_end if self.temperature_end is not None else gen.t_min,
-            stability_threshold=self.stability_threshold if self.stability_threshold is not None else gen.stability_threshold,
+            stability_threshold=self.stability_threshold
+            if self.stability_threshold is not None
+            else gen.stability_threshold,
             stop_entropy=self.stop_entropy if self.stop_entropy is not None else gen.confidence_threshold,
         )
 
     def temperature(self, step: int) -> float:
         """The commit loop's temperature at `step` (0-based): start at 0, end at max_steps - 1."""
-        s = self if None not in (self.max_steps, self.temperature_start, self.temperature_end) else replace(self, sampler="commit").resolved()
+        s = (
+            self
+            if None not in (self.max_steps, self.temperature_start, self.temperature_end)
+            else replace(self, sampler="commit").resolved()
+        )
         if s.max_steps == 1:
             return s.temperature_end
         frac = step / (s.max_steps - 1)

@@ -1,7 +1,7 @@
 """One decoder pass over a canvas: the function the samplers call every step, eager or compiled.
 
-    step = DecoderStep(model, compile="auto")      # compiled in the background by warm_up()
-    logits = step(canvas, sc_logits, keep, cache, positions, masks)      # (batch, canvas, vocab) float32
+    step = DecoderStep(model, compile="auto")     # eager until warm_up() has compiled it
+    logits = step(canvas, sc_logits, keep, cache, positions, masks)     # (batch, canvas, vocab) float32
 
 `decoder_logits` computes exactly what `DiffusionGemmaForBlockDiffusion(decoder_input_ids=..., cache=...,
 self_conditioning_logits=..., decoder_position_ids=..., decoder_attention_mask=...)` computes for a
@@ -10,10 +10,10 @@ wrappers torch.compile cannot trace (transformers' output capturing uses a Conte
 self-conditioning input zeroed at held positions (`keep` False), as vLLM's `diffusion_pinned` does.
 
 Compilation (`torch.compile(dynamic=True)`: one graph for every prompt length and canvas width) needs a
-C++ compiler at run time and costs 15-20 s cold, 2-3 s from its disk cache (under the user's cache
-directory). It runs once, in `warm_up`, on the model thread right after loading; a fill before then, or
-after any compile failure, runs eager. A failure (no compiler, an inductor error) is logged once and
-the step stays eager for good.
+C++ compiler at run time; it costs 20-80 s the first time on 2 busy cores and much less from its disk
+cache (~/.cache/canvas-ls/inductor, TORCHINDUCTOR_CACHE_DIR). `Infiller.warm_up` runs it once, on the
+server's model thread right after loading, so every fill of a session runs the same step. Without a
+compiler, or when compilation fails, one log line says so and the step runs eager.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import torch
 
 log = logging.getLogger("canvas_ls.model.step")
 
-COMPILE_CHOICES = ("auto", "off")
+COMPILE_CHOICES = ("auto", "on", "off")
 
 
 def compile_cache_dir() -> Path:
@@ -68,7 +67,9 @@ def decoder_logits(model, canvas, sc_logits, keep, cache, positions, masks):
     rope = {t: dec.rotary_emb(hidden, positions, t) for t in dec.unique_layer_types}
     for i, layer in enumerate(dec.layers[: cfg.num_hidden_layers]):
         t = cfg.layer_types[i]
-        hidden = layer(hidden, position_embeddings=rope[t], attention_mask=mapping[t], position_ids=positions, cache=cache)
+        hidden = layer(
+            hidden, position_embeddings=rope[t], attention_mask=mapping[t], position_ids=positions, cache=cache
+        )
     hidden = dec.norm(hidden)
     logits = model.lm_head(hidden).to(torch.float32)
     cap = model.final_logit_softcapping
@@ -77,70 +78,120 @@ def decoder_logits(model, canvas, sc_logits, keep, cache, positions, masks):
     return logits
 
 
+def _compiled_form(model, canvas, sc_logits, weight, cache, positions):
+    """decoder_logits with every input a tensor, so that one compiled graph serves every step: the
+    first step's missing self-conditioning input is zero logits with a zero weight (the same zero
+    signal), a step without held positions has a weight of ones."""
+    return decoder_logits(model, canvas, sc_logits, weight, cache, positions, None)
+
+
 class DecoderStep:
-    """The decoder pass of one loaded model: eager until `warm_up` has compiled it (compile="auto" on a
-    CPU with a C++ compiler), and eager for good after any compile failure (one log line)."""
+    """The decoder pass of one loaded model: eager until `warm_up` has compiled it, eager for good after
+    a compile failure (one log line). The compiled step serves the shapes it was compiled for: one row
+    without padding masks (an editor's fill), every prompt length and canvas width; a call it would
+    have to recompile for (a batch of several rows, a new dtype) runs eager instead of stalling a fill
+    for a recompilation."""
 
     def __init__(self, model: torch.nn.Module, compile: str = "auto"):
         if compile not in COMPILE_CHOICES:
             raise ValueError(f"compile must be one of {', '.join(COMPILE_CHOICES)}, got {compile!r}")
         self.model = model
-        self.compile = compile
+        self.compile = compile  # "auto" (the caller decides whether it pays), "on", "off"
         self._compiled = None  # the compiled function, once warm_up has run it successfully
-        self.status = "off" if compile == "off" else "pending"  # pending | compiled | eager (+ why) | off
+        self.status = "off" if compile == "off" else "pending"  # pending | compiled | eager (why) | off
         self.compile_seconds: float | None = None
-        self._lock = threading.Lock()
+        self.compiled_calls = 0
+        self.eager_calls = 0
 
     @property
     def compiled(self) -> bool:
         return self._compiled is not None
 
     def wants_compile(self) -> bool:
-        return self.compile == "auto" and self.status == "pending"
+        return self.compile != "off" and self.status == "pending"
 
     def __call__(self, canvas, sc_logits, keep, cache, positions, masks):
         fn = self._compiled
-        if fn is not None:
+        if fn is not None and canvas.shape[0] == 1 and masks is None:
             try:
-                return fn(self.model, canvas, sc_logits, keep, cache, positions, masks)
-            except Exception as exc:  # a recompile for a new shape failed: eager from now on
-                self._give_up(f"compiled decoder step failed ({type(exc).__name__}: {_first_line(exc)})")
+                sc, weight = self._tensor_inputs(canvas, sc_logits, keep)
+                with torch.compiler.set_stance("fail_on_recompile"):
+                    out = fn(self.model, canvas, sc, weight, cache, positions)
+                self.compiled_calls += 1
+                return out
+            except Exception as exc:
+                if not _is_recompile(exc):  # a broken compiled step: eager from now on
+                    self._give_up(f"the compiled decoder step failed ({type(exc).__name__}: {_first_line(exc)})")
+        self.eager_calls += 1
         return decoder_logits(self.model, canvas, sc_logits, keep, cache, positions, masks)
 
-    def warm_up(self, example) -> bool:
-        """Compile and run the step once on `example` (the arguments of a real call). Returns whether
-        the compiled step is in use; on failure logs one line and stays eager."""
-        with self._lock:
-            if not self.wants_compile():
-                return self.compiled
-            if self.model.device.type != "cpu" and self.model.device.type != "cuda":
-                self.status = f"eager (no compilation on {self.model.device.type})"
-                return False
-            if self.model.device.type == "cpu" and cpp_compiler() is None:
-                self._give_up("no C++ compiler found (set CXX, or install g++ or clang++)")
-                return False
-            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compile_cache_dir()))
-            t0 = time.perf_counter()
-            try:
-                import torch._dynamo
+    def _tensor_inputs(self, canvas, sc_logits, keep):
+        """(self-conditioning logits, weight) for the compiled form (see `_compiled_form`)."""
+        dtype = self.model.dtype
+        if sc_logits is None:  # float32, as the samplers pass them
+            vocab = self.model.config.text_config.vocab_size
+            sc_logits = torch.zeros(*canvas.shape, vocab, device=canvas.device)
+            return sc_logits, torch.zeros(canvas.shape, dtype=dtype, device=canvas.device)
+        if keep is None:
+            return sc_logits, torch.ones(canvas.shape, dtype=dtype, device=canvas.device)
+        return sc_logits, keep.to(dtype)
 
-                torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)
-                fn = torch.compile(decoder_logits, dynamic=True)
-                with torch.inference_mode():
-                    fn(self.model, *example)
-            except Exception as exc:
-                self._give_up(f"could not compile the decoder step ({type(exc).__name__}: {_first_line(exc)})")
-                return False
-            self.compile_seconds = time.perf_counter() - t0
-            self._compiled = fn
-            self.status = "compiled"
-            log.info("decoder step compiled in %.1f s", self.compile_seconds)
-            return True
+    def warm_up(self, examples) -> bool:
+        """Compile the step and run it on each of `examples` (the arguments of real calls, without the
+        model). Returns whether the compiled step is in use; on failure logs one line and stays eager."""
+        if not self.wants_compile():
+            return self.compiled
+        if self.model.device.type != "cpu":
+            self.skip(f"compiled only on a CPU, this is {self.model.device.type}")
+            return False
+        if cpp_compiler() is None:
+            self._give_up("no C++ compiler found (install g++ or clang++, or set CXX)")
+            return False
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compile_cache_dir()))
+        t0 = time.perf_counter()
+        try:
+            import torch._dynamo
+            import torch.fx.experimental._config as fx_config
+
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)
+            # Module floats (norm eps, scales) as constants: symbolic floats make dynamo trace twice.
+            torch._dynamo.config.specialize_float = True
+            # No duck sizing: a canvas as wide as a head (32, 64) must not become that constant.
+            fx_config.use_duck_shape = False
+            fn = torch.compile(_compiled_form, dynamic=True)
+            with torch.inference_mode():
+                for canvas, sc_logits, keep, cache, positions, _masks in examples:
+                    sc, weight = self._tensor_inputs(canvas, sc_logits, keep)
+                    out = fn(self.model, canvas, sc, weight, cache, positions)
+                    if out.shape[:2] != canvas.shape or not bool(torch.isfinite(out).all()):
+                        raise RuntimeError("the compiled step returned logits of the wrong shape or not finite")
+        except Exception as exc:
+            self._give_up(f"could not compile the decoder step ({type(exc).__name__}: {_first_line(exc)})")
+            return False
+        self.compile_seconds = time.perf_counter() - t0
+        self._compiled = fn
+        self.status = "compiled"
+        log.info("decoder step compiled in %.1f s", self.compile_seconds)
+        return True
+
+    def skip(self, why: str) -> None:
+        """Not compiling, for a reason that is no problem (the model is too small to gain)."""
+        self.status = f"eager ({why})"
+        log.info("decoder step not compiled: %s", why)
 
     def _give_up(self, why: str) -> None:
         self._compiled = None
         self.status = f"eager ({why})"
-        log.warning("%s: running eager (slower; set compile to off to skip trying)", why)
+        log.warning("%s: the decoder runs eager (slower; compile: off skips trying)", why)
+
+
+def _is_recompile(exc: BaseException) -> bool:
+    """A call the compiled step would have to recompile for (under the fail_on_recompile stance)."""
+    try:
+        from torch._dynamo.exc import RecompileError
+    except ImportError:  # pragma: no cover
+        RecompileError = ()  # noqa: N806
+    return isinstance(exc, RecompileError) or "Detected recompile" in str(exc)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -82,8 +82,14 @@ def build_tiny_checkpoint(
     model = DiffusionGemmaForBlockDiffusion(cfg)
     model.save_pretrained(out, safe_serialization=True)  # config.json, model.safetensors
     write_generation_config(out, cfg.canvas_length)
-    write_canvas_card(out, noise=noise, random_weights=True, end_closes_hole=end_closes_hole, sampler=sampler,
-                      canvas_length=cfg.canvas_length)
+    write_canvas_card(
+        out,
+        noise=noise,
+        random_weights=True,
+        end_closes_hole=end_closes_hole,
+        sampler=sampler,
+        canvas_length=cfg.canvas_length,
+    )
     return out
 
 
@@ -104,7 +110,9 @@ def _large_corpus(limit_bytes: int = 4_000_000) -> list[str]:
     return texts
 
 
-def build_random_checkpoint(out_dir: str | Path, *, preset: str = "small", seed: int = 0, noise: str = "uniform") -> Path:
+def build_random_checkpoint(
+    out_dir: str | Path, *, preset: str = "small", seed: int = 0, noise: str = "uniform"
+) -> Path:
     """A random-weight checkpoint of a training preset's shape (model/training/module.py: "small" is the
     bundled size, ~46M parameters), written as the training export writes a real one, with a BPE
     tokenizer of the preset's vocabulary. For speed measurements: the weights are random, so fills are
@@ -121,8 +129,15 @@ def build_random_checkpoint(out_dir: str | Path, *, preset: str = "small", seed:
     torch.manual_seed(seed)
     model = CanvasLM(cfg, device="cpu")
     save_hf_checkpoint(model, tok_dir, out, noise=noise)
-    write_canvas_card(out, noise=noise, random_weights=True, end_closes_hole=False, sampler=TINY_SAMPLER,
-                      canvas_length=cfg.canvas_length, extra={"preset": preset})
+    write_canvas_card(
+        out,
+        noise=noise,
+        random_weights=True,
+        end_closes_hole=False,
+        sampler=TINY_SAMPLER,
+        canvas_length=cfg.canvas_length,
+        extra={"preset": preset},
+    )
     import shutil
 
     shutil.rmtree(tok_dir, ignore_errors=True)

@@ -42,7 +42,13 @@ def _settings(args: argparse.Namespace):
 
     Invalid values stop the command (exit 2) with the reason; nothing falls back silently."""
     raw: dict = {}
-    for flag, name in (("device", "device"), ("dtype", "dtype"), ("steps", "maxSteps"), ("seed", "seed"), ("model", "modelPath")):
+    for flag, name in (
+        ("device", "device"),
+        ("dtype", "dtype"),
+        ("steps", "maxSteps"),
+        ("seed", "seed"),
+        ("model", "modelPath"),
+    ):
         value = getattr(args, flag, None)
         if value is not None:
             raw[name] = value
@@ -102,10 +108,14 @@ class _Positions:
         if line < 1 or col < 1:
             self.parser.error(f"{what} {line}:{col}: lines and columns start at 1")
         if line > len(self.starts):
-            self.parser.error(f"{what} {line}:{col}: line {line} is past the end of the file ({len(self.starts)} lines)")
+            self.parser.error(
+                f"{what} {line}:{col}: line {line} is past the end of the file ({len(self.starts)} lines)"
+            )
         length = self.line_length(line)
         if col > length + 1:
-            self.parser.error(f"{what} {line}:{col}: column {col} is past the end of line {line} ({length} characters, so columns 1..{length + 1})")
+            self.parser.error(
+                f"{what} {line}:{col}: column {col} is past the end of line {line} ({length} characters, so columns 1..{length + 1})"
+            )
         return self.starts[line - 1] + col - 1
 
     def position(self, offset: int) -> dict:
@@ -147,7 +157,10 @@ def cmd_fill(args: argparse.Namespace) -> int:
     if args.lang and args.lang not in SUPPORTED:
         args.parser.error(f"--lang {args.lang!r}: expected one of {', '.join(SUPPORTED)}")
     if lang is None:
-        print(f"canvas-ls: {name}: plain text, no syntax checks (syntax-aware languages: {', '.join(SUPPORTED)}; --lang sets one)", file=sys.stderr)
+        print(
+            f"canvas-ls: {name}: plain text, no syntax checks (syntax-aware languages: {', '.join(SUPPORTED)}; --lang sets one)",
+            file=sys.stderr,
+        )
     try:
         pipeline.check_document(text, settings)
     except pipeline.BadRequest as exc:
@@ -178,6 +191,7 @@ def cmd_fill(args: argparse.Namespace) -> int:
 
     on_step = None
     if args.show_steps:
+
         def on_step(event):
             print(f"--- {event.label}: {event.committed}/{event.slots} slots committed", file=sys.stderr)
             for i, s in enumerate(event.texts):
@@ -192,15 +206,31 @@ def cmd_fill(args: argparse.Namespace) -> int:
     r = outcome.result
     if args.json:
         spans = [{"start": pos.position(e.start), "end": pos.position(e.end), "text": e.text} for e in outcome.edits]
-        print(json.dumps({
-            "file": name, "language": lang or "plaintext", "mode": outcome.mode, "spans": spans, "note": outcome.note,
-            "seconds": round(r.seconds, 4) if r else None, "steps": r.forward_passes if r else 0,
-            "tokens": r.tokens if r else 0, "tokensPerPass": round(r.tokens_per_pass, 3) if r else 0,
-            "canvasLength": r.canvas_length if r else None, "candidates": r.candidates if r else 0,
-            "repairs": r.repairs if r else 0, "model": filler.info().describe(),
-            "sampler": r.sampler if r else None, "denoisingSteps": r.steps if r else 0,
-            "errorsFound": r.errors_found if r else 0, "syntaxErrors": r.syntax_errors if r else 0,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "file": name,
+                    "language": lang or "plaintext",
+                    "mode": outcome.mode,
+                    "spans": spans,
+                    "note": outcome.note,
+                    "seconds": round(r.seconds, 4) if r else None,
+                    "steps": r.forward_passes if r else 0,
+                    "tokens": r.tokens if r else 0,
+                    "tokensPerPass": round(r.tokens_per_pass, 3) if r else 0,
+                    "canvasLength": r.canvas_length if r else None,
+                    "candidates": r.candidates if r else 0,
+                    "repairs": r.repairs if r else 0,
+                    "model": filler.info().describe(),
+                    "sampler": r.sampler if r else None,
+                    "decoderChoice": r.choice if r else "",
+                    "denoisingSteps": r.steps if r else 0,
+                    "errorsFound": r.errors_found if r else 0,
+                    "syntaxErrors": r.syntax_errors if r else 0,
+                },
+                indent=2,
+            )
+        )
         return 0
     out = text
     for e in sorted(outcome.edits, key=lambda e: e.start, reverse=True):
@@ -235,7 +265,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     path = model_dir_for(settings)
     bundled = default_model_path()
-    print(f"model: {path}" + (" (bundled)" if bundled and path == bundled else " (tiny random-weight demo model: output is noise)" if not settings.modelPath and not bundled else ""))
+    print(
+        f"model: {path}"
+        + (
+            " (bundled)"
+            if bundled and path == bundled
+            else " (tiny random-weight demo model: output is noise)"
+            if not settings.modelPath and not bundled
+            else ""
+        )
+    )
     t0 = time.perf_counter()
     try:
         info = ModelHost().get(settings).info()
@@ -279,37 +318,65 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.file:
         example.write_text(DEMO)
     text = example.read_text()
-    line_no = next(i for i, l in enumerate(text.splitlines(), 1) if l.rstrip().endswith("return")) if not args.at else None
+    line_no = (
+        next(i for i, l in enumerate(text.splitlines(), 1) if l.rstrip().endswith("return")) if not args.at else None
+    )
     at = args.at or (line_no, len(text.splitlines()[line_no - 1]) + 1)
     if not default_model_path() and not args.model:
-        print("canvas-ls demo: no trained model is bundled yet, so this uses a tiny RANDOM-WEIGHT model.\n"
-              "Its output is noise: the demo shows the machinery (canvas, steps, post-processing), not quality.\n", file=sys.stderr)
+        print(
+            "canvas-ls demo: no trained model is bundled yet, so this uses a tiny RANDOM-WEIGHT model.\n"
+            "Its output is noise: the demo shows the machinery (canvas, steps, post-processing), not quality.\n",
+            file=sys.stderr,
+        )
     print(f"canvas-ls demo: filling {example} at {at[0]}:{at[1]}\n{text}", file=sys.stderr)
-    ns = argparse.Namespace(**{**vars(args), "file": str(example), "at": at, "range": None, "body": None, "json": False,
-                               "show_steps": True, "verbose": False, "lang": None})
+    ns = argparse.Namespace(
+        **{
+            **vars(args),
+            "file": str(example),
+            "at": at,
+            "range": None,
+            "body": None,
+            "json": False,
+            "show_steps": True,
+            "verbose": False,
+            "lang": None,
+        }
+    )
     print("=== filled file ===", file=sys.stderr)
     return cmd_fill(ns)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="canvas-ls", description="Code infilling with a text-diffusion model, over LSP or the command line.")
+    parser = argparse.ArgumentParser(
+        prog="canvas-ls", description="Code infilling with a text-diffusion model, over LSP or the command line."
+    )
     parser.add_argument("--version", action="version", version=f"canvas-ls {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def model_args(p):
-        p.add_argument("--model", help="checkpoint directory (setting modelPath; default: bundled, else a tiny random demo model)")
+        p.add_argument(
+            "--model", help="checkpoint directory (setting modelPath; default: bundled, else a tiny random demo model)"
+        )
         p.add_argument("--device", help="setting device: auto, cpu, cuda, cuda:N or mps")
         p.add_argument("--dtype", help="setting dtype: auto, float32, bfloat16 or float16")
         p.add_argument("--steps", type=int, help="setting maxSteps: most denoising steps per round")
         p.add_argument("--seed", type=int, help="setting seed")
-        p.add_argument("--set", metavar="NAME=VALUE", action="append",
-                       help="any server setting (README's configuration table), e.g. --set threads=1 --set singleLineSlots=[16]; repeatable")
+        p.add_argument(
+            "--set",
+            metavar="NAME=VALUE",
+            action="append",
+            help="any server setting (README's configuration table), e.g. --set threads=1 --set singleLineSlots=[16]; repeatable",
+        )
         p.set_defaults(parser=p)
 
     p = sub.add_parser("serve", help="speak LSP over stdio")
     p.add_argument("--model", help="checkpoint directory (overridden by the client's modelPath setting)")
     p.add_argument("--log-file")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides the logLevel setting (default warning)")
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="overrides the logLevel setting (default warning)",
+    )
     p.add_argument("--stdio", action="store_true", help="accepted for clients that add it; stdio is the only transport")
     p.set_defaults(func=cmd_serve)
 
@@ -317,8 +384,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file", help="the file, or - for standard input")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--at", metavar="LINE:COL", type=_position_arg, help="complete at this position (1-based)")
-    where.add_argument("--range", metavar="L1:C1-L2:C2", type=_range_arg, action="append", help="fill this range; repeat for several, filled jointly")
-    where.add_argument("--body", metavar="LINE", type=_line_arg, help="regenerate the body of the function around this line")
+    where.add_argument(
+        "--range",
+        metavar="L1:C1-L2:C2",
+        type=_range_arg,
+        action="append",
+        help="fill this range; repeat for several, filled jointly",
+    )
+    where.add_argument(
+        "--body", metavar="LINE", type=_line_arg, help="regenerate the body of the function around this line"
+    )
     p.add_argument("--lang", help="language of the text (default: from the file name; needed for stdin)")
     p.add_argument("--json", action="store_true", help="print the filled spans with timing, steps and tokens per pass")
     p.add_argument("--show-steps", action="store_true", help="print the canvas at each step (stderr)")
@@ -336,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     model_args(p)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("engine", help="run the shared model engine: one process per model serving every language server")
+    p = sub.add_parser(
+        "engine", help="run the shared model engine: one process per model serving every language server"
+    )
     add_engine_arguments(p)
     p.set_defaults(func=engine_main)
 

@@ -52,12 +52,19 @@ class RecordingClient(LanguageClient):
         return await self.protocol.send_request_async(method, params, msg_id=msg_id)
 
 
-async def start(init_options: dict, progress: bool = True, log_level: str | None = "debug", env: dict | None = None,
-                command: list[str] | None = None) -> RecordingClient:
+async def start(
+    init_options: dict,
+    progress: bool = True,
+    log_level: str | None = "debug",
+    env: dict | None = None,
+    command: list[str] | None = None,
+) -> RecordingClient:
     """Start `canvas-ls serve` (logging at `log_level`; None: the server's own default), or `command`,
     and initialize it."""
     client = RecordingClient()
-    args = command or [sys.executable, "-m", "canvas_ls.server.cli", "serve"] + (["--log-level", log_level] if log_level else [])
+    args = command or [sys.executable, "-m", "canvas_ls.server.cli", "serve"] + (
+        ["--log-level", log_level] if log_level else []
+    )
     await client.start_io(*args, env=env)
     caps = t.ClientCapabilities(window=t.WindowClientCapabilities(work_done_progress=progress))
     result = await client.initialize_async(t.InitializeParams(capabilities=caps, initialization_options=init_options))
@@ -74,9 +81,15 @@ async def stop(client: RecordingClient) -> None:
         await client.stop()
 
 
-def open_doc(client: RecordingClient, text: str, uri: str | None = None, language: str = "python", version: int = 1) -> str:
+def open_doc(
+    client: RecordingClient, text: str, uri: str | None = None, language: str = "python", version: int = 1
+) -> str:
     uri = uri or f"file:///tmp/{uuid.uuid4().hex}.py"
-    client.text_document_did_open(t.DidOpenTextDocumentParams(text_document=t.TextDocumentItem(uri=uri, language_id=language, version=version, text=text)))
+    client.text_document_did_open(
+        t.DidOpenTextDocumentParams(
+            text_document=t.TextDocumentItem(uri=uri, language_id=language, version=version, text=text)
+        )
+    )
     return uri
 
 

@@ -1,5 +1,6 @@
-"""workspace/executeCommand and textDocument/codeAction: the fill commands, applied through
-workspace/applyEdit against the document version they were computed for, and canvas.status.
+"""workspace/executeCommand and textDocument/codeAction: the fill commands and the repair command,
+applied through workspace/applyEdit against the document version they were computed for, and
+canvas.status.
 
 Handlers take the CanvasServer (`ls`) first, as pygls handlers do; server/lsp.py registers them.
 """
@@ -7,20 +8,29 @@ Handlers take the CanvasServer (`ls`) first, as pygls handlers do; server/lsp.py
 from __future__ import annotations
 
 import asyncio
+import difflib
+import re
 from typing import Any
 
 from lsprotocol import types as t
 from pygls.exceptions import JsonRpcInvalidParams
 
+from canvas_ls.model.interface import BadFill, FillRequest
+
 from . import __version__, pipeline
 from .fill_job import Progress
-from .pipeline import BadRequest, FillOutcome
+from .pipeline import BadRequest, Edit, FillOutcome
 from .positions import line_starts, to_offset, to_range
+from .syntax import error_spans
 from .syntax.parsed import documents
+from .syntax.postprocess import FillContext, drop_stray_characters
 
 FILL_SELECTION = "canvas.fillSelection"
 FILL_BODY = "canvas.fillBody"
+REPAIR_SELECTION = "canvas.repairSelection"
 STATUS = "canvas.status"
+_ARGUMENTS = {FILL_SELECTION: "range | ranges", FILL_BODY: "position", REPAIR_SELECTION: "range"}
+NOTHING_TO_REPAIR = "nothing to repair"
 APPLY_EDIT_TIMEOUT = 30.0  # seconds a client may take to answer workspace/applyEdit
 
 
@@ -30,11 +40,16 @@ async def _apply(ls, uri: str, outcome: FillOutcome, version: int, text: str) ->
     if not outcome.edits:
         return {"applied": False, "reason": outcome.note or "no fill"}
     starts = line_starts(text)
-    edits = [t.TextEdit(range=to_range(text, e.start, e.end, ls.encoding, starts), new_text=e.text) for e in outcome.edits]
-    change = t.TextDocumentEdit(text_document=t.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version), edits=edits)
+    edits = [
+        t.TextEdit(range=to_range(text, e.start, e.end, ls.encoding, starts), new_text=e.text) for e in outcome.edits
+    ]
+    change = t.TextDocumentEdit(
+        text_document=t.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version), edits=edits
+    )
     params = t.ApplyWorkspaceEditParams(edit=t.WorkspaceEdit(document_changes=[change]), label="canvas-ls fill")
     applied, reason = await _apply_edit(ls, params)
     r = outcome.result
+    extra = {"changedTokens": r.changed_tokens if r else 0} if outcome.mode == "repair" else {}
     return {
         "applied": applied,
         "reason": reason,
@@ -44,8 +59,10 @@ async def _apply(ls, uri: str, outcome: FillOutcome, version: int, text: str) ->
         "repairs": r.repairs if r else 0,
         "errorsFound": r.errors_found if r else 0,
         "sampler": r.sampler if r else "",
+        "decoderChoice": r.choice if r else "",
         "tokensPerPass": round(r.tokens_per_pass, 2) if r else 0,
         "seconds": round(r.seconds, 3) if r else 0,
+        **extra,
     }
 
 
@@ -92,7 +109,7 @@ async def _command(ls, name: str, args: tuple, plan) -> dict:
     fill); run the fill as a FillJob, then apply its edits (versioned) through workspace/applyEdit."""
     try:
         if len(args) != 2 or not isinstance(args[0], str):
-            raise BadRequest(f"{name} takes [uri, {'range | ranges' if name == FILL_SELECTION else 'position'}]")
+            raise BadRequest(f"{name} takes [uri, {_ARGUMENTS[name]}]")
         uri = args[0]
         doc = ls.document(uri)
         text = doc.source
@@ -107,7 +124,8 @@ def _plan_selection(text, where, starts, lang, settings, uri, encoding):
     raw = where if isinstance(where, list) else [where]
     spans = [_parseto_range(text, r, encoding, starts) for r in raw]
     return spans, lambda filler, on_step, cancelled: pipeline.fill_selections(
-        filler, text, spans, lang, settings, document=uri, on_step=on_step, cancelled=cancelled)
+        filler, text, spans, lang, settings, document=uri, on_step=on_step, cancelled=cancelled
+    )
 
 
 def _plan_body(text, where, starts, lang, settings, uri, encoding):
@@ -115,7 +133,115 @@ def _plan_body(text, where, starts, lang, settings, uri, encoding):
     body = pipeline.body_at(text, lang, offset) if lang is not None else None  # for live-canvas ranges
     holes = [body] if body is not None else []
     return holes, lambda filler, on_step, cancelled: pipeline.fill_body(
-        filler, text, offset, lang, settings, document=uri, on_step=on_step, cancelled=cancelled)
+        filler, text, offset, lang, settings, document=uri, on_step=on_step, cancelled=cancelled
+    )
+
+
+def _plan_repair(text, where, starts, lang, settings, uri, encoding):
+    raw = where if isinstance(where, list) else [where]
+    spans = [_parseto_range(text, r, encoding, starts) for r in raw]
+    if settings.backend != "inprocess":
+        raise BadRequest(
+            f"{REPAIR_SELECTION} needs the in-process model (backend inprocess); the {settings.backend} backend cannot repair yet"
+        )
+    return spans, lambda filler, on_step, cancelled: repair_selections(
+        filler, text, spans, lang, settings, document=uri, on_step=on_step, cancelled=cancelled
+    )
+
+
+_WORD = re.compile(r"\w+|\s+|[^\w\s]")
+
+
+def minimal_edits(old: str, new: str) -> list[tuple[int, int, str]]:
+    """The edits (start, end, text), offsets into `old`, that turn old into new: a diff over words,
+    runs of white space and single other characters, so unchanged words are never rewritten."""
+    a, b = _WORD.findall(old), _WORD.findall(new)
+    a_at = [0]
+    for w in a:
+        a_at.append(a_at[-1] + len(w))
+    out = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op != "equal":
+            out.append((a_at[i1], a_at[i2], "".join(b[j1:j2])))
+    return out
+
+
+def _touches_error(text: str, start: int, end: int, lang: str) -> bool:
+    """Whether a syntax error of `text` (an ERROR node, a MISSING one) touches [start, end]: a change
+    that lands in an error is refused even when an error that was there before "explains" it."""
+    local, base = pipeline.local_window(text, start)
+    return any(e.start <= end - base and e.end >= start - base for e in error_spans(local, lang))
+
+
+def repair_selections(
+    filler,
+    text: str,
+    spans: list[tuple[int, int]],
+    lang: str | None,
+    settings,
+    *,
+    document: str | None = None,
+    on_step=None,
+    cancelled=None,
+) -> FillOutcome:
+    """canvas.repairSelection: the model re-noises the selected tokens it finds unlikely (below the
+    repairThreshold setting) or the syntax judge blames, and denoises them with the rest held. The edits
+    are the minimal changes between each selection and its repair; a change that would add a syntax
+    error is left out (each is tried in order, on top of those kept)."""
+    pipeline.check_document(text, settings)
+    spans = sorted(spans)
+    if not spans or any(a == b for a, b in spans):
+        raise BadRequest("select the code to repair (the selection is empty)")
+    for (_, a1), (b0, _) in zip(spans, spans[1:]):
+        if b0 < a1:
+            raise BadRequest("the ranges to repair overlap")
+    for a, b in spans:
+        pipeline.check_span(text, a, b)
+    request = FillRequest(
+        text=text,
+        holes=tuple(spans),
+        settings=settings.sampler_settings(),
+        document=document,
+        language=lang,
+        repair_threshold=float(settings.repairThreshold),
+    )
+    try:
+        request.validate()
+        result = filler.fill(request, on_step=on_step, cancelled=cancelled)
+    except BadFill as exc:
+        raise BadRequest(str(exc)) from exc
+    if result.tokens == 0 and result.changed_tokens == 0:
+        return FillOutcome((), "repair", result, NOTHING_TO_REPAIR)
+    originals = [text[a:b] for a, b in spans]
+    current = list(originals)
+    judge = pipeline.make_judge(text, tuple(spans), lang) if lang is not None else None
+    doc, delta = text, 0  # the document with the changes kept so far; how far they moved what follows
+    edits, refused = [], 0
+    for h, ((start, _), fill) in enumerate(zip(spans, result.fills)):
+        fill = drop_stray_characters(
+            fill, FillContext(prefix=text, suffix="", lang=lang, mode="multi")
+        )  # the whole document's characters stay
+        moved = delta  # where this hole's kept changes begin to count
+        for a, b, new in minimal_edits(originals[h], fill):
+            at = start + a + delta  # the change's place in `doc`
+            trial = current[h][: a + delta - moved] + new + current[h][b + delta - moved :]
+            after = doc[:at] + new + doc[at + b - a :]
+            if lang is not None and (
+                any(judge(tuple(trial if i == h else c for i, c in enumerate(current))))
+                or _touches_error(after, at, at + len(new), lang)
+            ):
+                refused += 1
+                continue
+            current[h], doc = trial, after
+            delta += len(new) - (b - a)
+            edits.append(Edit(start + a, start + b, new))
+    if edits:
+        note = f"{refused} change(s) left out: they would add syntax errors" if refused else ""
+    elif refused:
+        note = f"nothing repaired: every change ({refused}) would add a syntax error"
+    else:
+        note = f"{NOTHING_TO_REPAIR}: the model kept the {result.tokens} token(s) it re-noised"
+    return FillOutcome(tuple(edits), "repair", result, note)
 
 
 async def fill_selection(ls, *args: Any) -> dict:
@@ -126,6 +252,12 @@ async def fill_selection(ls, *args: Any) -> dict:
 async def fill_body(ls, *args: Any) -> dict:
     """Arguments: [uri, position]. Regenerates the body of the function around the position."""
     return await _command(ls, FILL_BODY, args, _plan_body)
+
+
+async def repair_selection(ls, *args: Any) -> dict:
+    """Arguments: [uri, range]. Re-noises and denoises the selected tokens the model finds unlikely or
+    the syntax judge blames; "nothing to repair" (no edit) when there are none."""
+    return await _command(ls, REPAIR_SELECTION, args, _plan_repair)
 
 
 def status(ls, *args: Any) -> dict:
@@ -139,6 +271,11 @@ def status(ls, *args: Any) -> dict:
         "backend": info.backend if info else None,
         "randomWeights": info.random_weights if info else None,
         "liveCanvas": bool(info.live_canvas) if info else None,
+        # the in-process decoder step (compiled or eager, and why) and what warm-up measured, which
+        # single-line fills weigh to choose the canvas or left to right
+        "compile": info.compile if info else None,
+        "passMs": info.pass_ms if info else None,
+        "tokenMs": info.token_ms if info else None,
         "busy": ls.jobs.running > 0,
         "error": ls.host.error,
         # What the server holds on to (a long session must keep these small): requests in flight,
@@ -166,8 +303,30 @@ async def code_actions(ls, params: t.CodeActionParams) -> list[t.CodeAction]:
         return []
     actions = []
     if b > a:
-        actions.append(t.CodeAction(title="Fill selection with canvas-ls", kind=t.CodeActionKind.RefactorRewrite, command=t.Command(title="Fill selection", command=FILL_SELECTION, arguments=[uri, [params.range]])))
+        actions.append(
+            t.CodeAction(
+                title="Fill selection with canvas-ls",
+                kind=t.CodeActionKind.RefactorRewrite,
+                command=t.Command(title="Fill selection", command=FILL_SELECTION, arguments=[uri, [params.range]]),
+            )
+        )
+        actions.append(
+            t.CodeAction(
+                title="Repair selection with canvas-ls",
+                kind=t.CodeActionKind.RefactorRewrite,
+                command=t.Command(title="Repair selection", command=REPAIR_SELECTION, arguments=[uri, params.range]),
+            )
+        )
     lang = ls.language(doc)
-    if lang is not None and await asyncio.get_running_loop().run_in_executor(None, pipeline.body_at, text, lang, a) is not None:
-        actions.append(t.CodeAction(title="Fill function body with canvas-ls", kind=t.CodeActionKind.RefactorRewrite, command=t.Command(title="Fill function body", command=FILL_BODY, arguments=[uri, params.range.start])))
+    if (
+        lang is not None
+        and await asyncio.get_running_loop().run_in_executor(None, pipeline.body_at, text, lang, a) is not None
+    ):
+        actions.append(
+            t.CodeAction(
+                title="Fill function body with canvas-ls",
+                kind=t.CodeActionKind.RefactorRewrite,
+                command=t.Command(title="Fill function body", command=FILL_BODY, arguments=[uri, params.range.start]),
+            )
+        )
     return actions

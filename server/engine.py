@@ -124,7 +124,9 @@ def answer_message(id: int, answer: Answer) -> ResultMsg | ErrorMsg:
 class Engine:
     """The asyncio side of the engine: clients and their messages, model loading, idle exit."""
 
-    def __init__(self, config: EngineConfig, *, filler: BatchFiller | None = None, key: list[str] | None = None) -> None:
+    def __init__(
+        self, config: EngineConfig, *, filler: BatchFiller | None = None, key: list[str] | None = None
+    ) -> None:
         self.config = config
         self.key = key if key is not None else config.key()
         self.filler = filler
@@ -160,11 +162,14 @@ class Engine:
                 await asyncio.sleep(LOAD_ERROR_GRACE_S)
                 self.stop("model load failed")
                 return
-        prefix = getattr(self.filler, "prefix", None)  # the Infiller's prompt K/V cache: room for every editor's documents
+        prefix = getattr(
+            self.filler, "prefix", None
+        )  # the Infiller's prompt K/V cache: room for every editor's documents
         if prefix is not None:
             prefix.max_entries = max(prefix.max_entries, self.config.prefix_entries)
-        self.scheduler = Scheduler(self.filler, batch_window_s=self.config.batch_window_ms / 1000.0,
-                                   max_batch=self.config.max_batch).start()
+        self.scheduler = Scheduler(
+            self.filler, batch_window_s=self.config.batch_window_ms / 1000.0, max_batch=self.config.max_batch
+        ).start()
         self.ready.set_result(True)
 
     # -- serving --
@@ -195,8 +200,13 @@ class Engine:
         if self.scheduler is not None:
             await asyncio.to_thread(self.scheduler.join, 5.0)  # the running batch stops within one step
             s = self.scheduler.stats
-            log.info("engine stopped: %s (%d batches, %d requests, %d forward passes)", self.stop_reason,
-                     s.batches, s.requests, s.forward_passes)
+            log.info(
+                "engine stopped: %s (%d batches, %d requests, %d forward passes)",
+                self.stop_reason,
+                s.batches,
+                s.requests,
+                s.forward_passes,
+            )
         else:
             log.info("engine stopped: %s", self.stop_reason)
         return self.stop_reason
@@ -281,8 +291,14 @@ class Engine:
 
     async def _hello(self, conn: _Conn, msg: HelloMsg) -> None:
         if msg.protocol != PROTOCOL_VERSION or list(msg.key) != list(self.key):
-            conn.send(ErrorMsg(0, MISMATCH, f"this engine (pid {os.getpid()}) serves protocol {PROTOCOL_VERSION}, {' '.join(self.key)}; "
-                                            f"the client asked for protocol {msg.protocol}, {' '.join(msg.key)}"))
+            conn.send(
+                ErrorMsg(
+                    0,
+                    MISMATCH,
+                    f"this engine (pid {os.getpid()}) serves protocol {PROTOCOL_VERSION}, {' '.join(self.key)}; "
+                    f"the client asked for protocol {msg.protocol}, {' '.join(msg.key)}",
+                )
+            )
             conn.close()
             return
         ok = await asyncio.shield(self.ready)
@@ -292,11 +308,21 @@ class Engine:
             return
         conn.hello = True
         log.info("client %s attached (%s)", conn.peer, msg.client)
-        conn.send(HelloReplyMsg(protocol=PROTOCOL_VERSION, pid=os.getpid(), key=list(self.key), info=self.filler.info(), version=__version__))
+        conn.send(
+            HelloReplyMsg(
+                protocol=PROTOCOL_VERSION,
+                pid=os.getpid(),
+                key=list(self.key),
+                info=self.filler.info(),
+                version=__version__,
+            )
+        )
 
     def _submit(self, conn: _Conn, msg: FillMsg) -> None:
         if msg.id <= 0 or msg.id in conn.jobs:
-            conn.send(ErrorMsg(msg.id, PROTOCOL, f"request id {msg.id} is not positive or already in use on this connection"))
+            conn.send(
+                ErrorMsg(msg.id, PROTOCOL, f"request id {msg.id} is not positive or already in use on this connection")
+            )
             return
         language = msg.request.language
         if language is not None and language not in SUPPORTED:
@@ -388,11 +414,13 @@ def run_engine(config: EngineConfig) -> int:
 class EngineThread:
     """An engine inside this process, on its own thread (benchmarks and tests), serving a given filler.
 
-        with EngineThread(config, infiller) as et:   # et.socket, et.key
-            RemoteFiller.attach(et.socket, et.key).fill(...)
+    with EngineThread(config, infiller) as et:   # et.socket, et.key
+        RemoteFiller.attach(et.socket, et.key).fill(...)
     """
 
-    def __init__(self, config: EngineConfig, filler: BatchFiller | None = None, *, key: list[str] | None = None) -> None:
+    def __init__(
+        self, config: EngineConfig, filler: BatchFiller | None = None, *, key: list[str] | None = None
+    ) -> None:
         self.config = config
         self.key = key if key is not None else config.key()
         self.paths = config.paths(self.key)
@@ -458,7 +486,9 @@ def engine_main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="canvas-ls engine", description="The shared canvas-ls model engine (one per model key).")
+    p = argparse.ArgumentParser(
+        prog="canvas-ls engine", description="The shared canvas-ls model engine (one per model key)."
+    )
     add_engine_arguments(p)
     return engine_main(p.parse_args(argv))
 

@@ -104,14 +104,24 @@ class _Eof(Exception):
 class RemoteFiller:
     """A connection to the engine for one model key. Thread-safe; fills run one at a time per instance."""
 
-    def __init__(self, config: EngineConfig | None = None, *, socket_path: str | os.PathLike | None = None,
-                 key: list[str] | None = None, autostart: bool = True, start_timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        config: EngineConfig | None = None,
+        *,
+        socket_path: str | os.PathLike | None = None,
+        key: list[str] | None = None,
+        autostart: bool = True,
+        start_timeout: float = 300.0,
+    ) -> None:
         if config is None and (socket_path is None or key is None):
             raise ValueError("give an EngineConfig, or a socket path and a model key")
         if config is not None and not config.socket:
             # Pin what the environment would decide, so an engine we spawn serves exactly our key and paths.
-            config = replace(config, model=config.model and resolve_model_dir(config.model),
-                             run_dir=config.run_dir or str(default_run_dir()))
+            config = replace(
+                config,
+                model=config.model and resolve_model_dir(config.model),
+                run_dir=config.run_dir or str(default_run_dir()),
+            )
         self.config = config
         self.key = key if key is not None else config.key()
         paths = config.paths(self.key) if config is not None else None
@@ -194,7 +204,9 @@ class RemoteFiller:
         log.info("starting the canvas-ls engine: %s (log: %s)", " ".join(cmd), logf)
         fd = os.open(logf, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, close_fds=True, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, close_fds=True, start_new_session=True
+            )
         except OSError as exc:
             raise ModelLoadError(f"could not start the canvas-ls engine ({cmd[0]}): {exc}") from exc
         finally:
@@ -223,13 +235,19 @@ class RemoteFiller:
                     raise EngineUnavailable(f"no canvas-ls engine listens on {self.socket_path}") from exc
                 if proc is None or proc.poll() is not None:
                     if proc is not None and proc.returncode != 0:
-                        raise ModelLoadError(f"the canvas-ls engine exited with status {proc.returncode} before serving: {self._log_tail()}")
+                        raise ModelLoadError(
+                            f"the canvas-ls engine exited with status {proc.returncode} before serving: {self._log_tail()}"
+                        )
                     if spawns >= 3:
-                        raise ModelLoadError(f"the canvas-ls engine did not come up after {spawns} starts: {self._log_tail()}")
+                        raise ModelLoadError(
+                            f"the canvas-ls engine did not come up after {spawns} starts: {self._log_tail()}"
+                        )
                     proc = self._spawn()  # a second engine for the same key exits at once (status 0): we retry
                     spawns += 1
                 if time.monotonic() > deadline:
-                    raise ModelLoadError(f"the canvas-ls engine did not open {self.socket_path} within {self.start_timeout:.0f}s: {self._log_tail()}")
+                    raise ModelLoadError(
+                        f"the canvas-ls engine did not open {self.socket_path} within {self.start_timeout:.0f}s: {self._log_tail()}"
+                    )
                 time.sleep(0.05)
                 continue
             except OSError as exc:
@@ -261,7 +279,9 @@ class RemoteFiller:
         frames = FrameReader()
         while True:
             if time.monotonic() > deadline:
-                raise ModelLoadError(f"the canvas-ls engine did not finish loading its model within {self.start_timeout:.0f}s")
+                raise ModelLoadError(
+                    f"the canvas-ls engine did not finish loading its model within {self.start_timeout:.0f}s"
+                )
             ready, _, _ = select.select([sock], [], [], 0.2)
             if not ready:
                 continue
@@ -271,13 +291,19 @@ class RemoteFiller:
                 data = b""
             if not data:  # closed during the handshake: a failed load, or an engine that was stopping
                 if proc is not None and proc.poll() is not None and proc.returncode != 0:
-                    raise ModelLoadError(f"the canvas-ls engine exited with status {proc.returncode}: {self._log_tail()}")
+                    raise ModelLoadError(
+                        f"the canvas-ls engine exited with status {proc.returncode}: {self._log_tail()}"
+                    )
                 raise _RetrySafe()
             for m in frames.feed(data):
                 if isinstance(m, HelloReplyMsg):
                     return m
                 if isinstance(m, ErrorMsg):
-                    raise ModelLoadError(m.message if m.kind in (MODEL_LOAD, MISMATCH) else f"engine handshake failed ({m.kind}): {m.message}")
+                    raise ModelLoadError(
+                        m.message
+                        if m.kind in (MODEL_LOAD, MISMATCH)
+                        else f"engine handshake failed ({m.kind}): {m.message}"
+                    )
                 if isinstance(m, ByeMsg):
                     raise _RetrySafe()
 
@@ -329,7 +355,9 @@ class RemoteFiller:
 
     # ---- filling ----
 
-    def fill(self, request: FillRequest, on_step: OnStep | None = None, cancelled: Cancelled | None = None) -> FillResult:
+    def fill(
+        self, request: FillRequest, on_step: OnStep | None = None, cancelled: Cancelled | None = None
+    ) -> FillResult:
         """Fill one request through the engine; the Filler contract (model/interface.py)."""
         with self._fill_lock:
             for attempt in range(2):
@@ -346,7 +374,9 @@ class RemoteFiller:
                     if attempt == 0:  # it never reached a live engine: nothing ran, so resending is safe
                         log.warning("the canvas-ls engine (pid %s) is gone; starting a new one", pid)
                         continue
-                    raise EngineDied(f"could not send the fill to the canvas-ls engine (pid {pid}); the next fill starts a new one")
+                    raise EngineDied(
+                        f"could not send the fill to the canvas-ls engine (pid {pid}); the next fill starts a new one"
+                    )
                 try:
                     return self._wait(rid, on_step, cancelled)
                 except _RetrySafe:
@@ -409,7 +439,9 @@ class RemoteFiller:
             return ModelLoadError(m.message)
         if m.kind == SHUTTING_DOWN:
             self._reset()
-            return EngineDied(m.message + "; the fill was lost (nothing was applied) and the next fill starts a new engine")
+            return EngineDied(
+                m.message + "; the fill was lost (nothing was applied) and the next fill starts a new engine"
+            )
         return EngineError(f"canvas-ls engine: {m.kind}: {m.message}")
 
 

@@ -45,8 +45,13 @@ class EngineConfig:
     batch_window_ms: float = _own(5.0, "How long (ms) the oldest queued request waits for batch-mates.")
     max_batch: int = _own(16, "Most requests in one batch (one fill_batch call).")
     prefix_entries: int = _own(16, "Documents whose prompt K/V the engine keeps cached (least recently used go first).")
-    run_dir: str = _own("", "Directory for the socket, lock and log. Empty: $CANVAS_LS_RUN_DIR, else $XDG_RUNTIME_DIR/canvas-ls, else ~/.cache/canvas-ls/run.")
-    socket: str = _own("", "Explicit socket path (lock and log beside it). Empty: named after the model key, in the run directory.")
+    run_dir: str = _own(
+        "",
+        "Directory for the socket, lock and log. Empty: $CANVAS_LS_RUN_DIR, else $XDG_RUNTIME_DIR/canvas-ls, else ~/.cache/canvas-ls/run.",
+    )
+    socket: str = _own(
+        "", "Explicit socket path (lock and log beside it). Empty: named after the model key, in the run directory."
+    )
 
     def key(self) -> list[str]:
         return model_key(self.model, self.device, self.dtype, self.max_prompt_tokens, self.canvas_length)
@@ -63,8 +68,13 @@ class EngineConfig:
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         for f in fields(cls):
-            parser.add_argument(_flag(f.name), dest=f.name, type=type(f.default), default=f.default,
-                                help=f.metadata["help"].replace("%", "%%"))
+            parser.add_argument(
+                _flag(f.name),
+                dest=f.name,
+                type=type(f.default),
+                default=f.default,
+                help=f.metadata["help"].replace("%", "%%"),
+            )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> EngineConfig:
@@ -78,7 +88,9 @@ class EngineConfig:
 
     def server_settings(self) -> ServerSettings:
         """The settings the engine loads its model with (server.model_host.load_in_process)."""
-        return ServerSettings(**{f.metadata["setting"]: getattr(self, f.name) for f in fields(self) if f.metadata["setting"]})
+        return ServerSettings(
+            **{f.metadata["setting"]: getattr(self, f.name) for f in fields(self) if f.metadata["setting"]}
+        )
 
 
 def _flag(name: str) -> str:

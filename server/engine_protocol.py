@@ -225,7 +225,9 @@ def ensure_private_dir(path: Path) -> Path:
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafeRunDir(f"{path} is not a directory (a symlink?); remove it or set CANVAS_LS_RUN_DIR")
     if st.st_uid != os.getuid():
-        raise UnsafeRunDir(f"{path} belongs to uid {st.st_uid}, not to this user; set CANVAS_LS_RUN_DIR to a private directory")
+        raise UnsafeRunDir(
+            f"{path} belongs to uid {st.st_uid}, not to this user; set CANVAS_LS_RUN_DIR to a private directory"
+        )
     if stat.S_IMODE(st.st_mode) != 0o700:
         os.chmod(path, 0o700)
     return path
@@ -290,14 +292,22 @@ class EnginePaths(NamedTuple):
     @classmethod
     def beside(cls, socket_path: Path) -> EnginePaths:
         """The files of an engine on an explicit socket path: lock and log next to it."""
-        return cls(socket_path.parent, socket_path, socket_path.with_name(socket_path.name + ".lock"),
-                   socket_path.with_name(socket_path.name + ".log"))
+        return cls(
+            socket_path.parent,
+            socket_path,
+            socket_path.with_name(socket_path.name + ".lock"),
+            socket_path.with_name(socket_path.name + ".log"),
+        )
 
 
 def engine_paths(key: list[str], run_dir: Path) -> EnginePaths:
     """The socket, lock and log of the engine for this key, in `run_dir`."""
     h = key_hash(key)
-    paths = EnginePaths(run_dir, run_dir / f"engine-{h}.sock", run_dir / f"engine-{h}.lock", run_dir / f"engine-{h}.log")
+    paths = EnginePaths(
+        run_dir, run_dir / f"engine-{h}.sock", run_dir / f"engine-{h}.lock", run_dir / f"engine-{h}.log"
+    )
     if len(os.fsencode(paths.socket)) > 107:
-        raise UnsafeRunDir(f"socket path {paths.socket} is too long for a Unix socket; set CANVAS_LS_RUN_DIR to a shorter directory")
+        raise UnsafeRunDir(
+            f"socket path {paths.socket} is too long for a Unix socket; set CANVAS_LS_RUN_DIR to a shorter directory"
+        )
     return paths

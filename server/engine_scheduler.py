@@ -103,8 +103,12 @@ class Scheduler:
 
     # ---- any thread -------------------------------------------------------------------------------
 
-    def submit(self, request: FillRequest, on_answer: Callable[[Answer], None],
-               on_step: Callable[[StepEvent], None] | None = None) -> Job:
+    def submit(
+        self,
+        request: FillRequest,
+        on_answer: Callable[[Answer], None],
+        on_step: Callable[[StepEvent], None] | None = None,
+    ) -> Job:
         """Queue a request. Never raises: a request that cannot be filled is answered with its BadFill."""
         job = Job(request, on_answer, on_step, time.monotonic())
         try:
@@ -232,7 +236,9 @@ class Scheduler:
         if first.decoder != "diffusion":
             batch = self._pending[:1]
         else:
-            batch = [j for j in self._pending if j.request.decoder == "diffusion" and j.request.settings == first.settings]
+            batch = [
+                j for j in self._pending if j.request.decoder == "diffusion" and j.request.settings == first.settings
+            ]
             batch = batch[: self.max_batch]
         taken = set(map(id, batch))
         self._pending = [j for j in self._pending if id(j) not in taken]
@@ -267,7 +273,9 @@ class Scheduler:
         except Exception as exc:
             if len(live) > 1:
                 # Before the first step this costs only the prompt encodes, which the prefix cache keeps.
-                log.info("batch of %d failed (%s: %s); running its requests one by one", len(live), type(exc).__name__, exc)
+                log.info(
+                    "batch of %d failed (%s: %s); running its requests one by one", len(live), type(exc).__name__, exc
+                )
                 for j in live:
                     self._run([j])
                 return

@@ -113,7 +113,6 @@ class FillJobs:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-
 @dataclass
 class FillJob:
     uri: str
@@ -146,9 +145,17 @@ class FillJob:
                 self.live(None, True)
         r = outcome.result
         if r is not None:
-            log.info("[%d] %s: %d edit(s), %d passes, %.1f tokens/pass, %d syntax errors found, %.3fs %s", request_id,
-                     outcome.mode, len(outcome.edits), r.forward_passes, r.tokens_per_pass, r.errors_found, r.seconds,
-                     outcome.note)
+            log.info(
+                "[%d] %s: %d edit(s), %d passes, %.1f tokens/pass, %d syntax errors found, %.3fs %s",
+                request_id,
+                outcome.mode,
+                len(outcome.edits),
+                r.forward_passes,
+                r.tokens_per_pass,
+                r.errors_found,
+                r.seconds,
+                outcome.note,
+            )
         return outcome
 
     def _on_step(self, loop: asyncio.AbstractEventLoop) -> OnStep:

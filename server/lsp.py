@@ -74,7 +74,9 @@ class CanvasServer(LanguageServer):
     def language(self, doc) -> str | None:
         return language_for(doc.language_id, doc.path)
 
-    async def fill(self, uri: str, work: Work, holes, kind: str = "inline", progress_token=None) -> tuple[FillOutcome, int, str]:
+    async def fill(
+        self, uri: str, work: Work, holes, kind: str = "inline", progress_token=None
+    ) -> tuple[FillOutcome, int, str]:
         """Run work(filler, on_step, cancelled) on the current version of a document, as a FillJob.
 
         `holes` are the spans being filled (for live-canvas ranges). Returns (outcome, version, text);
@@ -84,10 +86,19 @@ class CanvasServer(LanguageServer):
         settings = self.settings
         live = None
         if settings.liveCanvas:
+
             def live(event: StepEvent | None, done: bool) -> None:
                 self.send_step(uri, version, text, holes, event, done)
-        job = FillJob(uri, version, text, kind, lambda: self.host.get(settings),
-                      Progress(self.work_done_progress, progress_token) if progress_token is not None else None, live)
+
+        job = FillJob(
+            uri,
+            version,
+            text,
+            kind,
+            lambda: self.host.get(settings),
+            Progress(self.work_done_progress, progress_token) if progress_token is not None else None,
+            live,
+        )
         request_id = self.jobs.next_id()
         try:
             outcome = await job.run(self.jobs, work, request_id)
@@ -112,10 +123,18 @@ class CanvasServer(LanguageServer):
             return
         enc, starts = self.encoding, line_starts(text)
         spans = [{"range": to_range(text, a, b, enc, starts), "text": s} for (a, b), s in zip(holes, event.texts)]
-        self.protocol.notify(STEP_NOTIFICATION, {
-            "uri": uri, "version": version, "step": event.round_step, "maxSteps": event.round_steps,
-            "label": event.label, "done": False, "spans": spans,
-        })
+        self.protocol.notify(
+            STEP_NOTIFICATION,
+            {
+                "uri": uri,
+                "version": version,
+                "step": event.round_step,
+                "maxSteps": event.round_steps,
+                "label": event.label,
+                "done": False,
+                "spans": spans,
+            },
+        )
 
 
 server = CanvasServer()
@@ -169,8 +188,11 @@ async def on_inline_completion(ls: CanvasServer, params: t.InlineCompletionParam
         outcome, version, text = await ls.fill(
             uri,
             lambda filler, on_step, cancelled: pipeline.complete_at(
-                filler, text, offset, lang, settings, document=uri, on_step=on_step, cancelled=cancelled),
-            [(offset, offset)], "inline", params.work_done_token,
+                filler, text, offset, lang, settings, document=uri, on_step=on_step, cancelled=cancelled
+            ),
+            [(offset, offset)],
+            "inline",
+            params.work_done_token,
         )
     except BadRequest as exc:
         raise JsonRpcInvalidParams(message=str(exc))
@@ -184,7 +206,6 @@ async def on_inline_completion(ls: CanvasServer, params: t.InlineCompletionParam
     ]
 
 
-
 # Document sync for the syntax trees (server/documents.py), the commands and code actions
 # (server/commands.py), on the same server.
 server.feature(t.TEXT_DOCUMENT_DID_OPEN)(documents.did_open)
@@ -192,5 +213,8 @@ server.feature(t.TEXT_DOCUMENT_DID_CHANGE)(documents.did_change)
 server.feature(t.TEXT_DOCUMENT_DID_CLOSE)(documents.did_close)
 server.command(commands.FILL_SELECTION)(commands.fill_selection)
 server.command(commands.FILL_BODY)(commands.fill_body)
+server.command(commands.REPAIR_SELECTION)(commands.repair_selection)
 server.command(commands.STATUS)(commands.status)
-server.feature(t.TEXT_DOCUMENT_CODE_ACTION, t.CodeActionOptions(code_action_kinds=[t.CodeActionKind.RefactorRewrite]))(commands.code_actions)
+server.feature(t.TEXT_DOCUMENT_CODE_ACTION, t.CodeActionOptions(code_action_kinds=[t.CodeActionKind.RefactorRewrite]))(
+    commands.code_actions
+)

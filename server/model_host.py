@@ -4,6 +4,12 @@ The language server imports only the interface (model/interface.py) until a mode
 `load_in_process` is the one place that imports torch and transformers (the shared-engine client needs
 neither). With no modelPath: the bundled model if this install ships one, else a tiny random-weight model
 built once into the user's cache directory (its fills are noise; it lets the whole stack run anywhere).
+
+After loading, a long-running host (the language server's and the shared engine's model thread) warms
+the model up before its first fill: the decoder step is compiled when that pays (setting `compile`) and
+a pass and a left-to-right token are timed, so single-line fills can take the faster path
+(`singleLineDecoder`). A one-shot caller on the main thread (`canvas-ls fill`) skips it: for one fill,
+compiling costs more than it saves.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 from canvas_ls.model import default_model_path
@@ -20,8 +27,10 @@ from canvas_ls.model.interface import Filler, ModelLoadError
 from .engine_client import connect_or_start
 from .settings import ServerSettings
 from .syntax.window import make_judge
+from .vllm_backend import VllmFiller
 
 log = logging.getLogger("canvas_ls.model_host")
+
 
 def cache_dir() -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -45,8 +54,12 @@ def _current_demo(path: Path) -> bool:
     return card.exists() and '"random_weights"' in card.read_text()
 
 
-def load_in_process(settings: ServerSettings) -> Filler:
-    """Load the model into this process: the one place the server imports torch and transformers."""
+def load_in_process(settings: ServerSettings, warm_up: bool | None = None) -> Filler:
+    """Load the model into this process: the one place the server imports torch and transformers.
+
+    warm_up: compile and time the model before returning (see the module docstring); None: when
+    called off the main thread, as the server's and the engine's model threads call it."""
+    t0 = time.perf_counter()
     import torch
 
     from canvas_ls.model.infill import Infiller
@@ -72,7 +85,16 @@ def load_in_process(settings: ServerSettings) -> Filler:
     prompt = settings.maxPromptTokens
     if loaded.trained_prompt_tokens:  # a checkpoint trained on shorter prompts gets no longer ones
         prompt = min(prompt, int(loaded.trained_prompt_tokens))
-    return Infiller(loaded, max_prompt_tokens=prompt, make_judge=make_judge)
+    filler = Infiller(loaded, max_prompt_tokens=prompt, make_judge=make_judge, compile=settings.compile)
+    log.info("model loaded in %.1f s", time.perf_counter() - t0)
+    if warm_up is None:
+        warm_up = threading.current_thread() is not threading.main_thread()
+    if warm_up:
+        try:
+            filler.warm_up(settings.sampler_settings())
+        except Exception:  # never lose a loaded model to its warm-up: fills run eager, on the canvas
+            log.warning("model warm-up failed; fills run eager, on the canvas", exc_info=True)
+    return filler
 
 
 class ModelHost:
@@ -100,10 +122,24 @@ class ModelHost:
             try:
                 if settings.backend == "shared":
                     filler = connect_or_start(settings)  # the engine loads the model with load_in_process
+                elif settings.backend == "vllm":
+                    # No network call here: the server is probed on the first fill, and a server that is
+                    # down then is tried again on the next one (its failures are per fill, never cached).
+                    filler = VllmFiller(
+                        url=settings.vllmUrl,
+                        api_key=os.environ.get(settings.vllmApiKeyEnv) or None,
+                        timeout=settings.vllmTimeout,
+                        tokenizer_path=settings.tokenizerPath,
+                        make_judge=make_judge,
+                    )
                 else:
                     filler = load_in_process(settings)
             except Exception as exc:  # ModelLoadError, or anything else a broken checkpoint makes transformers raise
-                err = exc if isinstance(exc, ModelLoadError) else ModelLoadError(f"could not load the model: {type(exc).__name__}: {exc}")
+                err = (
+                    exc
+                    if isinstance(exc, ModelLoadError)
+                    else ModelLoadError(f"could not load the model: {type(exc).__name__}: {exc}")
+                )
                 self.error, self._failed = str(err), (key, err)
                 log.error("model not loaded: %s", err)  # once per failing setting, one line
                 log.debug("model load traceback", exc_info=True)

@@ -29,6 +29,7 @@ from .syntax.window import judge_window, local_window, make_judge  # noqa: F401 
 
 log = logging.getLogger("canvas_ls.pipeline")
 
+
 class BadRequest(ValueError):
     """The request cannot be served as asked; the message tells the user why."""
 
@@ -51,17 +52,27 @@ class FillOutcome:
 def check_document(text: str, settings: ServerSettings) -> None:
     size = len(text) if text.isascii() else len(text.encode("utf-8", errors="surrogatepass"))
     if size > settings.maxDocumentBytes:
-        raise BadRequest(f"document is {size:,} bytes; canvas-ls fills documents up to {settings.maxDocumentBytes:,} bytes (setting maxDocumentBytes)")
+        raise BadRequest(
+            f"document is {size:,} bytes; canvas-ls fills documents up to {settings.maxDocumentBytes:,} bytes (setting maxDocumentBytes)"
+        )
     if "\x00" in text:
         raise BadRequest("document holds NUL bytes: it looks binary, and canvas-ls fills text only")
 
 
-def _finish(text: str, holes: list[tuple[int, int]], fills: tuple[str, ...], lang: str | None, mode: str,
-            disabled: frozenset[str] = frozenset()) -> tuple[list[Edit], str]:
+def _finish(
+    text: str,
+    holes: list[tuple[int, int]],
+    fills: tuple[str, ...],
+    lang: str | None,
+    mode: str,
+    disabled: frozenset[str] = frozenset(),
+) -> tuple[list[Edit], str]:
     """Post-process each fill, then make sure none adds syntax errors."""
     edits, notes = [], []
     for (start, end), raw in zip(holes, fills):
-        ctx = FillContext(prefix=text[:start], suffix=text[end:], lang=lang, mode="single" if mode == "single" else "multi")
+        ctx = FillContext(
+            prefix=text[:start], suffix=text[end:], lang=lang, mode="single" if mode == "single" else "multi"
+        )
         fill = run_pipeline(raw, ctx, disabled)
         if lang is not None and fill:
             lo, hi = judge_window(text, [(start, end)])
@@ -133,7 +144,9 @@ def plan_at_cursor(text: str, offset: int, lang: str | None, settings: ServerSet
     return mode, tuple(settings.singleLineSlots if mode == "single" else settings.multiLineSlots)
 
 
-def complete_at(filler: Filler, text: str, offset: int, lang: str | None, settings: ServerSettings, **kw) -> FillOutcome:
+def complete_at(
+    filler: Filler, text: str, offset: int, lang: str | None, settings: ServerSettings, **kw
+) -> FillOutcome:
     check_document(text, settings)
     mode, slots = plan_at_cursor(text, offset, lang, settings)
     if mode == "none":
@@ -141,7 +154,9 @@ def complete_at(filler: Filler, text: str, offset: int, lang: str | None, settin
     return run_fill(filler, text, [(offset, offset)], lang, mode, slots, settings, **kw)
 
 
-def fill_selections(filler: Filler, text: str, spans: list[tuple[int, int]], lang: str | None, settings: ServerSettings, **kw) -> FillOutcome:
+def fill_selections(
+    filler: Filler, text: str, spans: list[tuple[int, int]], lang: str | None, settings: ServerSettings, **kw
+) -> FillOutcome:
     check_document(text, settings)
     if not spans:
         raise BadRequest("no range to fill")
@@ -157,7 +172,9 @@ def fill_selections(filler: Filler, text: str, spans: list[tuple[int, int]], lan
 def fill_body(filler: Filler, text: str, offset: int, lang: str | None, settings: ServerSettings, **kw) -> FillOutcome:
     check_document(text, settings)
     if lang is None:
-        raise BadRequest("fillBody needs a grammar to find the function; this language is not supported (python, javascript, typescript, tsx, go, rust, lua are)")
+        raise BadRequest(
+            "fillBody needs a grammar to find the function; this language is not supported (python, javascript, typescript, tsx, go, rust, lua are)"
+        )
     check_span(text, offset, offset)
     body = body_at(text, lang, offset)
     if body is None:

@@ -59,7 +59,9 @@ class CanvasProtocol(LanguageServerProtocol):
         is_request = isinstance(message, RPCRequest)
         method = getattr(message, "method", "")
         if is_request and method != t.INITIALIZE and self._workspace is None:  # fix 4
-            self._send_error(message.id, SERVER_NOT_INITIALIZED, "the server is not initialized yet: send initialize first")
+            self._send_error(
+                message.id, SERVER_NOT_INITIALIZED, "the server is not initialized yet: send initialize first"
+            )
             return
         if is_request and self._shutdown and method != t.EXIT:  # fix 5
             self._send_error(message.id, INVALID_REQUEST, "the server is shutting down: only exit is accepted")

@@ -20,42 +20,142 @@ from .syntax.postprocess import PIPELINE
 FILTERS = tuple(dict.fromkeys(f.__name__ for f in PIPELINE))
 
 
-def _setting(default: Any, doc: str, *, choices: tuple = (), lo: float | None = None, hi: float | None = None, pattern: str = ""):
+def _setting(
+    default: Any, doc: str, *, choices: tuple = (), lo: float | None = None, hi: float | None = None, pattern: str = ""
+):
     return field(default=default, metadata={"doc": doc, "choices": choices, "lo": lo, "hi": hi, "pattern": pattern})
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    modelPath: str = _setting("", "Checkpoint directory (transformers format). Empty: the bundled model, or a tiny random-weight demo model when none is bundled.")
-    device: str = _setting("auto", "auto (CUDA if available, else CPU), cpu, cuda, cuda:N or mps.", pattern=r"auto|cpu|cuda(:\d+)?|mps")
-    dtype: str = _setting("auto", "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16.", choices=("auto", "float32", "bfloat16", "float16"))
-    canvasLength: int = _setting(256, "Largest canvas in tokens (capped by the model's own canvas length).", lo=32, hi=4096)
-    decoder: str = _setting("diffusion", "diffusion (the canvas) or autoregressive (the same weights left to right, one token per pass: the baseline for comparisons).", choices=("diffusion", "autoregressive"))
-    sampler: str = _setting("auto", "The denoising loop: reference (transformers' DiffusionGemma generate(): every step re-decides which tokens to keep, so earlier ones can be revised; the output is the most likely canvas; stops early once stable and confident; syntax errors re-noised while denoising), commit (a token once accepted stays; syntax repair rounds after a fill finishes) or auto (the checkpoint's default: reference for DiffusionGemma checkpoints).", choices=("auto", "reference", "commit"))
+    modelPath: str = _setting(
+        "",
+        "Checkpoint directory (transformers format). Empty: the bundled model, or a tiny random-weight demo model when none is bundled.",
+    )
+    device: str = _setting(
+        "auto", "auto (CUDA if available, else CPU), cpu, cuda, cuda:N or mps.", pattern=r"auto|cpu|cuda(:\d+)?|mps"
+    )
+    dtype: str = _setting(
+        "auto",
+        "auto (bfloat16 on CUDA, and on a CPU with native bfloat16 (AVX512-BF16, AMX) for models of hidden size 256 or more, where it is about 2x faster; else float32), float32, bfloat16 or float16.",
+        choices=("auto", "float32", "bfloat16", "float16"),
+    )
+    compile: str = _setting(
+        "auto",
+        "Compile the decoder step with torch.compile (CPU), once after the model loads: auto (when an eager pass takes 10 ms or more, as with the bundled model's size), on or off. Needs a C++ compiler; kernels are cached in ~/.cache/canvas-ls/inductor. Without a compiler, or if compiling fails, fills run eager (one log line).",
+        choices=("auto", "on", "off"),
+    )
+    canvasLength: int = _setting(
+        256, "Largest canvas in tokens (capped by the model's own canvas length).", lo=32, hi=4096
+    )
+    decoder: str = _setting(
+        "diffusion",
+        "diffusion (the canvas) or autoregressive (the same weights left to right, one token per pass: the baseline for comparisons).",
+        choices=("diffusion", "autoregressive"),
+    )
+    singleLineDecoder: str = _setting(
+        "auto",
+        "How a single-line completion is filled: auto (on the canvas, or by the same weights left to right when that is expected to save 50 ms and a quarter of the time: from the cost of a pass and of a left-to-right token, and the passes and tokens of a calibration line, all measured after loading), diffusion or autoregressive.",
+        choices=("auto", "diffusion", "autoregressive"),
+    )
+    sampler: str = _setting(
+        "auto",
+        "The denoising loop: reference (transformers' DiffusionGemma generate(): every step re-decides which tokens to keep, so earlier ones can be revised; the output is the most likely canvas; stops early once stable and confident; syntax errors re-noised while denoising), commit (a token once accepted stays; syntax repair rounds after a fill finishes) or auto (the checkpoint's default: reference for DiffusionGemma checkpoints).",
+        choices=("auto", "reference", "commit"),
+    )
     maxSteps: int = _setting(16, "Most denoising steps (forward passes) per fill.", lo=1, hi=1024)
-    acceptance: str = _setting("entropy", "Which positions a step commits: entropy (entropy-bound, as transformers) or confidence (top probability >= confidenceThreshold).", choices=("entropy", "confidence"))
-    entropyBound: float = _setting(0.1, "Entropy-bound acceptance: the bound on (sum of entropies - the largest).", lo=1e-6, hi=1e6)
-    confidenceThreshold: float = _setting(0.9, "Confidence acceptance: the top probability a position needs.", lo=1e-6, hi=1.0)
+    singleLineSteps: int = _setting(
+        8,
+        "Most denoising steps for a single-line completion (at most maxSteps): a line of a dozen tokens needs fewer than a block.",
+        lo=1,
+        hi=1024,
+    )
+    acceptance: str = _setting(
+        "entropy",
+        "Which positions a step commits: entropy (entropy-bound, as transformers) or confidence (top probability >= confidenceThreshold).",
+        choices=("entropy", "confidence"),
+    )
+    entropyBound: float = _setting(
+        0.1, "Entropy-bound acceptance: the bound on (sum of entropies - the largest).", lo=1e-6, hi=1e6
+    )
+    confidenceThreshold: float = _setting(
+        0.9, "Confidence acceptance: the top probability a position needs.", lo=1e-6, hi=1.0
+    )
     temperatureStart: float = _setting(0.8, "Sampling temperature at the first step (falls linearly).", lo=0.0, hi=10.0)
     temperatureEnd: float = _setting(0.4, "Sampling temperature at the last step.", lo=0.0, hi=10.0)
-    repairRounds: int = _setting(2, "Times a fill that adds syntax errors is re-noised from the first error and denoised again.", lo=0, hi=8)
+    repairRounds: int = _setting(
+        2, "Times a fill that adds syntax errors is re-noised from the first error and denoised again.", lo=0, hi=8
+    )
+    repairThreshold: float = _setting(
+        0.05,
+        "canvas.repairSelection: a selected token the model gives a probability below this is re-noised and denoised again (as are tokens the syntax judge blames), the rest held. 0: only the blamed ones; 1: every token.",
+        lo=0.0,
+        hi=1.0,
+    )
     seed: int = _setting(0, "Random seed; the same seed and document give the same fill.", lo=0, hi=2**31 - 1)
-    disabledFilters: tuple = _setting((), "Post-processing filters to skip (server/syntax/postprocess.py), so a benchmark can measure what each one earns: " + ", ".join(FILTERS) + ".", choices=FILTERS)
-    singleLineSlots: tuple = _setting((24,), "Canvas slot counts tried (as one batch) for a single-line completion; the model ends the span itself.")
+    disabledFilters: tuple = _setting(
+        (),
+        "Post-processing filters to skip (server/syntax/postprocess.py), so a benchmark can measure what each one earns: "
+        + ", ".join(FILTERS)
+        + ".",
+        choices=FILTERS,
+    )
+    singleLineSlots: tuple = _setting(
+        (24,), "Canvas slot counts tried (as one batch) for a single-line completion; the model ends the span itself."
+    )
     multiLineSlots: tuple = _setting((64,), "Slot counts tried for multi-line completions and selections.")
     bodySlots: int = _setting(128, "Slots for a regenerated function body.", lo=1, hi=4096)
+    suffixTokens: int = _setting(
+        8,
+        "Tokens of the text after the hole held on the canvas at least (the canvas's spare room holds more): 8 lets a 24-slot single-line fill fit a 32-token canvas.",
+        lo=0,
+        hi=4096,
+    )
     maxPromptTokens: int = _setting(1024, "Tokens of text before the hole given to the encoder.", lo=16, hi=131072)
-    maxDocumentBytes: int = _setting(8_000_000, "Documents larger than this are refused with a message.", lo=1, hi=2**31 - 1)
-    backend: str = _setting("inprocess", "Where the model runs: inprocess (inside this language server), shared (one engine process per model serves every editor window; started on demand, see `canvas-ls engine`) or vllm (a vLLM >= 0.32 server at vllmUrl). The old name `engine` is accepted.", choices=("inprocess", "shared", "vllm"))
-    vllmUrl: str = _setting("http://127.0.0.1:8000", "backend vllm: the server's base URL (its /v1/completions serves the DiffusionGemma model).")
-    vllmApiKeyEnv: str = _setting("CANVAS_VLLM_API_KEY", "backend vllm: the name of the environment variable that holds the API key (the key itself is never a setting, never logged).")
-    vllmTimeout: float = _setting(30.0, "backend vllm: seconds a request may take before the fill fails with a timeout.", lo=0.1, hi=3600.0)
-    tokenizerPath: str = _setting("", "backend vllm: a directory with the checkpoint's tokenizer.json, to tokenize locally; empty: the server's /tokenize and /detokenize.")
-    engineIdleMinutes: float = _setting(30.0, "Shared engine: minutes without requests after which an engine this server started exits (0: never).", lo=0.0, hi=10080.0)
-    liveCanvas: bool = _setting(False, "Send canvas/step notifications with the intermediate canvas of each step (for editors that draw it).")
+    maxDocumentBytes: int = _setting(
+        8_000_000, "Documents larger than this are refused with a message.", lo=1, hi=2**31 - 1
+    )
+    backend: str = _setting(
+        "inprocess",
+        "Where the model runs: inprocess (inside this language server), shared (one engine process per model serves every editor window; started on demand, see `canvas-ls engine`) or vllm (a vLLM >= 0.32 server at vllmUrl). The old name `engine` is accepted.",
+        choices=("inprocess", "shared", "vllm"),
+    )
+    vllmUrl: str = _setting(
+        "http://127.0.0.1:8000",
+        "backend vllm: the server's base URL (its /v1/completions serves the DiffusionGemma model).",
+    )
+    vllmApiKeyEnv: str = _setting(
+        "CANVAS_VLLM_API_KEY",
+        "backend vllm: the name of the environment variable that holds the API key (the key itself is never a setting, never logged).",
+    )
+    vllmTimeout: float = _setting(
+        30.0, "backend vllm: seconds a request may take before the fill fails with a timeout.", lo=0.1, hi=3600.0
+    )
+    tokenizerPath: str = _setting(
+        "",
+        "backend vllm: a directory with the checkpoint's tokenizer.json, to tokenize locally; empty: the server's /tokenize and /detokenize.",
+    )
+    engineIdleMinutes: float = _setting(
+        30.0,
+        "Shared engine: minutes without requests after which an engine this server started exits (0: never).",
+        lo=0.0,
+        hi=10080.0,
+    )
+    liveCanvas: bool = _setting(
+        False, "Send canvas/step notifications with the intermediate canvas of each step (for editors that draw it)."
+    )
     logFile: str = _setting("", "Also write the log to this file (the log never goes to stdout).")
-    threads: int = _setting(0, "CPU threads for the model (torch.set_num_threads). 0: one fewer than the cores, at least 1, so the server's own threads keep a core (two torch threads fighting them on a 2-core machine made fills 10-50x slower).", lo=0, hi=1024)
-    logLevel: str = _setting("warning", "Log level on stderr and in logFile: debug, info, warning or error (editors such as Neovim file every stderr line as an error).", choices=("debug", "info", "warning", "error"))
+    threads: int = _setting(
+        0,
+        "CPU threads for the model (torch.set_num_threads). 0: one fewer than the cores, at least 1, so the server's own threads keep a core (two torch threads fighting them on a 2-core machine made fills 10-50x slower).",
+        lo=0,
+        hi=1024,
+    )
+    logLevel: str = _setting(
+        "warning",
+        "Log level on stderr and in logFile: debug, info, warning or error (editors such as Neovim file every stderr line as an error).",
+        choices=("debug", "info", "warning", "error"),
+    )
 
     def sampler_settings(self) -> SamplerSettings:
         """The sampler settings of a fill ("auto" is resolved against the checkpoint by the backend)."""
@@ -69,6 +169,9 @@ class ServerSettings:
             temperature_end=float(self.temperatureEnd),
             repair_rounds=self.repairRounds,
             seed=self.seed,
+            single_line_steps=self.singleLineSteps,
+            single_line_decoder=self.singleLineDecoder,  # type: ignore[arg-type]
+            suffix_tokens=self.suffixTokens,
         )
 
     def torch_threads(self) -> int:
@@ -79,7 +182,15 @@ class ServerSettings:
         """Changing any of these means loading the model (or connecting to its server) again."""
         if self.backend == "vllm":
             return (self.backend, self.vllmUrl, self.vllmApiKeyEnv, self.vllmTimeout, self.tokenizerPath)
-        return (self.backend, self.modelPath, self.device, self.dtype, self.maxPromptTokens, self.canvasLength)
+        return (
+            self.backend,
+            self.modelPath,
+            self.device,
+            self.dtype,
+            self.compile,
+            self.maxPromptTokens,
+            self.canvasLength,
+        )
 
 
 def _check(f, value: Any) -> str | None:
@@ -102,7 +213,11 @@ def _check(f, value: Any) -> str | None:
             return "expected a list of: " + ", ".join(meta["choices"])
         return None
     elif isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096 for v in value):
+        if (
+            not isinstance(value, (list, tuple))
+            or not value
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096 for v in value)
+        ):
             return "expected a non-empty list of integers in 1..4096"
     if meta["pattern"] and not re.fullmatch(meta["pattern"], value):
         return "expected " + f.metadata["doc"].split(".")[0]
@@ -142,13 +257,28 @@ def parse_settings(raw: Any, base: ServerSettings | None = None) -> tuple[Server
             problems.append(f"{key}={value!r}: {why}")
             changes[key] = f.default
         else:
-            changes[key] = float(value) if isinstance(f.default, float) else tuple(value) if isinstance(f.default, tuple) else value
+            changes[key] = (
+                float(value)
+                if isinstance(f.default, float)
+                else tuple(value)
+                if isinstance(f.default, tuple)
+                else value
+            )
     settings = replace(base, **changes)
     try:
         settings.sampler_settings()
     except ValueError as exc:  # cross-field problems such as the sampler's own checks
         problems.append(f"sampler settings: {exc}")
-        sampler_fields = ("maxSteps", "acceptance", "entropyBound", "confidenceThreshold", "temperatureStart", "temperatureEnd", "repairRounds", "seed")
+        sampler_fields = (
+            "maxSteps",
+            "acceptance",
+            "entropyBound",
+            "confidenceThreshold",
+            "temperatureStart",
+            "temperatureEnd",
+            "repairRounds",
+            "seed",
+        )
         settings = replace(settings, **{k: getattr(ServerSettings(), k) for k in sampler_fields})
     return settings, problems
 
@@ -171,10 +301,28 @@ def settings_schema() -> dict[str, dict[str, Any]]:
     out = {}
     for f in fields(ServerSettings):
         d = f.default
-        kind = "boolean" if isinstance(d, bool) else "integer" if isinstance(d, int) else "number" if isinstance(d, float) else "array" if isinstance(d, tuple) else "string"
-        entry: dict[str, Any] = {"type": kind, "default": list(d) if isinstance(d, tuple) else d, "description": f.metadata["doc"]}
+        kind = (
+            "boolean"
+            if isinstance(d, bool)
+            else "integer"
+            if isinstance(d, int)
+            else "number"
+            if isinstance(d, float)
+            else "array"
+            if isinstance(d, tuple)
+            else "string"
+        )
+        entry: dict[str, Any] = {
+            "type": kind,
+            "default": list(d) if isinstance(d, tuple) else d,
+            "description": f.metadata["doc"],
+        }
         if isinstance(d, tuple):
-            entry["items"] = {"type": "string", "enum": list(f.metadata["choices"])} if f.metadata["choices"] else {"type": "integer", "minimum": 1, "maximum": 4096}
+            entry["items"] = (
+                {"type": "string", "enum": list(f.metadata["choices"])}
+                if f.metadata["choices"]
+                else {"type": "integer", "minimum": 1, "maximum": 4096}
+            )
         elif f.metadata["choices"]:
             entry["enum"] = list(f.metadata["choices"])
         if f.metadata["lo"] is not None:

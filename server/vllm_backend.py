@@ -188,7 +188,9 @@ class _LocalTokenizer:
         p = Path(path).expanduser()
         file = p / "tokenizer.json" if p.is_dir() else p
         if not file.is_file():
-            raise ModelLoadError(f"tokenizerPath {path!r}: no tokenizer.json there (give the checkpoint's directory or its tokenizer.json)")
+            raise ModelLoadError(
+                f"tokenizerPath {path!r}: no tokenizer.json there (give the checkpoint's directory or its tokenizer.json)"
+            )
         try:
             self.tok = Tokenizer.from_file(str(file))
         except Exception as exc:  # tokenizers raises plain Exceptions with its parse error
@@ -206,7 +208,11 @@ class _LocalTokenizer:
         """Special token ids from the checkpoint's generation_config.json, config.json and
         tokenizer_config.json, in that order of preference."""
         found: dict[str, list[int]] = {}
-        gen, cfg, tcfg = self._json("generation_config.json"), self._json("config.json"), self._json("tokenizer_config.json")
+        gen, cfg, tcfg = (
+            self._json("generation_config.json"),
+            self._json("config.json"),
+            self._json("tokenizer_config.json"),
+        )
         text_cfg = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else {}
         for kind in ("pad", "eos", "bos"):
             for source in (gen, text_cfg, cfg):
@@ -243,9 +249,18 @@ class _LocalTokenizer:
 class VllmFiller:
     """A `Filler` over a vLLM server's /v1/completions. Thread-safe; the HTTP runs on its own thread."""
 
-    def __init__(self, url: str, api_key: str | None = None, timeout: float = 30.0, tokenizer_path: str = "",
-                 make_judge: JudgeFactory | None = None, *, max_prompt_tokens: int = 1024, min_suffix_tokens: int = 32,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        tokenizer_path: str = "",
+        make_judge: JudgeFactory | None = None,
+        *,
+        max_prompt_tokens: int = 1024,
+        min_suffix_tokens: int = 32,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
         self.url = display_url(base_url(url))  # what messages and info() show
         self._base = base_url(url)
         self.timeout = float(timeout)
@@ -308,13 +323,17 @@ class VllmFiller:
         if thread is not None:
             thread.join(5)
 
-    def fill(self, request: FillRequest, on_step: OnStep | None = None, cancelled: Cancelled | None = None) -> FillResult:
+    def fill(
+        self, request: FillRequest, on_step: OnStep | None = None, cancelled: Cancelled | None = None
+    ) -> FillResult:
         t0 = time.perf_counter()
         request.validate()
         if request.decoder != "diffusion":
-            raise BadFill("the vLLM backend fills with the diffusion canvas only: set decoder to \"diffusion\"")
+            raise BadFill('the vLLM backend fills with the diffusion canvas only: set decoder to "diffusion"')
         if getattr(request, "repair_threshold", None) is not None:
-            raise BadFill("repairing existing code is not available with the vLLM backend (backend: inprocess or shared has it)")
+            raise BadFill(
+                "repairing existing code is not available with the vLLM backend (backend: inprocess or shared has it)"
+            )
         served = self._start(cancelled)
         try:
             return self._fill(served, request, on_step, cancelled, t0)
@@ -324,11 +343,13 @@ class VllmFiller:
 
     # ---- one fill ----------------------------------------------------------------------------
 
-    def _fill(self, s: _Served, req: FillRequest, on_step: OnStep | None, cancelled: Cancelled | None, t0: float) -> FillResult:
+    def _fill(
+        self, s: _Served, req: FillRequest, on_step: OnStep | None, cancelled: Cancelled | None, t0: float
+    ) -> FillResult:
         text, holes, settings = req.text, req.holes, req.settings
         judge = self.make_judge(text, holes, req.language) if (req.language and self.make_judge) else None
         prefix = text[: holes[0][0]]
-        pieces = [prefix[self._window_start(prefix):]]
+        pieces = [prefix[self._window_start(prefix) :]]
         pieces += [text[a[1] : b[0]] for a, b in zip(holes, holes[1:])]
         pieces.append(text[holes[-1][1] :][: 4 * s.width])
         encoded = self._encode(s, pieces, cancelled)
@@ -341,7 +362,9 @@ class VllmFiller:
         room = s.width - sum(map(len, middles)) - min(len(suffix), suffix_min)
         per_hole = room // len(holes)
         if per_hole < 1:
-            raise CanvasTooSmall(f"the text between the selections needs {sum(map(len, middles))} tokens; the served canvas holds {s.width}")
+            raise CanvasTooSmall(
+                f"the text between the selections needs {sum(map(len, middles))} tokens; the served canvas holds {s.width}"
+            )
         if req.length_candidates:
             options = [[n] for n in sorted({min(n, per_hole) for n in req.length_candidates}, reverse=True)]
         else:
@@ -352,7 +375,9 @@ class VllmFiller:
         bos = [s.bos] if s.bos is not None else []
         budget = min(self.max_prompt_tokens, s.max_model_len - width) - len(bos)
         if budget < 0:
-            raise BadFill(f"vLLM's max_model_len ({s.max_model_len}) leaves no room for a prompt beside a {width}-token canvas")
+            raise BadFill(
+                f"vLLM's max_model_len ({s.max_model_len}) leaves no room for a prompt beside a {width}-token canvas"
+            )
         prompt = bos + (prefix_ids[-budget:] if budget else [])
         if not prompt:
             prompt = [s.pad]  # vLLM needs at least one prompt token
@@ -390,7 +415,7 @@ class VllmFiller:
                 seed[p] = rng.randrange(s.vocab)
             reopened = set(reopen)
             pins = [p for p in range(width) if p not in reopened]
-            (ids, logp), = self._run(self._complete_many(s, prompt, width, repair_steps, [(seed, pins)]), cancelled)
+            ((ids, logp),) = self._run(self._complete_many(s, prompt, width, repair_steps, [(seed, pins)]), cancelled)
             new_ids, new_logp = list(best.ids), list(best.logp)
             for p in reopen:
                 new_ids[p], new_logp[p] = ids[p], logp[p]
@@ -472,7 +497,9 @@ class VllmFiller:
 
     def _event(self, row: _Row, step: int, steps: int, repair: int) -> StepEvent:
         slots = sum(row.layout.slots)
-        return StepEvent(step=step, round_step=steps, round_steps=steps, repair=repair, committed=slots, slots=slots, texts=row.fills)
+        return StepEvent(
+            step=step, round_step=steps, round_steps=steps, repair=repair, committed=slots, slots=slots, texts=row.fills
+        )
 
     # ---- tokens ------------------------------------------------------------------------------
 
@@ -513,8 +540,13 @@ class VllmFiller:
         try:
             if self._served is None:
                 self._served = self._run(self._probe(), cancelled)
-                log.info("vLLM at %s serves %s: canvas %d, max_model_len %d", self.url, self._served.model,
-                         self._served.width, self._served.max_model_len)
+                log.info(
+                    "vLLM at %s serves %s: canvas %d, max_model_len %d",
+                    self.url,
+                    self._served.model,
+                    self._served.width,
+                    self._served.max_model_len,
+                )
             return self._served
         finally:
             self._start_lock.release()
@@ -532,8 +564,10 @@ class VllmFiller:
             local = self._local.encode([PROBE_TEXT])[0]
             served_ids = await self._tokenize(PROBE_TEXT, model)
             if local != served_ids:
-                raise ModelLoadError(f"tokenizerPath {self.tokenizer_path!r} does not tokenize like {model} served at {self.url}: "
-                                     "point it at the served checkpoint's tokenizer, or leave it empty to use vLLM's /tokenize")
+                raise ModelLoadError(
+                    f"tokenizerPath {self.tokenizer_path!r} does not tokenize like {model} served at {self.url}: "
+                    "point it at the served checkpoint's tokenizer, or leave it empty to use vLLM's /tokenize"
+                )
         else:
             found = {}
             names = list(SPECIAL_NAMES.items())
@@ -543,7 +577,9 @@ class VllmFiller:
                     found[kind] = ids
         pad = (found.get("pad") or found.get("eos") or [None])[0]
         if pad is None:
-            raise ModelLoadError(f"cannot find the <pad> or <eos> token of {model}: set tokenizerPath to its checkpoint directory")
+            raise ModelLoadError(
+                f"cannot find the <pad> or <eos> token of {model}: set tokenizerPath to its checkpoint directory"
+            )
         bos = (found.get("bos") or [None])[0]
         ends = frozenset(found.get("eos", [])) | {pad}
         dropped = frozenset(i for i in (bos, *(found.get("mask") or [])) if i is not None)
@@ -553,56 +589,100 @@ class VllmFiller:
         # rejects it (400, naming diffusion_seed_canvas and the vocabulary size); any other model
         # ignores diffusion arguments and answers one token.
         try:
-            await self._post("/v1/completions", {
-                "model": model, "prompt": first, "max_tokens": 1,
-                "vllm_xargs": {"diffusion_canvas_length": 1, "diffusion_seed_canvas": [2**31 - 1], "diffusion_read_only": 1},
-            })
+            await self._post(
+                "/v1/completions",
+                {
+                    "model": model,
+                    "prompt": first,
+                    "max_tokens": 1,
+                    "vllm_xargs": {
+                        "diffusion_canvas_length": 1,
+                        "diffusion_seed_canvas": [2**31 - 1],
+                        "diffusion_read_only": 1,
+                    },
+                },
+            )
         except VllmBadRequest as exc:
             if "diffusion_seed_canvas" not in exc.message:
-                raise NotDiffusionModel(f"vLLM at {self.url} serves {model}, which is not a diffusion model: it rejected "
-                                        f"canvas-ls's diffusion arguments ({exc.message}). canvas-ls needs a DiffusionGemma "
-                                        "checkpoint served by vLLM >= 0.32") from None
+                raise NotDiffusionModel(
+                    f"vLLM at {self.url} serves {model}, which is not a diffusion model: it rejected "
+                    f"canvas-ls's diffusion arguments ({exc.message}). canvas-ls needs a DiffusionGemma "
+                    "checkpoint served by vLLM >= 0.32"
+                ) from None
             m = re.search(r"in \[0, (\d+)\)", exc.message)
             server_vocab = int(m.group(1)) if m else None
         else:
-            raise NotDiffusionModel(f"vLLM at {self.url} serves {model}, which is not a diffusion model (it ignores "
-                                    "diffusion_* arguments). canvas-ls needs a DiffusionGemma checkpoint served by vLLM >= 0.32")
+            raise NotDiffusionModel(
+                f"vLLM at {self.url} serves {model}, which is not a diffusion model (it ignores "
+                "diffusion_* arguments). canvas-ls needs a DiffusionGemma checkpoint served by vLLM >= 0.32"
+            )
 
         # Probe 2 (diffusion_read_only): one whole canvas with a log-probability for every position;
         # its length is the served canvas width.
-        answer = await self._post("/v1/completions", {
-            "model": model, "prompt": first, "max_tokens": max(1, max_model_len - len(first)),
-            "logprobs": 0, "return_token_ids": True,
-            "vllm_xargs": {"diffusion_read_only": 1, "diffusion_max_steps": 1},
-        })
+        answer = await self._post(
+            "/v1/completions",
+            {
+                "model": model,
+                "prompt": first,
+                "max_tokens": max(1, max_model_len - len(first)),
+                "logprobs": 0,
+                "return_token_ids": True,
+                "vllm_xargs": {"diffusion_read_only": 1, "diffusion_max_steps": 1},
+            },
+        )
         ids, logp, finish = self._canvas_of(answer)
         if not ids or len(logp) != len(ids) or finish != "length":
-            raise NotDiffusionModel(f"vLLM at {self.url} serves {model}, but a diffusion_read_only request did not return "
-                                    "one canvas with a log-probability per position: not a diffusion model canvas-ls can use")
+            raise NotDiffusionModel(
+                f"vLLM at {self.url} serves {model}, but a diffusion_read_only request did not return "
+                "one canvas with a log-probability per position: not a diffusion model canvas-ls can use"
+            )
         known = [v for v in (server_vocab, self._local.vocab if self._local else None) if v]
         # Neither the server's message nor a tokenizer file said: stay below the ids seen so far.
         vocab = min(known) if known else max([*ids, *found.get("eos", []), pad]) + 1
-        return _Served(model=model, width=len(ids), max_model_len=max_model_len, vocab=vocab, pad=pad, bos=bos,
-                       ends=ends, dropped=dropped)
+        return _Served(
+            model=model,
+            width=len(ids),
+            max_model_len=max_model_len,
+            vocab=vocab,
+            pad=pad,
+            bos=bos,
+            ends=ends,
+            dropped=dropped,
+        )
 
     # ---- HTTP ----------------------------------------------------------------------------------
 
-    async def _complete_many(self, s: _Served, prompt: list[int], width: int, steps: int | None,
-                             seeds: list[tuple[list[int], list[int]]]) -> list[tuple[list[int], list[float]]]:
+    async def _complete_many(
+        self, s: _Served, prompt: list[int], width: int, steps: int | None, seeds: list[tuple[list[int], list[int]]]
+    ) -> list[tuple[list[int], list[float]]]:
         """One read-only canvas per (seed, pins), concurrently. steps None: the server's own budget (the
         checkpoint's max_denoising_steps; vLLM caps any larger value there too)."""
+
         async def one(seed: list[int], pins: list[int]):
-            xargs = {"diffusion_seed_canvas": seed, "diffusion_pinned": pins, "diffusion_canvas_length": width,
-                     "diffusion_read_only": 1}
+            xargs = {
+                "diffusion_seed_canvas": seed,
+                "diffusion_pinned": pins,
+                "diffusion_canvas_length": width,
+                "diffusion_read_only": 1,
+            }
             if steps:
                 xargs["diffusion_max_steps"] = steps
-            answer = await self._post("/v1/completions", {
-                "model": s.model, "prompt": prompt, "max_tokens": width, "logprobs": 0, "return_token_ids": True,
-                "vllm_xargs": xargs,
-            })
+            answer = await self._post(
+                "/v1/completions",
+                {
+                    "model": s.model,
+                    "prompt": prompt,
+                    "max_tokens": width,
+                    "logprobs": 0,
+                    "return_token_ids": True,
+                    "vllm_xargs": xargs,
+                },
+            )
             ids, logp, _ = self._canvas_of(answer)
             if len(ids) != width or len(logp) != width:
-                raise VllmServerError(f"vLLM at {self.url} returned {len(ids)} canvas tokens for a {width}-token canvas")
+                raise VllmServerError(
+                    f"vLLM at {self.url} returned {len(ids)} canvas tokens for a {width}-token canvas"
+                )
             return ids, logp
 
         return await self._gather(*(one(seed, pins) for seed, pins in seeds))
@@ -615,7 +695,9 @@ class VllmFiller:
             logp = [float(x) if x is not None else float("-inf") for x in lps]
             return ids, logp, choice.get("finish_reason")
         except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise VllmServerError(f"vLLM at {self.url} answered /v1/completions with an unexpected body ({exc!r})") from None
+            raise VllmServerError(
+                f"vLLM at {self.url} answered /v1/completions with an unexpected body ({exc!r})"
+            ) from None
 
     async def _post(self, path: str, body: dict) -> Any:
         return await self._request("POST", path, body)
@@ -629,11 +711,14 @@ class VllmFiller:
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise VllmUnreachable(f"cannot reach {where} ({_reason(exc)}): is it running? (setting vllmUrl)") from None
         except httpx.TimeoutException:
-            raise VllmTimeout(f"{where} did not answer {path} within {self.timeout:g} s (setting vllmTimeout); "
-                              "nothing was applied") from None
+            raise VllmTimeout(
+                f"{where} did not answer {path} within {self.timeout:g} s (setting vllmTimeout); nothing was applied"
+            ) from None
         except httpx.TransportError as exc:
-            raise VllmDied(f"{where} broke the connection during {path} ({_reason(exc)}): did it stop? "
-                           "Nothing was applied; the next fill tries again") from None
+            raise VllmDied(
+                f"{where} broke the connection during {path} ({_reason(exc)}): did it stop? "
+                "Nothing was applied; the next fill tries again"
+            ) from None
         if r.status_code == 200:
             try:
                 return r.json()
@@ -641,8 +726,10 @@ class VllmFiller:
                 raise VllmServerError(f"{where} answered {path} with something that is not JSON") from None
         message = _error_message(r)
         if r.status_code in (401, 403):
-            raise VllmAuthError(f"{where} refused the API key ({r.status_code}: {message}); set the key in the environment "
-                                "variable named by the setting vllmApiKeyEnv")
+            raise VllmAuthError(
+                f"{where} refused the API key ({r.status_code}: {message}); set the key in the environment "
+                "variable named by the setting vllmApiKeyEnv"
+            )
         if r.status_code == 400:
             raise VllmBadRequest(message, f"{where} rejected the request: {message}")
         if r.status_code == 404 and path in ("/tokenize", "/detokenize"):
@@ -664,8 +751,11 @@ class VllmFiller:
             return self._loop
 
     def _new_client(self) -> httpx.AsyncClient:
-        limits = httpx.Limits(max_connections=self._max_connections, max_keepalive_connections=self._max_connections,
-                              keepalive_expiry=30.0)
+        limits = httpx.Limits(
+            max_connections=self._max_connections,
+            max_keepalive_connections=self._max_connections,
+            keepalive_expiry=30.0,
+        )
         timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0))
         return httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False)
 

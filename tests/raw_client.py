@@ -21,8 +21,13 @@ class RawClient:
 
     def __init__(self, script: dict | None = None, command: list[str] | None = None) -> None:
         env = {**os.environ, "CANVAS_SCRIPT": json.dumps(script or {})}
-        self.proc = subprocess.Popen(command or [sys.executable, str(SCRIPTED)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        self.proc = subprocess.Popen(
+            command or [sys.executable, str(SCRIPTED)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
         self.messages: list[dict] = []
         self.arrived: dict = {}  # answer id -> (perf_counter when it arrived, how many answers had that id)
         self.lock = threading.Condition()
@@ -48,7 +53,13 @@ class RawClient:
                 continue
             message = json.loads(out.read(length))
             if "method" in message and "id" in message:  # a request to the client: answer it
-                self.send({"jsonrpc": "2.0", "id": message["id"], "result": {"applied": True} if message["method"] == "workspace/applyEdit" else None})
+                self.send(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": message["id"],
+                        "result": {"applied": True} if message["method"] == "workspace/applyEdit" else None,
+                    }
+                )
             with self.lock:
                 if "id" in message and "method" not in message:
                     when, count = self.arrived.get(message["id"], (0.0, 0))
@@ -84,11 +95,15 @@ class RawClient:
         return self.answer(self.request(method, params))
 
     def initialize(self) -> None:
-        self.call("initialize", {"processId": None, "rootUri": None, "capabilities": {"window": {"workDoneProgress": True}}})
+        self.call(
+            "initialize", {"processId": None, "rootUri": None, "capabilities": {"window": {"workDoneProgress": True}}}
+        )
         self.notify("initialized", {})
 
     def open(self, uri: str, text: str = DOC) -> None:
-        self.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}})
+        self.notify(
+            "textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}}
+        )
 
     def exit_status(self, timeout: float = 20) -> int:
         return self.proc.wait(timeout)

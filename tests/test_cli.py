@@ -15,7 +15,9 @@ DOC = 'def mean(values):\n    """Arithmetic mean."""\n    total = sum(values)\n 
 
 
 def _run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "canvas_ls.server.cli", *args], input=stdin, capture_output=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "canvas_ls.server.cli", *args], input=stdin, capture_output=True, timeout=300
+    )
 
 
 @pytest.fixture
@@ -95,6 +97,8 @@ def test_show_steps_labels_rounds_and_escapes_control_characters(doc, tiny_dir):
     assert out.returncode == 0, out.stderr.decode()
     err = out.stderr.decode()
     labels = [line for line in err.splitlines() if line.startswith("--- canvas ")]
-    assert labels and all(int(l.split()[2].split("/")[0]) <= int(l.split()[2].split("/")[1].rstrip(":")) for l in labels)
+    assert labels and all(
+        int(l.split()[2].split("/")[0]) <= int(l.split()[2].split("/")[1].rstrip(":")) for l in labels
+    )
     assert labels[0].startswith("--- canvas 1/4")
     assert not any(0 <= ord(c) < 32 and c not in "\n\t" for c in err)

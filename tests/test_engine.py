@@ -71,19 +71,50 @@ LONG = SamplerSettings(max_steps=40, entropy_bound=1e-6)  # one position per ste
 
 
 def _examples():
-    info = FillerInfo(model="m", path="/m", device="cpu", dtype="float32", canvas_length=256, backend="in-process",
-                      random_weights=True)
-    request = FillRequest("x = ✓\n", holes=((4, 5),), max_tokens=8, length_candidates=(8, 16), settings=SamplerSettings(seed=3),
-                          document="file:///x.py", language="python", decoder="diffusion", single_line=True)
-    result = FillResult(fills=("a", "b"), score=-math.inf, forward_passes=4, tokens=2, seconds=0.5, canvas_length=32,
-                        slots=(8, 8), candidates=1, repairs=0, syntax_errors=0, prompt_tokens=9, reused_prompt_tokens=3)
+    info = FillerInfo(
+        model="m",
+        path="/m",
+        device="cpu",
+        dtype="float32",
+        canvas_length=256,
+        backend="in-process",
+        random_weights=True,
+    )
+    request = FillRequest(
+        "x = ✓\n",
+        holes=((4, 5),),
+        max_tokens=8,
+        length_candidates=(8, 16),
+        settings=SamplerSettings(seed=3),
+        document="file:///x.py",
+        language="python",
+        decoder="diffusion",
+        single_line=True,
+    )
+    result = FillResult(
+        fills=("a", "b"),
+        score=-math.inf,
+        forward_passes=4,
+        tokens=2,
+        seconds=0.5,
+        canvas_length=32,
+        slots=(8, 8),
+        candidates=1,
+        repairs=0,
+        syntax_errors=0,
+        prompt_tokens=9,
+        reused_prompt_tokens=3,
+    )
     return [
         HelloMsg(protocol=2, key=["a=1", "b=2"], client="test"),
         HelloReplyMsg(protocol=2, pid=42, key=["a=1"], info=info, version="0.1.0"),
         FillMsg(id=7, request=request, steps=True),
         CancelMsg(id=7),
         ForgetMsg(document="file:///x.py"),
-        StepMsg(id=7, event=StepEvent(step=3, round_step=2, round_steps=8, repair=1, committed=5, slots=8, texts=("ab··", "·"))),
+        StepMsg(
+            id=7,
+            event=StepEvent(step=3, round_step=2, round_steps=8, repair=1, committed=5, slots=8, texts=("ab··", "·")),
+        ),
         ResultMsg(id=7, result=result, batch_requests=2, queued_seconds=0.01),
         ErrorMsg(id=7, kind="cancelled", message="cancelled by the client"),
         ByeMsg(reason="idle"),
@@ -125,17 +156,35 @@ def test_bad_frames_are_refused():
 
 
 def test_the_engine_config_is_declared_once():
-    config = EngineConfig(model="/m", device="cpu", dtype="float64", canvas_length=128, threads=1, idle_minutes=0.5,
-                          batch_window_ms=2.5, max_batch=4, run_dir="/tmp/r")
+    config = EngineConfig(
+        model="/m",
+        device="cpu",
+        dtype="float64",
+        canvas_length=128,
+        threads=1,
+        idle_minutes=0.5,
+        batch_window_ms=2.5,
+        max_batch=4,
+        run_dir="/tmp/r",
+    )
     p = argparse.ArgumentParser()
     add_engine_arguments(p)
     assert EngineConfig.from_args(p.parse_args(config.argv())) == config  # spawn argv -> the engine's CLI
     assert EngineConfig.from_args(p.parse_args([])) == EngineConfig()
-    settings = ServerSettings(modelPath="/m", device="cpu", dtype="float64", canvasLength=128, threads=1, engineIdleMinutes=0.5)
+    settings = ServerSettings(
+        modelPath="/m", device="cpu", dtype="float64", canvasLength=128, threads=1, engineIdleMinutes=0.5
+    )
     assert EngineConfig.from_settings(settings, batch_window_ms=2.5, max_batch=4, run_dir="/tmp/r") == config
     loaded_with = config.server_settings()  # what the engine loads its model with
-    assert (loaded_with.modelPath, loaded_with.dtype, loaded_with.canvasLength, loaded_with.threads) == ("/m", "float64", 128, 1)
-    assert config.key() == EngineConfig(model="/m", device="cpu", dtype="float64", canvas_length=128).key()  # runtime fields are not the key
+    assert (loaded_with.modelPath, loaded_with.dtype, loaded_with.canvasLength, loaded_with.threads) == (
+        "/m",
+        "float64",
+        128,
+        1,
+    )
+    assert (
+        config.key() == EngineConfig(model="/m", device="cpu", dtype="float64", canvas_length=128).key()
+    )  # runtime fields are not the key
     assert "device=cuda:0" in EngineConfig(device="cuda").key() and "dtype=float32" in EngineConfig(device="cpu").key()
 
 
@@ -359,7 +408,9 @@ def test_a_wrong_model_key_gets_a_clear_error(engine):
 def test_remote_fill_equals_the_in_process_fill(engine, local):
     cases = [
         FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=16, language="python"),
-        FillRequest(TEXT, holes=((4, 7), (HOLE, HOLE)), max_tokens=8, settings=SamplerSettings(seed=5), language="python"),
+        FillRequest(
+            TEXT, holes=((4, 7), (HOLE, HOLE)), max_tokens=8, settings=SamplerSettings(seed=5), language="python"
+        ),
         FillRequest(TEXT, holes=((HOLE, HOLE),), length_candidates=(8, 24)),
         FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=6, decoder="autoregressive", single_line=True),
     ]
@@ -399,7 +450,10 @@ def test_two_clients_share_forward_passes_and_each_gets_its_own_fill(engine, loc
         barrier.wait()
         out[name] = _steps(client, req)
 
-    threads = [threading.Thread(target=run, args=("a", clients[0], a_req)), threading.Thread(target=run, args=("b", clients[1], b_req))]
+    threads = [
+        threading.Thread(target=run, args=("a", clients[0], a_req)),
+        threading.Thread(target=run, args=("b", clients[1], b_req)),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -475,7 +529,9 @@ def test_steps_stream_only_when_asked(engine, local):
 
 
 def test_an_idle_engine_says_bye_and_exits(tiny_dir, tiny64, run_dir):
-    config = EngineConfig(model=str(tiny_dir), device="cpu", dtype="float64", idle_minutes=0.01, run_dir=str(run_dir / "idle"))
+    config = EngineConfig(
+        model=str(tiny_dir), device="cpu", dtype="float64", idle_minutes=0.01, run_dir=str(run_dir / "idle")
+    )
     et = EngineThread(config, Infiller(tiny64, make_judge=make_judge)).start()
     try:
         client = RemoteFiller.attach(et.socket, et.key)

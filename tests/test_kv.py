@@ -19,7 +19,12 @@ def _ours(enc, model, states, canvas):
     cache, masks, lengths = enc.decoder_cache(states, canvas.shape[1])
     positions = lengths[:, None] + torch.arange(canvas.shape[1])[None]
     with torch.no_grad():
-        return model(past_key_values=cache, decoder_input_ids=canvas, decoder_position_ids=positions, decoder_attention_mask=masks).logits
+        return model(
+            past_key_values=cache,
+            decoder_input_ids=canvas,
+            decoder_position_ids=positions,
+            decoder_attention_mask=masks,
+        ).logits
 
 
 def test_extend_crop_and_batch_match_a_fresh_encode(tiny):

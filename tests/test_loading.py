@@ -68,10 +68,20 @@ def test_checkpoint_files_describe_the_tiny_model(tiny_dir, caplog):
     from canvas_ls.model.checkpoint import PUBLISHED_GENERATION
 
     gen = json.loads((tiny_dir / "generation_config.json").read_text())
-    assert gen == {**PUBLISHED_GENERATION, "max_new_tokens": 256, "bos_token_id": 2, "pad_token_id": 0, "eos_token_id": 1}
+    assert gen == {
+        **PUBLISHED_GENERATION,
+        "max_new_tokens": 256,
+        "bos_token_id": 2,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+    }
     assert PUBLISHED_GENERATION == {
         "sampler_config": {"_cls_name": "EntropyBoundSamplerConfig", "entropy_bound": 0.1},
-        "t_min": 0.4, "t_max": 0.8, "stability_threshold": 1, "confidence_threshold": 0.005, "max_denoising_steps": 48,
+        "t_min": 0.4,
+        "t_max": 0.8,
+        "stability_threshold": 1,
+        "confidence_threshold": 0.005,
+        "max_denoising_steps": 48,
     }
     hf_logging.enable_propagation()  # transformers' warnings go through `logging`, so caplog sees them
     try:
@@ -102,15 +112,20 @@ def test_generation_config_and_card_become_the_loaded_defaults(tmp_path, tiny_di
     d = tmp_path / "tuned"
     shutil.copytree(tiny_dir, d)
     gen = json.loads((d / "generation_config.json").read_text())
-    gen.update(max_denoising_steps=12, t_min=0.3, sampler_config={"_cls_name": "EntropyBoundSamplerConfig", "entropy_bound": 0.2},
-               stability_threshold=None)  # null: transformers' default, 1
+    gen.update(
+        max_denoising_steps=12,
+        t_min=0.3,
+        sampler_config={"_cls_name": "EntropyBoundSamplerConfig", "entropy_bound": 0.2},
+        stability_threshold=None,
+    )  # null: transformers' default, 1
     (d / "generation_config.json").write_text(json.dumps(gen))
     card = json.loads((d / "canvas_ls.json").read_text())
     card.update(end_closes_hole=True, sampler="commit")
     (d / "canvas_ls.json").write_text(json.dumps(card))
     lm = load_model(d)
-    assert lm.generation == GenerationDefaults(max_steps=12, entropy_bound=0.2, t_min=0.3, t_max=0.8,
-                                               stability_threshold=1, confidence_threshold=0.005)
+    assert lm.generation == GenerationDefaults(
+        max_steps=12, entropy_bound=0.2, t_min=0.3, t_max=0.8, stability_threshold=1, confidence_threshold=0.005
+    )
     assert lm.end_closes_hole is True and lm.default_sampler == "commit"
     s = SamplerSettings(sampler="reference").resolved(lm.generation, lm.default_sampler)
     assert (s.max_steps, s.entropy_bound, s.temperature_end, s.stability_threshold) == (12, 0.2, 0.3, 1)

@@ -17,8 +17,13 @@ def test_shutdown_during_a_command_fill_is_answered_and_exit_is_clean():
     client = RawClient({"fills": ["1"], "steps": 50, "step_seconds": 0.1})
     client.initialize()
     client.open("file:///a.py")
-    fill = client.request("workspace/executeCommand", {"command": "canvas.fillSelection", "arguments": [
-        "file:///a.py", {"start": {"line": 1, "character": 11}, "end": {"line": 1, "character": 11}}]})
+    fill = client.request(
+        "workspace/executeCommand",
+        {
+            "command": "canvas.fillSelection",
+            "arguments": ["file:///a.py", {"start": {"line": 1, "character": 11}, "end": {"line": 1, "character": 11}}],
+        },
+    )
     time.sleep(0.5)
     shutdown = client.call("shutdown")
     assert shutdown.get("result", "missing") is None and "error" not in shutdown
@@ -49,9 +54,14 @@ def test_schema_invalid_params_are_answered_with_invalid_params():
     client = RawClient()
     client.initialize()
     client.open("file:///a.py")
-    answer = client.call("textDocument/inlineCompletion", {
-        "textDocument": {"uri": "file:///a.py"}, "position": {"line": -1, "character": 0},
-        "context": {"triggerKind": 1}})
+    answer = client.call(
+        "textDocument/inlineCompletion",
+        {
+            "textDocument": {"uri": "file:///a.py"},
+            "position": {"line": -1, "character": 0},
+            "context": {"triggerKind": 1},
+        },
+    )
     assert answer["error"]["code"] == -32602 and "inlineCompletion" in answer["error"]["message"]
     assert "result" in client.call("workspace/executeCommand", {"command": "canvas.status", "arguments": []})
     client.notify("exit")
@@ -62,13 +72,28 @@ def test_notifications_and_progress_leave_nothing_behind_and_unknown_documents_a
     client.initialize()
     client.open("file:///a.py")
     for version in range(2, 1002):  # a thousand keystrokes
-        client.notify("textDocument/didChange", {"textDocument": {"uri": "file:///a.py", "version": version},
-                                                 "contentChanges": [{"text": DOC + "#" * (version % 7)}]})
-    client.notify("textDocument/didChange", {"textDocument": {"uri": "file:///never-opened.py", "version": 2},
-                                             "contentChanges": [{"text": "x"}]})
+        client.notify(
+            "textDocument/didChange",
+            {
+                "textDocument": {"uri": "file:///a.py", "version": version},
+                "contentChanges": [{"text": DOC + "#" * (version % 7)}],
+            },
+        )
+    client.notify(
+        "textDocument/didChange",
+        {"textDocument": {"uri": "file:///never-opened.py", "version": 2}, "contentChanges": [{"text": "x"}]},
+    )
     for _ in range(5):  # command fills create progress tokens
-        client.call("workspace/executeCommand", {"command": "canvas.fillSelection", "arguments": [
-            "file:///a.py", {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 3}}]})
+        client.call(
+            "workspace/executeCommand",
+            {
+                "command": "canvas.fillSelection",
+                "arguments": [
+                    "file:///a.py",
+                    {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 3}},
+                ],
+            },
+        )
     status = _status(client)
     assert status["openRequests"] <= 1  # the status request itself
     assert status["progressTokens"] == 0

@@ -51,13 +51,16 @@ async def test_fill_selection_applies_one_versioned_edit_per_range():
         uri = open_doc(client, DOC, version=7)
         r1 = {"start": _pos(2, 12), "end": _pos(2, 13)}  # the 0 in total = 0
         r2 = {"start": _pos(9, 10), "end": _pos(9, 12)}  # the [] in out = []
-        result = await client.workspace_execute_command_async(t.ExecuteCommandParams(command="canvas.fillSelection", arguments=[uri, [r1, r2]]))
+        result = await client.workspace_execute_command_async(
+            t.ExecuteCommandParams(command="canvas.fillSelection", arguments=[uri, [r1, r2]])
+        )
         assert result["applied"] is True and result["edits"] == 2 and result["steps"] == 4
         [params] = client.applied
         [change] = params.edit.document_changes
         assert change.text_document.version == 7
-        assert [(e.range.start.line, e.range.start.character, e.range.end.character, e.new_text) for e in change.edits] == [
-            (2, 12, 13, "1"), (9, 10, 12, "[0]")]
+        assert [
+            (e.range.start.line, e.range.start.character, e.range.end.character, e.new_text) for e in change.edits
+        ] == [(2, 12, 13, "1"), (9, 10, 12, "[0]")]
     finally:
         await stop(client)
 
@@ -67,7 +70,9 @@ async def test_fill_body_reports_progress_by_round_and_applies_the_body():
     client = await start_scripted(fills=[body], steps=3)
     try:
         uri = open_doc(client, DOC)
-        result = await client.workspace_execute_command_async(t.ExecuteCommandParams(command="canvas.fillBody", arguments=[uri, _pos(10, 4)]))
+        result = await client.workspace_execute_command_async(
+            t.ExecuteCommandParams(command="canvas.fillBody", arguments=[uri, _pos(10, 4)])
+        )
         assert result["applied"] is True
         [edit] = client.applied[0].edit.document_changes[0].edits
         assert edit.new_text == body
@@ -87,12 +92,20 @@ async def test_a_document_edited_while_filling_gets_no_stale_edit():
     client = await start_scripted(fills=["1"], steps=10, step_seconds=0.2)
     try:
         uri = open_doc(client, DOC)
-        cmd = asyncio.ensure_future(client.workspace_execute_command_async(t.ExecuteCommandParams(
-            command="canvas.fillSelection", arguments=[uri, {"start": _pos(2, 12), "end": _pos(2, 13)}])))
+        cmd = asyncio.ensure_future(
+            client.workspace_execute_command_async(
+                t.ExecuteCommandParams(
+                    command="canvas.fillSelection", arguments=[uri, {"start": _pos(2, 12), "end": _pos(2, 13)}]
+                )
+            )
+        )
         await asyncio.sleep(0.5)
-        client.text_document_did_change(t.DidChangeTextDocumentParams(
-            text_document=t.VersionedTextDocumentIdentifier(uri=uri, version=2),
-            content_changes=[t.TextDocumentContentChangeWholeDocument(text=DOC + "\n# edited\n")]))
+        client.text_document_did_change(
+            t.DidChangeTextDocumentParams(
+                text_document=t.VersionedTextDocumentIdentifier(uri=uri, version=2),
+                content_changes=[t.TextDocumentContentChangeWholeDocument(text=DOC + "\n# edited\n")],
+            )
+        )
         result = await asyncio.wait_for(cmd, 60)
         assert result == {"applied": False, "reason": "the document changed while filling; nothing was applied"}
         assert client.applied == []
@@ -142,7 +155,9 @@ async def test_bad_positions_keep_their_reason():
             return str(info.value)
 
         assert "outside the document" in await error_of("canvas.fillBody", [uri, _pos(500, 0)])
-        assert "past the end of line 0" in await error_of("canvas.fillSelection", [uri, {"start": _pos(0, 0), "end": _pos(0, 99)}])
+        assert "past the end of line 0" in await error_of(
+            "canvas.fillSelection", [uri, {"start": _pos(0, 0), "end": _pos(0, 99)}]
+        )
         assert "expected an LSP position" in await error_of("canvas.fillBody", [uri, {"line": "x"}])
         assert "expected an LSP range" in await error_of("canvas.fillSelection", [uri, [1, 2]])
         assert "takes [uri, position]" in await error_of("canvas.fillBody", ["oops"])

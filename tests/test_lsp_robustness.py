@@ -53,15 +53,21 @@ async def test_the_same_request_gives_the_same_fill_fresh_and_after_20_others(ti
         other = open_doc(used, DOC.replace("mean", "average"))
         for i in range(20):  # typing at the cursor, then other documents and commands in between
             text = DOC.replace("    return \n", "    return " + "tot"[: i % 4] + "\n")
-            used.text_document_did_change(t.DidChangeTextDocumentParams(
-                text_document=t.VersionedTextDocumentIdentifier(uri=uri, version=i + 2),
-                content_changes=[t.TextDocumentContentChangeWholeDocument(text=text)]))
+            used.text_document_did_change(
+                t.DidChangeTextDocumentParams(
+                    text_document=t.VersionedTextDocumentIdentifier(uri=uri, version=i + 2),
+                    content_changes=[t.TextDocumentContentChangeWholeDocument(text=text)],
+                )
+            )
             await used.text_document_inline_completion_async(inline_params(uri, 5, 11 + i % 4))
             if i % 5 == 0:
                 await used.text_document_inline_completion_async(inline_params(other, 5, 11))
-        used.text_document_did_change(t.DidChangeTextDocumentParams(
-            text_document=t.VersionedTextDocumentIdentifier(uri=uri, version=100),
-            content_changes=[t.TextDocumentContentChangeWholeDocument(text=DOC)]))
+        used.text_document_did_change(
+            t.DidChangeTextDocumentParams(
+                text_document=t.VersionedTextDocumentIdentifier(uri=uri, version=100),
+                content_changes=[t.TextDocumentContentChangeWholeDocument(text=DOC)],
+            )
+        )
         assert await complete(used, uri) == want
     finally:
         await stop(used)
@@ -127,8 +133,12 @@ async def test_apply_edit_answered_with_null_or_an_error_is_reported_not_applied
         selection = {"start": {"line": 0, "character": 4}, "end": {"line": 0, "character": 7}}
         for answer in (None, "error"):
             client.apply_result = answer
-            result = await asyncio.wait_for(client.workspace_execute_command_async(t.ExecuteCommandParams(
-                command="canvas.fillSelection", arguments=[uri, selection])), 120)
+            result = await asyncio.wait_for(
+                client.workspace_execute_command_async(
+                    t.ExecuteCommandParams(command="canvas.fillSelection", arguments=[uri, selection])
+                ),
+                120,
+            )
             assert result["applied"] is False
             assert "applyEdit" in result["reason"]
     finally:

@@ -48,13 +48,21 @@ def _ours(tiny, prompts: torch.Tensor, settings: SamplerSettings, gens):
     positions = lengths[:, None] + torch.arange(canvas_length)[None]
 
     def step_fn(canvas, sc_logits):
-        return model(**cache_arg(model, cache), decoder_input_ids=canvas, self_conditioning_logits=sc_logits,
-                     decoder_position_ids=positions, decoder_attention_mask=masks).logits
+        return model(
+            **cache_arg(model, cache),
+            decoder_input_ids=canvas,
+            self_conditioning_logits=sc_logits,
+            decoder_position_ids=positions,
+            decoder_attention_mask=masks,
+        ).logits
 
     noise = replace(Infiller(tiny).noise, banned_ids=())  # generate() bans nothing
     n = prompts.shape[0]
-    batch = CanvasBatch(ids=torch.zeros(n, canvas_length, dtype=torch.long), held=torch.zeros(n, canvas_length, dtype=torch.bool),
-                        hole=torch.zeros(n, canvas_length, dtype=torch.long))
+    batch = CanvasBatch(
+        ids=torch.zeros(n, canvas_length, dtype=torch.long),
+        held=torch.zeros(n, canvas_length, dtype=torch.bool),
+        hole=torch.zeros(n, canvas_length, dtype=torch.long),
+    )
     params = ReferenceParams.from_settings(settings.resolved(tiny.generation))
     out = reference_denoise(step_fn, batch, params, noise, gens, sc_dtype=model.model.decoder.embed_tokens.weight.dtype)
     ids = pad_after_first_end(out.ids, (tiny.eos_id,), tiny.pad_id)
@@ -66,8 +74,11 @@ def _generate(tiny, prompts: torch.Tensor, settings: SamplerSettings, monkeypatc
     """transformers' side: generate() with the checkpoint's generation config, the same overrides."""
     model = tiny.model
     s = settings.resolved(tiny.generation)
-    kwargs = {"max_denoising_steps": s.max_steps, "stability_threshold": s.stability_threshold,
-              "confidence_threshold": float(s.stop_entropy)}
+    kwargs = {
+        "max_denoising_steps": s.max_steps,
+        "stability_threshold": s.stability_threshold,
+        "confidence_threshold": float(s.stop_entropy),
+    }
     with monkeypatch.context() as m:
         if not s.early_stop:  # generate() without StableAndConfidentStoppingCriteria: every step runs
             m.setattr(model, "_prepare_diffusion_stopping_criteria", lambda generation_config: None)
@@ -83,12 +94,20 @@ def _global_generator():
 
 def test_the_checkpoint_supplies_the_defaults(tiny64):
     """generation_config.json is read into the LoadedModel; settings override it."""
-    assert tiny64.generation == GenerationDefaults(max_steps=48, entropy_bound=0.1, t_min=0.4, t_max=0.8,
-                                                   stability_threshold=1, confidence_threshold=0.005)
+    assert tiny64.generation == GenerationDefaults(
+        max_steps=48, entropy_bound=0.1, t_min=0.4, t_max=0.8, stability_threshold=1, confidence_threshold=0.005
+    )
     assert tiny64.model.generation_config.max_denoising_steps == 48  # transformers reads the same file
     s = SamplerSettings().resolved(tiny64.generation, tiny64.default_sampler)
-    assert (s.sampler, s.max_steps, s.entropy_bound, s.temperature_start, s.temperature_end, s.stability_threshold, s.stop_entropy) == (
-        "reference", 48, 0.1, 0.8, 0.4, 1, 0.005)
+    assert (
+        s.sampler,
+        s.max_steps,
+        s.entropy_bound,
+        s.temperature_start,
+        s.temperature_end,
+        s.stability_threshold,
+        s.stop_entropy,
+    ) == ("reference", 48, 0.1, 0.8, 0.4, 1, 0.005)
     s = SamplerSettings(max_steps=8, stop_entropy=0.5, sampler="commit").resolved(tiny64.generation, "reference")
     assert (s.sampler, s.max_steps, s.stop_entropy, s.temperature_start) == ("commit", 8, 0.5, 0.8)
     assert SamplerSettings(sampler="commit").resolved(tiny64.generation).max_steps == 16  # the commit loop's budget
@@ -154,7 +173,9 @@ def test_entropy_bound_acceptance_matches_transformers_and_skips_ineligible_posi
 
     torch.manual_seed(0)
     logits = torch.randn(2, 16, 50) * 3
-    sampler = EntropyBoundSampler(EntropyBoundSamplerConfig(entropy_bound=0.5), canvas_length=16, vocab_size=50, max_denoising_steps=4)
+    sampler = EntropyBoundSampler(
+        EntropyBoundSamplerConfig(entropy_bound=0.5), canvas_length=16, vocab_size=50, max_denoising_steps=4
+    )
     sampler.accept_canvas(torch.zeros(2, 16, dtype=torch.long), torch.ones(2, 16, dtype=torch.long), logits, 1)
     entropy = torch.distributions.Categorical(logits=logits).entropy()
     all_positions = torch.ones(2, 16, dtype=torch.bool)

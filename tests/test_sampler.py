@@ -84,8 +84,14 @@ def test_a_cancelled_fill_stops_within_one_step(tiny):
         return torch.randn(canvas.shape[0], canvas.shape[1], tiny.vocab_size)
 
     with pytest.raises(FillCancelled):
-        denoise(step_fn, _batch(tiny), SamplerSettings(max_steps=50, entropy_bound=1e-9), _noise(tiny),
-                make_generators([0], torch.device("cpu")), cancelled=lambda: len(calls) >= 3)
+        denoise(
+            step_fn,
+            _batch(tiny),
+            SamplerSettings(max_steps=50, entropy_bound=1e-9),
+            _noise(tiny),
+            make_generators([0], torch.device("cpu")),
+            cancelled=lambda: len(calls) >= 3,
+        )
     assert len(calls) == 3
 
 
@@ -166,10 +172,17 @@ def test_repair_reopens_from_the_first_error_and_is_bounded(tiny):
         assert r.repairs == 2 and r.syntax_errors == 1
     assert [e.repair for e in events] == sorted(e.repair for e in events) and events[-1].repair == r.repairs
     assert all(1 <= e.round_step <= e.round_steps for e in events)
-    assert {e.round_steps for e in events if e.repair} <= {req.settings.max_steps // 2}  # repair rounds: half the budget
+    assert {e.round_steps for e in events if e.repair} <= {
+        req.settings.max_steps // 2
+    }  # repair rounds: half the budget
     assert r.errors_found == r.repairs  # each repair round was asked for by one error (the judge blames one per fill)
     assert r.sampler == "commit" and r.steps == r.forward_passes
-    assert Infiller(tiny).fill(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=8, settings=settings, language="python")).repairs == 0  # no judge
+    assert (
+        Infiller(tiny)
+        .fill(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=8, settings=settings, language="python"))
+        .repairs
+        == 0
+    )  # no judge
 
 
 def test_prefix_cache_is_reused_across_requests_of_one_document(tiny64):
@@ -197,7 +210,9 @@ def test_left_to_right_baseline_matches_a_plain_greedy_loop(tiny):
     with torch.no_grad():
         for _ in range(6):
             cache = DynamicCache(config=model.config)
-            h = model.model.encoder(input_ids=torch.tensor([ids + out]), past_key_values=cache, use_cache=True).last_hidden_state
+            h = model.model.encoder(
+                input_ids=torch.tensor([ids + out]), past_key_values=cache, use_cache=True
+            ).last_hidden_state
             logits = model.lm_head(h[:, -1])
             logits = torch.tanh(logits / 30.0) * 30.0
             tok = int(logits.argmax(-1))
@@ -217,7 +232,9 @@ def test_auto_is_the_checkpoint_default_and_the_result_says_which_ran(tiny):
     inf = Infiller(tiny)
     auto = inf.fill(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=8, settings=SamplerSettings(max_steps=8)))
     ref = inf.fill(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=8, settings=REF))
-    commit = inf.fill(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=8, settings=SamplerSettings(sampler="commit", max_steps=8)))
+    commit = inf.fill(
+        FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=8, settings=SamplerSettings(sampler="commit", max_steps=8))
+    )
     assert auto.sampler == ref.sampler == "reference" and commit.sampler == "commit"
     assert auto.fills == ref.fills
     assert ref.forward_passes == ref.steps == 8  # random weights never meet the published stopping thresholds
@@ -229,8 +246,9 @@ def test_reference_holds_tokens_and_zeroes_their_self_conditioning(tiny):
     inf = Infiller(tiny)
     module = tiny.model.model.decoder.self_conditioning
     inputs, signals = [], []
-    handle_in = tiny.model.model.decoder.register_forward_pre_hook(
-        lambda mod, args, kwargs: inputs.append(kwargs["decoder_input_ids"].clone()), with_kwargs=True)
+    handle_in = tiny.model.model.decoder.embed_tokens.register_forward_pre_hook(  # the canvas going in
+        lambda mod, args: inputs.append(args[0].clone())
+    )
     handle_sc = module.register_forward_hook(lambda mod, args, out: signals.append(args[1].clone()))
     try:
         r = inf.fill(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=8, settings=REF))
@@ -243,7 +261,7 @@ def test_reference_holds_tokens_and_zeroes_their_self_conditioning(tiny):
         assert canvas[0, 8 : 8 + len(suffix)].tolist() == suffix  # the held suffix start, every step
     for sc in signals[1:]:
         assert sc[0, 8:].abs().max() == 0 and sc[0, :8].abs().amax(-1).min() > 0
-    assert not tiny.model.model.decoder.self_conditioning._forward_pre_hooks  # the zeroing hook is gone
+    assert not tiny.model.model.decoder.self_conditioning._forward_pre_hooks  # zeroed in the step, no hook
 
 
 def test_reference_batch_equals_the_same_requests_one_by_one(tiny64):
@@ -291,7 +309,10 @@ def test_self_correction_bars_blamed_positions_while_denoising_and_is_bounded(ti
     inf = Infiller(tiny, make_judge=lambda text, holes, language: judge)
     events = []
     settings = SamplerSettings(sampler="reference", max_steps=12, repair_rounds=2)
-    r = inf.fill(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=8, settings=settings, language="python"), on_step=events.append)
+    r = inf.fill(
+        FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=8, settings=settings, language="python"),
+        on_step=events.append,
+    )
     assert r.sampler == "reference" and r.forward_passes == 12  # corrections cost no extra passes
     assert 1 <= r.repairs <= 2 and r.errors_found == r.repairs
     corrected = [e.step for e in events if e.repair > (events[e.step - 2].repair if e.step > 1 else 0)]

@@ -8,7 +8,9 @@ from canvas_ls.server.settings import ServerSettings, parse_settings, settings_s
 
 
 def test_invalid_values_are_reported_and_defaulted_valid_ones_apply():
-    s, problems = parse_settings({"maxSteps": "many", "acceptance": "vibes", "seed": 7, "nope": 1, "singleLineSlots": [8, 16]})
+    s, problems = parse_settings(
+        {"maxSteps": "many", "acceptance": "vibes", "seed": 7, "nope": 1, "singleLineSlots": [8, 16]}
+    )
     assert s.maxSteps == ServerSettings.maxSteps and s.acceptance == "entropy"
     assert s.seed == 7 and s.singleLineSlots == (8, 16)
     text = " ".join(problems)

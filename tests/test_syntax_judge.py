@@ -119,7 +119,9 @@ def test_cut_replacing_a_span():
     assert cut_at_syntax_boundary(before, span, "return a + 1\n  if a then", "lua") == "return a + 1"
 
 
-TAIL_BEFORE = "s = '\u00e9\u4e16'\ndef f():\n    return 1\n\n\nclass A:\n    x = [1, 2]\n    def g(self):\n        pass\n"
+TAIL_BEFORE = (
+    "s = '\u00e9\u4e16'\ndef f():\n    return 1\n\n\nclass A:\n    x = [1, 2]\n    def g(self):\n        pass\n"
+)
 
 
 @pytest.mark.parametrize(
@@ -183,7 +185,7 @@ def test_every_error_tree_has_an_error_span():
 
     docs = {
         "python": TAIL_BEFORE,
-        "go": "package m\n\nimport \"fmt\"\n\nfunc f(a int) int {\n\tif a > 0 {\n\t\treturn a\n\t}\n\treturn -a\n}\n\nfunc g() { fmt.Println(f(1)) }\n",
+        "go": 'package m\n\nimport "fmt"\n\nfunc f(a int) int {\n\tif a > 0 {\n\t\treturn a\n\t}\n\treturn -a\n}\n\nfunc g() { fmt.Println(f(1)) }\n',
         "javascript": "function f(a) {\n  if (a) {\n    return [a, `x${a}`];\n  }\n  return null;\n}\n",
         "typescript": "export function f(a: number): string {\n  const xs: number[] = [a];\n  return xs.join(',');\n}\n",
         "rust": "fn f(a: i32) -> i32 {\n    if a > 0 {\n        return a;\n    }\n    -a\n}\n",
@@ -213,11 +215,41 @@ def test_a_cut_is_judged_on_a_fresh_parse():
     ("lang", "before", "old", "fill", "kept"),
     [
         ("python", "def f(x):\n    return x\n", "return x", "y = x * 2\n    return (y", "y = x * 2"),
-        ("javascript", "function f(a) {\n  return a;\n}\n", "return a;", "const b = a * 2;\n  return Math.max(b", "const b = a * 2;"),
-        ("typescript", "function f(a: number): number {\n  return a;\n}\n", "return a;", "const b: number = a;\n  const c: Array<number = [b];", "const b: number = a;"),
-        ("go", "package m\n\nfunc f(a int) int {\n\treturn a\n}\n", "return a", "b := a * 2\n\treturn (b", "b := a * 2"),
-        ("rust", "fn f(a: u32) -> u32 {\n    a\n}\n", "a\n", "let b = a * 2;\n    let c = b\n    c\n", "let b = a * 2;\n"),
-        ("lua", "local function f(a)\n  return a\nend\n", "return a", "local b = a * 2\n  if b > 1 then", "local b = a * 2"),
+        (
+            "javascript",
+            "function f(a) {\n  return a;\n}\n",
+            "return a;",
+            "const b = a * 2;\n  return Math.max(b",
+            "const b = a * 2;",
+        ),
+        (
+            "typescript",
+            "function f(a: number): number {\n  return a;\n}\n",
+            "return a;",
+            "const b: number = a;\n  const c: Array<number = [b];",
+            "const b: number = a;",
+        ),
+        (
+            "go",
+            "package m\n\nfunc f(a int) int {\n\treturn a\n}\n",
+            "return a",
+            "b := a * 2\n\treturn (b",
+            "b := a * 2",
+        ),
+        (
+            "rust",
+            "fn f(a: u32) -> u32 {\n    a\n}\n",
+            "a\n",
+            "let b = a * 2;\n    let c = b\n    c\n",
+            "let b = a * 2;\n",
+        ),
+        (
+            "lua",
+            "local function f(a)\n  return a\nend\n",
+            "return a",
+            "local b = a * 2\n  if b > 1 then",
+            "local b = a * 2",
+        ),
     ],
 )
 def test_each_language_cuts_a_fill_that_breaks_the_grammar(lang, before, old, fill, kept):

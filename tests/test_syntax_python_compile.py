@@ -128,7 +128,9 @@ def test_error_location_counts_characters_not_bytes():
     before = "S = '\u00fc\u00df\u4e16'\n\ndef f():\n    return 1\n"
     hole = before.index("1\n")
     fill = "(1, \u4e16"
-    err = added_compile_error(before, [(Span(hole, hole + 1), fill)], apply_fills(before, [(Span(hole, hole + 1), fill)]))
+    err = added_compile_error(
+        before, [(Span(hole, hole + 1), fill)], apply_fills(before, [(Span(hole, hole + 1), fill)])
+    )
     assert err is not None and apply_fills(before, [(Span(hole, hole + 1), fill)])[err.start] == "("
 
 
@@ -170,7 +172,7 @@ def test_make_judge_attributes_an_indentation_error_to_the_fill():
 def _big_module(n: int = 12) -> str:
     parts = ["import os\n\n"]
     for i in range(n):
-        parts.append(f"def f{i}(x):\n    \"\"\"Doc {i}.\"\"\"\n    if x:\n        return x + {i}\n    return {i}\n\n\n")
+        parts.append(f'def f{i}(x):\n    """Doc {i}."""\n    if x:\n        return x + {i}\n    return {i}\n\n\n')
     parts.append("@decorator\ndef last():\n    pass\n")
     return "".join(parts)
 
@@ -236,7 +238,7 @@ def test_a_selection_after_an_ordinary_string_is_not_moved_to_a_new_line():
 # --- a window cut out of a large document, starting inside a class ----------------------
 
 WINDOW = "".join(
-    f"    def m{i}(self, x):\n        \"\"\"Method {i}.\"\"\"\n        if x:\n            return x * {i}\n        return {i}\n\n"
+    f'    def m{i}(self, x):\n        """Method {i}."""\n        if x:\n            return x * {i}\n        return {i}\n\n'
     for i in range(40)
 )  # what pipeline._window hands the judge from the middle of a big class: indented throughout
 # (any size: a text that starts indented is always judged by regions)

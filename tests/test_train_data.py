@@ -15,7 +15,17 @@ from canvas_ls.model.training import data
 from canvas_ls.model.training.data import Objective, Shard, make_batch, make_example, prepare, split_of
 
 STDLIB = Path(os.__file__).parent
-SOURCES = ["textwrap.py", "bisect.py", "heapq.py", "fnmatch.py", "glob.py", "shlex.py", "colorsys.py", "string.py", "this.py"]
+SOURCES = [
+    "textwrap.py",
+    "bisect.py",
+    "heapq.py",
+    "fnmatch.py",
+    "glob.py",
+    "shlex.py",
+    "colorsys.py",
+    "string.py",
+    "this.py",
+]
 
 
 def file_text(shard: Shard, f: int) -> str:
@@ -33,7 +43,9 @@ def corpus(tmp_path_factory):
             shutil.copyfile(STDLIB / name, pkg / name)
     base = (STDLIB / "bisect.py").read_text()
     (pkg / "bisect_copy.py").write_text(base)  # exact duplicate
-    (pkg / "bisect_spaces.py").write_text(base.replace("\n", "  \n").replace("    ", "\t"))  # same after whitespace strip
+    (pkg / "bisect_spaces.py").write_text(
+        base.replace("\n", "  \n").replace("    ", "\t")
+    )  # same after whitespace strip
     (pkg / "mentions.py").write_text('"""Solutions for HumanEval problems."""\nx = 1\n')
     (root / "human_eval").mkdir()
     (root / "human_eval" / "execution.py").write_text("def run():\n    return 2\n")
@@ -92,7 +104,18 @@ def test_exclude_flag_is_repeatable_and_adds_to_the_defaults(tmp_path, monkeypat
     monkeypatch.setattr(data, "prepare", lambda out, vocab, roots, **kw: seen.update(kw))
     monkeypatch.setenv(data.EXCLUDE_ENV, str(tmp_path / "env"))
     monkeypatch.chdir(tmp_path)
-    data.main(["--out", str(tmp_path / "out"), "--exclude", str(tmp_path / "x"), "--exclude", "y", "--exclude", str(tmp_path / "x")])
+    data.main(
+        [
+            "--out",
+            str(tmp_path / "out"),
+            "--exclude",
+            str(tmp_path / "x"),
+            "--exclude",
+            "y",
+            "--exclude",
+            str(tmp_path / "x"),
+        ]
+    )
     assert seen["excludes"] == (tmp_path / "x", tmp_path / "y", tmp_path / "env")
 
 

@@ -40,7 +40,11 @@ def _hf_run(hf, prefix: torch.Tensor, canvas: torch.Tensor, sc_logits=None):
     cap = hf.config.text_config.final_logit_softcapping
     ar = torch.tanh(hf.lm_head(enc.last_hidden_state).float() / cap) * cap
     dec = hf(past_key_values=cache, decoder_input_ids=canvas).logits
-    dec_sc = hf(past_key_values=cache, decoder_input_ids=canvas, self_conditioning_logits=sc_logits).logits if sc_logits is not None else None
+    dec_sc = (
+        hf(past_key_values=cache, decoder_input_ids=canvas, self_conditioning_logits=sc_logits).logits
+        if sc_logits is not None
+        else None
+    )
     return ar, dec, dec_sc
 
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from canvas_ls.model.training.data import Objective, Shard, make_batch, prepare
-from canvas_ls.model.training.train import build_parser, make_optimizer, np_batch_to_torch, train
 from canvas_ls.model.training.module import CanvasLM, preset, training_losses
+from canvas_ls.model.training.train import build_parser, make_optimizer, np_batch_to_torch, train
 
 STDLIB = Path(os.__file__).parent
 
@@ -31,8 +31,25 @@ def data_dir(tmp_path_factory):
 
 def _run(data_dir: Path, out: Path, *extra: str) -> dict:
     args = build_parser().parse_args(
-        ["--data", str(data_dir), "--out", str(out), "--config", "tiny", "--steps", "6", "--log-every", "1",
-         "--eval-every", "0", "--threads", "1", "--device", "cpu", *extra]
+        [
+            "--data",
+            str(data_dir),
+            "--out",
+            str(out),
+            "--config",
+            "tiny",
+            "--steps",
+            "6",
+            "--log-every",
+            "1",
+            "--eval-every",
+            "0",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            *extra,
+        ]
     )
     return train(args)
 
@@ -81,7 +98,18 @@ def test_export_loads_in_transformers(data_dir, tmp_path):
     from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion, DynamicCache
 
     run = tmp_path / "run"
-    _run(data_dir, run, "--steps-this-run", "2", "--export", str(run / "export32"), "--export-dtype", "fp32", "--shard-size", "200KB")
+    _run(
+        data_dir,
+        run,
+        "--steps-this-run",
+        "2",
+        "--export",
+        str(run / "export32"),
+        "--export-dtype",
+        "fp32",
+        "--shard-size",
+        "200KB",
+    )
     export = run / "export32"
     shards = sorted(export.glob("*.safetensors"))
     assert len(shards) > 1 and all(f.stat().st_size <= 200_000 + 65536 for f in shards)

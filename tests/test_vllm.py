@@ -90,13 +90,17 @@ def lsp_wired() -> bool:
     from canvas_ls.server import model_host
 
     names = {f.name for f in fields(ServerSettings)}
-    return {"backend", "vllmUrl", "vllmTimeout", "vllmApiKeyEnv"} <= names and "VllmFiller" in inspect.getsource(model_host)
+    return {"backend", "vllmUrl", "vllmTimeout", "vllmApiKeyEnv"} <= names and "VllmFiller" in inspect.getsource(
+        model_host
+    )
 
 
 def require_lsp_wiring() -> None:
     if not lsp_wired():
-        missing("the language server has no backend=vllm settings yet (backend, vllmUrl, vllmApiKeyEnv, vllmTimeout "
-                "in server/settings.py, VllmFiller in server/model_host.py)")
+        missing(
+            "the language server has no backend=vllm settings yet (backend, vllmUrl, vllmApiKeyEnv, vllmTimeout "
+            "in server/settings.py, VllmFiller in server/model_host.py)"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +160,14 @@ SLOW = SamplerSettings(max_steps=48, repair_rounds=0)  # the server's cap: 4 can
 def slow_request(text: str = HOLE_DOC) -> FillRequest:
     offset = text.index("return ") + len("return ")
     # Four candidates, four concurrent requests (a single hole gets at most 16 of the served 32 slots).
-    return FillRequest(text, holes=((offset, offset),), max_tokens=16, length_candidates=(16, 12, 8, 4),
-                       settings=SLOW, language="python")
+    return FillRequest(
+        text,
+        holes=((offset, offset),),
+        max_tokens=16,
+        length_candidates=(16, 12, 8, 4),
+        settings=SLOW,
+        language="python",
+    )
 
 
 # ---- part one: VllmFiller against the real server ------------------------------------------------
@@ -191,10 +201,18 @@ def test_a_single_hole_tries_length_candidates_as_concurrent_requests(server):
     steps = []
     try:
         offset = HOLE_DOC.index("return ") + len("return ")
-        suffix_ids = httpx.post(server.url + "/tokenize", json={"model": server.model_name(), "prompt": HOLE_DOC[offset:],
-                                                                "add_special_tokens": False}).json()["tokens"]
-        request = FillRequest(HOLE_DOC, holes=((offset, offset),), max_tokens=16, length_candidates=(16, 8),
-                              settings=SamplerSettings(max_steps=16, repair_rounds=1), language="python")
+        suffix_ids = httpx.post(
+            server.url + "/tokenize",
+            json={"model": server.model_name(), "prompt": HOLE_DOC[offset:], "add_special_tokens": False},
+        ).json()["tokens"]
+        request = FillRequest(
+            HOLE_DOC,
+            holes=((offset, offset),),
+            max_tokens=16,
+            length_candidates=(16, 8),
+            settings=SamplerSettings(max_steps=16, repair_rounds=1),
+            language="python",
+        )
         result = filler.fill(request, on_step=steps.append)
         assert len(result.fills) == 1 and result.candidates == 2
         assert result.canvas_length == server.canvas and result.slots[0] in (16, 8)
@@ -208,7 +226,7 @@ def test_a_single_hole_tries_length_candidates_as_concurrent_requests(server):
             assert pins == list(range(slots, width))  # the hole's slots first, then the suffix and padding, held
             held = seed[slots:]
             tail = suffix_ids[: len(held)]
-            assert held[: len(tail)] == tail and all(tok == 0 for tok in held[len(tail):])  # suffix, then <pad>
+            assert held[: len(tail)] == tail and all(tok == 0 for tok in held[len(tail) :])  # suffix, then <pad>
     finally:
         filler.close()
 
@@ -220,10 +238,20 @@ def test_several_holes_are_filled_jointly_on_one_canvas_in_one_request(server):
         holes = ((10, 10), (15, 15))
         filler.start()  # first contact runs probe requests of its own
         before = settled(server)
-        result = filler.fill(FillRequest(text, holes=holes, max_tokens=6, settings=SamplerSettings(max_steps=8, repair_rounds=0),
-                                         language="python"))
+        result = filler.fill(
+            FillRequest(
+                text,
+                holes=holes,
+                max_tokens=6,
+                settings=SamplerSettings(max_steps=8, repair_rounds=0),
+                language="python",
+            )
+        )
         assert len(result.fills) == 2 and result.slots == (6, 6) and result.candidates == 1
-        assert wait_for(lambda: finished(server) - before >= 1, 10, "the request to be counted") and finished(server) - before == 1
+        assert (
+            wait_for(lambda: finished(server) - before >= 1, 10, "the request to be counted")
+            and finished(server) - before == 1
+        )
     finally:
         filler.close()
 
@@ -233,7 +261,9 @@ def test_the_checkpoint_tokenizer_files_tokenize_like_the_server(server, vllm_ch
     try:
         filler.start()
         assert filler.info().random_weights is True  # read from the checkpoint's canvas_ls.json
-        result = filler.fill(FillRequest(HOLE_DOC, holes=((HOLE_DOC.index("return ") + 7,) * 2,), max_tokens=12, language="python"))
+        result = filler.fill(
+            FillRequest(HOLE_DOC, holes=((HOLE_DOC.index("return ") + 7,) * 2,), max_tokens=12, language="python")
+        )
         assert len(result.fills) == 1
     finally:
         filler.close()
@@ -307,7 +337,9 @@ def test_errors_say_what_is_wrong_and_never_show_the_key(server):
         assert isinstance(info.value, BadFill)
         # A request that does not fit the served canvas is refused before any HTTP (as in-process).
         with pytest.raises(BadFill):
-            filler.fill(FillRequest("a = \n" + "b = 1 + 2 + 3\n" * 20 + "c = \n", holes=((4, 4), (5 + 14 * 20 + 4,) * 2)))
+            filler.fill(
+                FillRequest("a = \n" + "b = 1 + 2 + 3\n" * 20 + "c = \n", holes=((4, 4), (5 + 14 * 20 + 4,) * 2))
+            )
     finally:
         filler.close()
 
@@ -369,7 +401,11 @@ async def test_lsp_inline_completion_through_vllm(server, tmp_path):
         assert isinstance(items, list)
         for item in items:
             assert item.range.start == t.Position(line=5, character=11) and item.insert_text.strip()
-        kinds = [p.value["kind"] if isinstance(p.value, dict) else p.value.kind for p in client.progress if p.token == "vllm-inline-1"]
+        kinds = [
+            p.value["kind"] if isinstance(p.value, dict) else p.value.kind
+            for p in client.progress
+            if p.token == "vllm-inline-1"
+        ]
         assert kinds and kinds[0] == "begin" and kinds[-1] == "end"  # $/progress reports the request
         status = await client.workspace_execute_command_async(t.ExecuteCommandParams(command="canvas.status"))
         assert status["backend"] == f"vllm {server.url}" and status["liveCanvas"] is False and status["error"] is None
@@ -390,8 +426,12 @@ async def test_lsp_fill_selection_fills_two_holes_on_one_canvas(server):
         # (close together: the served canvas holds 32 tokens, the text between the holes included)
         await first_contact(client)
         before = await asyncio.to_thread(settled, server)
-        result = await asyncio.wait_for(client.workspace_execute_command_async(t.ExecuteCommandParams(
-            command="canvas.fillSelection", arguments=[uri, [first, second]])), 600)
+        result = await asyncio.wait_for(
+            client.workspace_execute_command_async(
+                t.ExecuteCommandParams(command="canvas.fillSelection", arguments=[uri, [first, second]])
+            ),
+            600,
+        )
         assert "applied" in result
         await asyncio.to_thread(wait_for, lambda: finished(server) - before >= 1, 10, "the request to be counted")
         assert await asyncio.to_thread(finished, server) - before == 1  # both holes on one canvas, one request
@@ -409,12 +449,16 @@ async def test_lsp_fill_selection_fills_two_holes_on_one_canvas(server):
 
 async def test_lsp_cancel_mid_request_aborts_it_in_vllm(server):
     require_lsp_wiring()
-    client = await start(lsp_options(server, maxSteps=48, repairRounds=0, singleLineSlots=[16, 12, 8, 4]), env=lsp_env())
+    client = await start(
+        lsp_options(server, maxSteps=48, repairRounds=0, singleLineSlots=[16, 12, 8, 4]), env=lsp_env()
+    )
     try:
         uri = open_doc(client, HOLE_DOC)
         await asyncio.wait_for(client.text_document_inline_completion_async(inline_params(uri, 5, 11)), 600)  # warm
         before = await asyncio.to_thread(settled, server)
-        task = asyncio.ensure_future(client.request(t.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, 5, 11), msg_id="vllm-slow-1"))
+        task = asyncio.ensure_future(
+            client.request(t.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, 5, 11), msg_id="vllm-slow-1")
+        )
         await asyncio.to_thread(wait_for, lambda: in_flight(server) >= 1, 60, "the fill to reach vLLM")
         client.protocol.notify(t.CANCEL_REQUEST, t.CancelParams(id="vllm-slow-1"))
         with pytest.raises(JsonRpcException):
@@ -453,14 +497,33 @@ def test_lsp_eval_answers_20_humaneval_tasks_through_vllm(server, tmp_path):
     dump = tmp_path / "eval.jsonl"
     options = lsp_options(server, logLevel="warning")
     out = subprocess.run(
-        [sys.executable, str(LSP_EVAL), "--server", f"{sys.executable} -m canvas_ls.server.cli serve", "--tasks", str(HUMANEVAL),
-         "--limit", "20", "--init-options", json.dumps(options), "--dump", str(dump)],
-        capture_output=True, text=True, timeout=1500, env=lsp_env(), cwd=tmp_path,
+        [
+            sys.executable,
+            str(LSP_EVAL),
+            "--server",
+            f"{sys.executable} -m canvas_ls.server.cli serve",
+            "--tasks",
+            str(HUMANEVAL),
+            "--limit",
+            "20",
+            "--init-options",
+            json.dumps(options),
+            "--dump",
+            str(dump),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        env=lsp_env(),
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     tasks = summary["SingleLineInfilling"]
-    assert tasks["n"] == 20 and tasks["errors"] == 0, (summary, [json.loads(r).get("error") for r in dump.read_text().splitlines()])
+    assert tasks["n"] == 20 and tasks["errors"] == 0, (
+        summary,
+        [json.loads(r).get("error") for r in dump.read_text().splitlines()],
+    )
     assert summary["inlineCompletionProvider"] is True
 
 
@@ -477,10 +540,15 @@ async def test_killing_vllm_mid_fill_is_an_error_with_no_edit_and_the_next_fill_
             uri = open_doc(client, DOC)
             await first_contact(client)
             whole = t.Range(start=t.Position(line=2, character=12), end=t.Position(line=2, character=13))
-            command = asyncio.ensure_future(client.workspace_execute_command_async(
-                t.ExecuteCommandParams(command="canvas.fillSelection", arguments=[uri, [whole]])))
+            command = asyncio.ensure_future(
+                client.workspace_execute_command_async(
+                    t.ExecuteCommandParams(command="canvas.fillSelection", arguments=[uri, [whole]])
+                )
+            )
         direct = asyncio.ensure_future(asyncio.to_thread(filler.fill, slow_request()))
-        await asyncio.to_thread(wait_for, lambda: in_flight(server) >= (5 if wired else 4), 60, "the fills to reach vLLM")
+        await asyncio.to_thread(
+            wait_for, lambda: in_flight(server) >= (5 if wired else 4), 60, "the fills to reach vLLM"
+        )
         await asyncio.to_thread(server.kill)
 
         with pytest.raises((VllmDied, VllmUnreachable)) as info:
@@ -495,11 +563,15 @@ async def test_killing_vllm_mid_fill_is_an_error_with_no_edit_and_the_next_fill_
 
         await asyncio.to_thread(server.start)
         await asyncio.to_thread(server.warm_up, (1,))
-        result = await asyncio.to_thread(filler.fill, FillRequest(HOLE_DOC, holes=((HOLE_DOC.index("return ") + 7,) * 2,), max_tokens=8))
+        result = await asyncio.to_thread(
+            filler.fill, FillRequest(HOLE_DOC, holes=((HOLE_DOC.index("return ") + 7,) * 2,), max_tokens=8)
+        )
         assert len(result.fills) == 1  # the same filler, no restart of anything on our side
         if wired:
             again = open_doc(client, HOLE_DOC)
-            items = await asyncio.wait_for(client.text_document_inline_completion_async(inline_params(again, 5, 11)), 600)
+            items = await asyncio.wait_for(
+                client.text_document_inline_completion_async(inline_params(again, 5, 11)), 600
+            )
             assert isinstance(items, list)
     finally:
         filler.close()

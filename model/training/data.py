@@ -159,7 +159,9 @@ def licence_index(site_dir: Path) -> dict[str, tuple[str, str]]:
         if not meta_file.exists():
             continue
         try:
-            meta = email.parser.Parser().parsestr(meta_file.read_text(encoding="utf-8", errors="replace"), headersonly=True)
+            meta = email.parser.Parser().parsestr(
+                meta_file.read_text(encoding="utf-8", errors="replace"), headersonly=True
+            )
         except Exception:  # noqa: BLE001 - a broken METADATA only loses a hint
             continue
         name = meta.get("Name") or info.name.split("-")[0]
@@ -169,7 +171,9 @@ def licence_index(site_dir: Path) -> dict[str, tuple[str, str]]:
             if raw and "\n" not in raw and len(raw) <= 80 and raw.upper() != "UNKNOWN":
                 lic = raw
         if not lic:
-            classifiers = [c.split("::")[-1].strip() for c in meta.get_all("Classifier") or [] if c.startswith("License ::")]
+            classifiers = [
+                c.split("::")[-1].strip() for c in meta.get_all("Classifier") or [] if c.startswith("License ::")
+            ]
             lic = "; ".join(classifiers) or ("see METADATA" if meta.get("License") else "unknown")
         entry = (name, lic)
         record = info / "RECORD"
@@ -270,7 +274,9 @@ def collect(
     with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Serial() as pool:
         for i in range(0, len(cands), chunk):
             part = cands[i : i + chunk]
-            results = pool.map(_check_file, [(str(f), max_file_bytes, check_syntax, keep_generated) for _, f in part], chunksize=8)
+            results = pool.map(
+                _check_file, [(str(f), max_file_bytes, check_syntax, keep_generated) for _, f in part], chunksize=8
+            )
             for j, ((root, f), (_, reason, text, exact, norm)) in enumerate(zip(part, results)):
                 if full:
                     dropped["over_max_bytes"] += 1
@@ -296,7 +302,9 @@ def collect(
                 log(f"reached --max-bytes after {len(docs)} files ({total / 1e6:.1f} MB)")
                 break
             if (i // chunk) % max(1, 8192 // chunk) == 0 or i + chunk >= len(cands):
-                log(f"checked {min(i + chunk, len(cands))}/{len(cands)} files, kept {len(docs)} ({total / 1e6:.1f} MB) in {time.time() - t0:.0f}s")
+                log(
+                    f"checked {min(i + chunk, len(cands))}/{len(cands)} files, kept {len(docs)} ({total / 1e6:.1f} MB) in {time.time() - t0:.0f}s"
+                )
     return docs, dropped
 
 
@@ -389,7 +397,9 @@ def write_split(out: Path, name: str, docs: list[Doc], tok, unsafe_before: np.nd
                 offsets.append(n_tokens)
                 per_doc.append(len(ids))
             if (i // batch) % 20 == 0 or i + batch >= len(docs):
-                log(f"{name}: tokenized {min(i + batch, len(docs))}/{len(docs)} files, {n_tokens / 1e6:.1f}M tokens, {n_bytes / max(time.time() - t0, 1e-9) / 1e6:.1f} MB/s")
+                log(
+                    f"{name}: tokenized {min(i + batch, len(docs))}/{len(docs)} files, {n_tokens / 1e6:.1f}M tokens, {n_bytes / max(time.time() - t0, 1e-9) / 1e6:.1f} MB/s"
+                )
     np.save(out / f"{name}.offsets.npy", np.asarray(offsets, dtype=np.int64))
     return {"files": len(docs), "bytes": n_bytes, "tokens": n_tokens, "per_doc": per_doc}
 
@@ -416,14 +426,21 @@ def prepare(
     t0 = time.time()
     excludes = default_excludes() if excludes is None else tuple(excludes)
     if not excludes:
-        log(f"warning: no evaluation directory excluded (pass --exclude DIR or set {EXCLUDE_ENV}); "
-            "files mentioning HumanEval are still dropped")
+        log(
+            f"warning: no evaluation directory excluded (pass --exclude DIR or set {EXCLUDE_ENV}); "
+            "files mentioning HumanEval are still dropped"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     roots = [Path(r) for r in roots] if roots else default_roots()
     docs, dropped = collect(
-        roots, excludes=excludes, max_total_bytes=max_total_bytes, check_syntax=check_syntax, keep_generated=keep_generated,
-        workers=workers, val_percent=val_percent,
+        roots,
+        excludes=excludes,
+        max_total_bytes=max_total_bytes,
+        check_syntax=check_syntax,
+        keep_generated=keep_generated,
+        workers=workers,
+        val_percent=val_percent,
     )
     if not docs:
         raise SystemExit("no usable .py files found under " + ", ".join(map(str, roots)))
@@ -467,7 +484,16 @@ def prepare(
         for s in SPLITS:
             for d, n in zip(split_docs[s], splits[s].pop("per_doc")):
                 b = len(d.text.encode("utf-8"))
-                row = {"path": d.path, "root": d.root, "dist": d.dist, "licence": d.licence, "split": s, "bytes": b, "tokens": n, "sha256": d.sha256}
+                row = {
+                    "path": d.path,
+                    "root": d.root,
+                    "dist": d.dist,
+                    "licence": d.licence,
+                    "split": s,
+                    "bytes": b,
+                    "tokens": n,
+                    "sha256": d.sha256,
+                }
                 f.write(json.dumps(row) + "\n")
                 L = licences[d.licence]
                 L["files"] += 1
@@ -491,8 +517,10 @@ def prepare(
         "seconds": round(time.time() - t0, 1),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    log(f"done in {manifest['seconds']}s: train {train['files']} files / {train['tokens'] / 1e6:.1f}M tokens, "
-        f"val {splits['val']['files']} files / {splits['val']['tokens'] / 1e6:.2f}M tokens, {manifest['bytes_per_token']} bytes/token")
+    log(
+        f"done in {manifest['seconds']}s: train {train['files']} files / {train['tokens'] / 1e6:.1f}M tokens, "
+        f"val {splits['val']['files']} files / {splits['val']['tokens'] / 1e6:.2f}M tokens, {manifest['bytes_per_token']} bytes/token"
+    )
     return manifest
 
 
@@ -672,7 +700,9 @@ def _choose_hole(T: str, kind: str, at_file_start: bool, at_file_end: bool, rng:
     return None
 
 
-def make_example(shard: Shard, obj: Objective, rng: np.random.Generator, *, kind: str | None = None, debug: bool = False) -> Example:
+def make_example(
+    shard: Shard, obj: Objective, rng: np.random.Generator, *, kind: str | None = None, debug: bool = False
+) -> Example:
     """One infilling or continuation example from a random position of a random file (token-weighted)."""
     P, C, Smax = obj.prefix_len, obj.canvas_len, obj.max_slots
     if kind is None:
@@ -693,7 +723,11 @@ def make_example(shard: Shard, obj: Objective, rng: np.random.Generator, *, kind
             continue
         if kind == "continue":
             starts = _line_starts(T, a == fs)
-            x1 = int(starts[rng.integers(len(starts))]) if starts and rng.random() < 0.5 else int(rng.integers(0, len(T)))
+            x1 = (
+                int(starts[rng.integers(len(starts))])
+                if starts and rng.random() < 0.5
+                else int(rng.integers(0, len(T)))
+            )
             x2 = x1
             hole: list[int] = []
         else:
@@ -750,7 +784,9 @@ def _fallback(obj: Objective) -> Example:
     return Example([], canvas, obj.canvas_len, obj.canvas_len, st.EOS_ID, "continue")
 
 
-def make_batch(shard: Shard, obj: Objective, batch_size: int, seed: int, index: int, *, debug: bool = False) -> dict[str, np.ndarray]:
+def make_batch(
+    shard: Shard, obj: Objective, batch_size: int, seed: int, index: int, *, debug: bool = False
+) -> dict[str, np.ndarray]:
     """Batch number `index` of the stream `seed`: a pure function of (seed, index), so a resumed run sees
     the same data and any DataLoader worker can build any batch. Noise is drawn here too."""
     rng = np.random.default_rng([seed, index])
@@ -840,16 +876,29 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m canvas_ls.model.training.data", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, type=Path, help="output directory")
     ap.add_argument("--vocab-size", type=int, default=12288, help="BPE vocabulary size (special tokens included)")
-    ap.add_argument("--roots", nargs="*", type=Path, help="directories to collect .py files from (default: stdlib + site-packages)")
+    ap.add_argument(
+        "--roots", nargs="*", type=Path, help="directories to collect .py files from (default: stdlib + site-packages)"
+    )
     ap.add_argument("--max-bytes", type=float, help="stop collecting after this many bytes of kept source (e.g. 5e6)")
     ap.add_argument("--tokenizer", type=Path, help="reuse this tokenizer directory instead of training one")
-    ap.add_argument("--tokenizer-sample-bytes", type=float, default=40e6, help="bytes of training source the BPE learns from")
-    ap.add_argument("--exclude", action="append", type=Path, default=[], metavar="DIR",
-                    help=f"a directory of evaluation data never read (repeatable); added to those in ${EXCLUDE_ENV} "
-                    "(os.pathsep-separated) and, from a source checkout, ../shared/benchmarks")
+    ap.add_argument(
+        "--tokenizer-sample-bytes", type=float, default=40e6, help="bytes of training source the BPE learns from"
+    )
+    ap.add_argument(
+        "--exclude",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help=f"a directory of evaluation data never read (repeatable); added to those in ${EXCLUDE_ENV} "
+        "(os.pathsep-separated) and, from a source checkout, ../shared/benchmarks",
+    )
     ap.add_argument("--no-syntax-check", action="store_true", help="keep files Python cannot parse")
-    ap.add_argument("--keep-generated", action="store_true", help="keep generated-looking files (e.g. transformers' "
-                    "modeling files generated from modular_*.py)")
+    ap.add_argument(
+        "--keep-generated",
+        action="store_true",
+        help="keep generated-looking files (e.g. transformers' modeling files generated from modular_*.py)",
+    )
     ap.add_argument("--workers", type=int, help="processes for reading and checking files (default: CPUs, at most 16)")
     ap.add_argument("--val-percent", type=float, default=1.0, help="held-out share, by path hash")
     a = ap.parse_args(argv)

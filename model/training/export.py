@@ -144,7 +144,9 @@ def main(argv: list[str] | None = None) -> None:
     from .train import export_run
 
     ap = argparse.ArgumentParser(prog="python -m canvas_ls.model.training.export", description=main.__doc__)
-    ap.add_argument("--run", type=Path, required=True, help="run directory holding run.json, tokenizer/ and weights.safetensors")
+    ap.add_argument(
+        "--run", type=Path, required=True, help="run directory holding run.json, tokenizer/ and weights.safetensors"
+    )
     ap.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     ap.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
     ap.add_argument("--shard-size", default="15MB")

@@ -124,34 +124,90 @@ class ModelConfig:
 PRESETS: dict[str, dict] = {
     # unit tests: every code path (2 experts, sliding + full, different head dims), ~0.2M parameters
     "tiny": dict(
-        vocab_size=512, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
-        global_head_dim=32, num_global_kv_heads=1, sliding_window=32, layer_types=[SLIDING, FULL],
-        num_experts=2, top_k_experts=1, moe_intermediate_size=64, canvas_length=64,
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=128,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=16,
+        global_head_dim=32,
+        num_global_kv_heads=1,
+        sliding_window=32,
+        layer_types=[SLIDING, FULL],
+        num_experts=2,
+        top_k_experts=1,
+        moe_intermediate_size=64,
+        canvas_length=64,
     ),
     # a CPU toy that learns something in minutes
     "toy": dict(
-        vocab_size=4096, hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32,
-        global_head_dim=32, num_global_kv_heads=1, sliding_window=128, num_experts=2, top_k_experts=1,
-        moe_intermediate_size=128, canvas_length=64,
+        vocab_size=4096,
+        hidden_size=128,
+        intermediate_size=384,
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=32,
+        global_head_dim=32,
+        num_global_kv_heads=1,
+        sliding_window=128,
+        num_experts=2,
+        top_k_experts=1,
+        moe_intermediate_size=128,
+        canvas_length=64,
     ),
     # the GPU default: ~44M parameters, 8 x 512, the calibration size (12288 x 512 bf16 = 12.6 MB embedding)
     "small": dict(
-        vocab_size=12288, hidden_size=512, intermediate_size=1536, num_layers=8, num_heads=8, num_kv_heads=4, head_dim=64,
-        global_head_dim=64, num_global_kv_heads=2, sliding_window=512, num_experts=2, top_k_experts=1,
-        moe_intermediate_size=512, canvas_length=256,
+        vocab_size=12288,
+        hidden_size=512,
+        intermediate_size=1536,
+        num_layers=8,
+        num_heads=8,
+        num_kv_heads=4,
+        head_dim=64,
+        global_head_dim=64,
+        num_global_kv_heads=2,
+        sliding_window=512,
+        num_experts=2,
+        top_k_experts=1,
+        moe_intermediate_size=512,
+        canvas_length=256,
     ),
     # "small" with one expert: the MoE branch becomes a second gated MLP (no routing waste in the dense
     # expert computation); same HF class, same loading path
     "small-e1": dict(
-        vocab_size=12288, hidden_size=512, intermediate_size=1536, num_layers=8, num_heads=8, num_kv_heads=4, head_dim=64,
-        global_head_dim=64, num_global_kv_heads=2, sliding_window=512, num_experts=1, top_k_experts=1,
-        moe_intermediate_size=768, canvas_length=256,
+        vocab_size=12288,
+        hidden_size=512,
+        intermediate_size=1536,
+        num_layers=8,
+        num_heads=8,
+        num_kv_heads=4,
+        head_dim=64,
+        global_head_dim=64,
+        num_global_kv_heads=2,
+        sliding_window=512,
+        num_experts=1,
+        top_k_experts=1,
+        moe_intermediate_size=768,
+        canvas_length=256,
     ),
     # deeper/wider, ~85M parameters; vocab 9728 keeps 640 x 9728 x 2 bytes = 12.5 MB
     "medium": dict(
-        vocab_size=9728, hidden_size=640, intermediate_size=1920, num_layers=12, num_heads=10, num_kv_heads=5, head_dim=64,
-        global_head_dim=64, num_global_kv_heads=1, sliding_window=512, num_experts=2, top_k_experts=1,
-        moe_intermediate_size=640, canvas_length=256,
+        vocab_size=9728,
+        hidden_size=640,
+        intermediate_size=1920,
+        num_layers=12,
+        num_heads=10,
+        num_kv_heads=5,
+        head_dim=64,
+        global_head_dim=64,
+        num_global_kv_heads=1,
+        sliding_window=512,
+        num_experts=2,
+        top_k_experts=1,
+        moe_intermediate_size=640,
+        canvas_length=256,
     ),
 }
 
@@ -193,7 +249,11 @@ class GatedMLP(nn.Module):
 
     def __init__(self, hidden: int, inter: int):
         super().__init__()
-        self.gate_proj, self.up_proj, self.down_proj = _linear(hidden, inter), _linear(hidden, inter), _linear(inter, hidden)
+        self.gate_proj, self.up_proj, self.down_proj = (
+            _linear(hidden, inter),
+            _linear(hidden, inter),
+            _linear(inter, hidden),
+        )
 
     def forward(self, x):
         return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
@@ -254,9 +314,19 @@ class Attention(nn.Module):
             v = torch.cat([past[1].to(v.dtype), v], dim=2)
         if self.n_kv != self.n_heads:  # GQA: expand kv heads (works with every SDPA backend and mask)
             rep = self.n_heads // self.n_kv
-            k = k[:, :, None].expand(B, self.n_kv, rep, k.shape[2], self.head_dim).reshape(B, self.n_heads, -1, self.head_dim)
-            v = v[:, :, None].expand(B, self.n_kv, rep, v.shape[2], self.head_dim).reshape(B, self.n_heads, -1, self.head_dim)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and past is None, scale=1.0)
+            k = (
+                k[:, :, None]
+                .expand(B, self.n_kv, rep, k.shape[2], self.head_dim)
+                .reshape(B, self.n_heads, -1, self.head_dim)
+            )
+            v = (
+                v[:, :, None]
+                .expand(B, self.n_kv, rep, v.shape[2], self.head_dim)
+                .reshape(B, self.n_heads, -1, self.head_dim)
+            )
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None and past is None, scale=1.0
+        )
         out = out.transpose(1, 2).reshape(B, L, self.n_heads * self.head_dim)
         return self.o_proj(out), kv
 
@@ -298,7 +368,9 @@ class Experts(nn.Module):
         gate, up = gu.chunk(2, dim=-1)
         h = F.gelu(gate, approximate="tanh") * up
         out = torch.einsum("nef,edf->ned", h, self.down_proj)  # (N, E, D)
-        return (out * combine[..., None].to(out.dtype)).sum(1) if out.shape[1] > 1 else out[:, 0] * combine.to(out.dtype)
+        return (
+            (out * combine[..., None].to(out.dtype)).sum(1) if out.shape[1] > 1 else out[:, 0] * combine.to(out.dtype)
+        )
 
 
 class Layer(nn.Module):
@@ -339,7 +411,11 @@ class SelfConditioning(nn.Module):
         D, eps = cfg.hidden_size, cfg.rms_norm_eps
         self.pre_norm = RMSNorm(D, eps)
         self.post_norm = RMSNorm(D, eps, with_scale=False)
-        self.gate_proj, self.up_proj, self.down_proj = _linear(D, cfg.intermediate_size), _linear(D, cfg.intermediate_size), _linear(cfg.intermediate_size, D)
+        self.gate_proj, self.up_proj, self.down_proj = (
+            _linear(D, cfg.intermediate_size),
+            _linear(D, cfg.intermediate_size),
+            _linear(cfg.intermediate_size, D),
+        )
 
     def forward(self, embeds: torch.Tensor, soft: torch.Tensor | None) -> torch.Tensor:
         if soft is not None:  # with zeros the MLP gives exactly 0 (no biases, gelu(0) = 0): skip it

@@ -78,7 +78,9 @@ def resolve_recipe(args: argparse.Namespace, saved: dict | None) -> dict:
                 log(f"note: total steps {recipe[k]} -> {v}: the cosine schedule stretches from here on")
                 recipe[k] = v
             else:
-                raise SystemExit(f"--{k.replace('_', '-')} {v} differs from the checkpoint's {recipe.get(k)}; drop it to resume")
+                raise SystemExit(
+                    f"--{k.replace('_', '-')} {v} differs from the checkpoint's {recipe.get(k)}; drop it to resume"
+                )
         return recipe
     recipe = {k: (getattr(args, k) if getattr(args, k) is not None else d) for k, d in RECIPE_DEFAULTS.items()}
     b, p, lr = PER_CONFIG.get(recipe["config"], PER_CONFIG["small"])
@@ -119,7 +121,9 @@ def build_model(recipe: dict, vocab_size: int, device: torch.device) -> CanvasLM
 
 def make_optimizer(model: CanvasLM, recipe: dict, device: torch.device) -> torch.optim.Optimizer:
     extra = {"fused": True} if device.type == "cuda" else {}
-    return torch.optim.AdamW(param_groups(model, recipe["weight_decay"]), lr=recipe["lr"], betas=(0.9, recipe["beta2"]), eps=1e-8, **extra)
+    return torch.optim.AdamW(
+        param_groups(model, recipe["weight_decay"]), lr=recipe["lr"], betas=(0.9, recipe["beta2"]), eps=1e-8, **extra
+    )
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -139,7 +143,10 @@ def save_checkpoint(run: Path, model, opt, state: dict) -> None:
         {
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
             **state,
         },
         tmp,
@@ -163,7 +170,9 @@ def evaluate(model, batches: list[dict], recipe: dict, device: torch.device) -> 
     sums: dict[str, float] = {}
     for b in batches:
         with autocast(device):
-            out = training_losses(model, to_device(b, device), ar_weight=recipe["ar_weight"], loss_weighting=recipe["loss_weighting"])
+            out = training_losses(
+                model, to_device(b, device), ar_weight=recipe["ar_weight"], loss_weighting=recipe["loss_weighting"]
+            )
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + float(v)
     model.train()
@@ -253,7 +262,11 @@ def save_weights(run: Path, model: CanvasLM) -> Path:
 
     sd = {k: v.detach().to("cpu", torch.bfloat16).contiguous() for k, v in model.state_dict().items()}
     path = run / "weights.safetensors"
-    save_file(sd, str(path) + ".tmp", metadata={"format": "canvas-ls CanvasLM state_dict", "config": json.dumps(model.cfg.to_dict())})
+    save_file(
+        sd,
+        str(path) + ".tmp",
+        metadata={"format": "canvas-ls CanvasLM state_dict", "config": json.dumps(model.cfg.to_dict())},
+    )
     os.replace(str(path) + ".tmp", path)
     return path
 
@@ -275,7 +288,9 @@ def load_weights(path: Path) -> CanvasLM:
     return model
 
 
-def export_run(run: Path, out: Path, *, model: CanvasLM | None = None, dtype: str = "bf16", shard_size: str = "15MB") -> Path:
+def export_run(
+    run: Path, out: Path, *, model: CanvasLM | None = None, dtype: str = "bf16", shard_size: str = "15MB"
+) -> Path:
     """HF checkpoint from a run directory (run.json + tokenizer/ + weights or a live model)."""
     from .export import save_hf_checkpoint
 
@@ -294,7 +309,9 @@ def export_run(run: Path, out: Path, *, model: CanvasLM | None = None, dtype: st
         "data": {k: info["data"][k] for k in ("python", "train_files", "train_tokens", "bytes_per_token")},
     }
     dt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
-    path = save_hf_checkpoint(model.cpu().float(), run / "tokenizer", out, recipe["noise"], shard_size=shard_size, dtype=dt, card=card)
+    path = save_hf_checkpoint(
+        model.cpu().float(), run / "tokenizer", out, recipe["noise"], shard_size=shard_size, dtype=dt, card=card
+    )
     write_model_card(path, card, info["data"])
     log(f"exported {path} ({sum(f.stat().st_size for f in path.iterdir()) / 1e6:.1f} MB)")
     return path
@@ -324,7 +341,9 @@ def write_model_card(path: Path, card: dict, data: dict) -> None:
     (path / "README.md").write_text(text)
 
 
-def pack(run: Path, dest: Path, export_dir: Path | None, part_bytes: int = 15_000_000, max_parts: int = 8) -> list[Path]:
+def pack(
+    run: Path, dest: Path, export_dir: Path | None, part_bytes: int = 15_000_000, max_parts: int = 8
+) -> list[Path]:
     """Split what a GPU command must bring back into <= max_parts files of <= part_bytes:
     run.json, metrics.jsonl, loss.png, bench.json, tokenizer/ and the export (if any) or the bf16 weights.
     Reassemble with: cat PARTS/run.tar.part-* | tar -x -C RUN"""
@@ -343,7 +362,9 @@ def pack(run: Path, dest: Path, export_dir: Path | None, part_bytes: int = 15_00
     data = buf.getvalue()
     n = -(-len(data) // part_bytes)
     if n > max_parts:
-        raise SystemExit(f"pack is {len(data) / 1e6:.0f} MB: {n} parts of {part_bytes / 1e6:.0f} MB, more than {max_parts}")
+        raise SystemExit(
+            f"pack is {len(data) / 1e6:.0f} MB: {n} parts of {part_bytes / 1e6:.0f} MB, more than {max_parts}"
+        )
     dest.mkdir(parents=True, exist_ok=True)
     parts = []
     for i in range(n):
@@ -397,9 +418,11 @@ def train(args: argparse.Namespace) -> dict:
         shutil.copytree(data_dir / "tokenizer", run / "tokenizer", dirs_exist_ok=True)
     n_params = count_parameters(model)
     tokens_per_step = recipe["batch"] * (obj.prefix_len + obj.canvas_len)
-    log(f"{recipe['config']}: {n_params['total'] / 1e6:.1f}M parameters ({n_params['non_embedding'] / 1e6:.1f}M non-embedding), "
+    log(
+        f"{recipe['config']}: {n_params['total'] / 1e6:.1f}M parameters ({n_params['non_embedding'] / 1e6:.1f}M non-embedding), "
         f"batch {recipe['batch']} x ({obj.prefix_len} prefix + {obj.canvas_len} canvas) = {tokens_per_step} tokens/step, "
-        f"{recipe['noise']} noise, device {device}")
+        f"{recipe['noise']} noise, device {device}"
+    )
 
     loss_fn = training_losses
     if args.compile:
@@ -407,10 +430,19 @@ def train(args: argparse.Namespace) -> dict:
     val_batches = []
     if args.eval_every:
         vshard = Shard(data_dir, "val")
-        val_batches = [np_batch_to_torch(make_batch(vshard, obj, recipe["batch"], seed=10_000 + recipe["seed"], index=i)) for i in range(args.eval_batches)]
+        val_batches = [
+            np_batch_to_torch(make_batch(vshard, obj, recipe["batch"], seed=10_000 + recipe["seed"], index=i))
+            for i in range(args.eval_batches)
+        ]
 
-    end_step = recipe["steps"] if args.steps_this_run is None else min(recipe["steps"], state["step"] + args.steps_this_run)
-    workers = args.workers if args.workers is not None else (min(8, max(1, (os.cpu_count() or 2) - 2)) if device.type == "cuda" else 0)
+    end_step = (
+        recipe["steps"] if args.steps_this_run is None else min(recipe["steps"], state["step"] + args.steps_this_run)
+    )
+    workers = (
+        args.workers
+        if args.workers is not None
+        else (min(8, max(1, (os.cpu_count() or 2) - 2)) if device.type == "cuda" else 0)
+    )
     loader = None
     if state["step"] < end_step:
         loader = iter(
@@ -455,10 +487,20 @@ def train(args: argparse.Namespace) -> dict:
             vals = {k: float(v) / n_acc for k, v in acc_t.items()}
             now = time.time()
             tps = (state["tokens"] - tok_log) / max(now - t_log, 1e-9)
-            row = {"step": state["step"], "tokens": state["tokens"], **vals, "lr": lr, "grad_norm": float(grad_norm), "tok_s": tps, "elapsed": now - t_start}
+            row = {
+                "step": state["step"],
+                "tokens": state["tokens"],
+                **vals,
+                "lr": lr,
+                "grad_norm": float(grad_norm),
+                "tok_s": tps,
+                "elapsed": now - t_start,
+            }
             append_metrics(run, row)
-            log(f"step {state['step']}/{recipe['steps']} loss {vals['loss']:.3f} diff {vals['diff_loss']:.3f} (acc {vals['diff_acc']:.3f}) "
-                f"AR {vals['ar_loss']:.3f} lr {lr:.2e} |g| {float(grad_norm):.2f} {tps / 1e3:.1f}K tok/s")
+            log(
+                f"step {state['step']}/{recipe['steps']} loss {vals['loss']:.3f} diff {vals['diff_loss']:.3f} (acc {vals['diff_acc']:.3f}) "
+                f"AR {vals['ar_loss']:.3f} lr {lr:.2e} |g| {float(grad_norm):.2f} {tps / 1e3:.1f}K tok/s"
+            )
             last_step_loss = vals["loss"]
             acc_t = {k: torch.zeros((), device=device) for k in acc}
             n_acc, t_log, tok_log = 0, time.time(), state["tokens"]
@@ -466,7 +508,9 @@ def train(args: argparse.Namespace) -> dict:
             ev = evaluate(model, val_batches, recipe, device)
             state["last_eval"] = {"step": state["step"], **ev}
             append_metrics(run, {"step": state["step"], "tokens": state["tokens"], **ev})
-            log(f"eval step {state['step']}: diffusion {ev['val_diff_loss']:.3f} (acc {ev['val_diff_acc']:.3f}) AR {ev['val_ar_loss']:.3f}")
+            log(
+                f"eval step {state['step']}: diffusion {ev['val_diff_loss']:.3f} (acc {ev['val_diff_acc']:.3f}) AR {ev['val_ar_loss']:.3f}"
+            )
             plot_losses(run)
         if args.ckpt_every and state["step"] % args.ckpt_every == 0:
             state["seconds"] = seconds_before + time.time() - t_start
@@ -476,13 +520,17 @@ def train(args: argparse.Namespace) -> dict:
         ev = evaluate(model, val_batches, recipe, device)
         state["last_eval"] = {"step": state["step"], **ev}
         append_metrics(run, {"step": state["step"], "tokens": state["tokens"], **ev})
-        log(f"eval step {state['step']}: diffusion {ev['val_diff_loss']:.3f} (acc {ev['val_diff_acc']:.3f}) AR {ev['val_ar_loss']:.3f}")
+        log(
+            f"eval step {state['step']}: diffusion {ev['val_diff_loss']:.3f} (acc {ev['val_diff_acc']:.3f}) AR {ev['val_ar_loss']:.3f}"
+        )
     save_checkpoint(run, model, opt, {**state, "recipe": recipe, "model_config": model.cfg.to_dict()})
     save_weights(run, model)
     write_run_json(run, recipe, model, obj, state, data_info)
     if (run / "metrics.jsonl").exists():
         plot_losses(run)
-    log(f"stopped ({stop_reason}) at step {state['step']}/{recipe['steps']}, {state['tokens'] / 1e6:.1f}M tokens; checkpoint {run / 'checkpoint.pt'}")
+    log(
+        f"stopped ({stop_reason}) at step {state['step']}/{recipe['steps']}, {state['tokens'] / 1e6:.1f}M tokens; checkpoint {run / 'checkpoint.pt'}"
+    )
     if args.export:
         export_run(run, Path(args.export), model=model, dtype=args.export_dtype, shard_size=args.shard_size)
     if args.pack:
@@ -495,7 +543,9 @@ def train(args: argparse.Namespace) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m canvas_ls.model.training.train", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, required=True, help="directory written by `python -m canvas_ls.model.training.data`")
+    ap.add_argument(
+        "--data", type=Path, required=True, help="directory written by `python -m canvas_ls.model.training.data`"
+    )
     ap.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, metrics, plots)")
     r = ap.add_argument_group("recipe (stored in the checkpoint; on --resume taken from it)")
     r.add_argument("--config", choices=sorted(PER_CONFIG), help="model size preset (default small)")
@@ -517,8 +567,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int)
     c = ap.add_argument_group("this run")
     c.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    c.add_argument("--init-from", type=Path, help="start from weights.safetensors of a run or an exported HF checkpoint "
-                   "directory (fresh optimizer: a warm restart, e.g. in a later GPU session)")
+    c.add_argument(
+        "--init-from",
+        type=Path,
+        help="start from weights.safetensors of a run or an exported HF checkpoint "
+        "directory (fresh optimizer: a warm restart, e.g. in a later GPU session)",
+    )
     c.add_argument("--minutes", type=float, help="stop cleanly (and checkpoint) after this many minutes")
     c.add_argument("--steps-this-run", type=int, help="stop after this many steps in this run")
     c.add_argument("--compile", action="store_true", help="torch.compile the training step")
@@ -532,8 +586,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--export", type=Path, help="write the HF checkpoint here when the run stops")
     c.add_argument("--export-dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
     c.add_argument("--shard-size", default="15MB")
-    c.add_argument("--pack", type=Path, help="when the run stops, split run.json, metrics, plot, tokenizer and the export (or "
-                   "the bf16 weights) into <= 8 parts of <= 15 MB here (for $OUT on the GPU machine)")
+    c.add_argument(
+        "--pack",
+        type=Path,
+        help="when the run stops, split run.json, metrics, plot, tokenizer and the export (or "
+        "the bf16 weights) into <= 8 parts of <= 15 MB here (for $OUT on the GPU machine)",
+    )
     return ap
 
 

@@ -13,9 +13,7 @@ _LAMBDA_HEAD = re.compile(r"\blambda\b[^:]*:$")
 _PAIRS = {"(": ")", "[": "]", "{": "}"}
 # Lines starting with these close a block (or continue it one level out), so they sit
 # one indentation unit left of the block's body.
-CLOSING_LINE = re.compile(
-    r"^(?:[}\])]|(?:end|else|elif|elseif|except|finally|until|case|default|catch)\b)"
-)
+CLOSING_LINE = re.compile(r"^(?:[}\])]|(?:end|else|elif|elseif|except|finally|until|case|default|catch)\b)")
 
 
 def opens_block(code: str, lang: str | None) -> bool:

@@ -35,10 +35,16 @@ from .span import line_start
 
 CompletionMode = Literal["none", "single", "multi"]
 
-_STRING_TYPES = frozenset({
-    "string", "template_string", "interpreted_string_literal", "raw_string_literal",
-    "string_literal", "char_literal",
-})
+_STRING_TYPES = frozenset(
+    {
+        "string",
+        "template_string",
+        "interpreted_string_literal",
+        "raw_string_literal",
+        "string_literal",
+        "char_literal",
+    }
+)
 _CODE_IN_STRING_TYPES = frozenset({"interpolation", "template_substitution"})
 
 

@@ -25,10 +25,17 @@ import tree_sitter
 from .parsed import Parsed, parsed
 from .span import Span, line_start
 
-_JS_FUNCTIONS = frozenset({
-    "function_declaration", "function_expression", "function", "generator_function_declaration",
-    "generator_function", "method_definition", "arrow_function",
-})
+_JS_FUNCTIONS = frozenset(
+    {
+        "function_declaration",
+        "function_expression",
+        "function",
+        "generator_function_declaration",
+        "generator_function",
+        "method_definition",
+        "arrow_function",
+    }
+)
 
 FUNCTION_TYPES: dict[str, frozenset[str]] = {
     "python": frozenset({"function_definition"}),

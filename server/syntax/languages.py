@@ -28,9 +28,15 @@ _LANGUAGE_IDS = {
 }
 
 _EXTENSIONS = {
-    ".py": "python", ".pyi": "python",
-    ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript", ".jsx": "javascript",
-    ".ts": "typescript", ".mts": "typescript", ".cts": "typescript",
+    ".py": "python",
+    ".pyi": "python",
+    ".js": "javascript",
+    ".mjs": "javascript",
+    ".cjs": "javascript",
+    ".jsx": "javascript",
+    ".ts": "typescript",
+    ".mts": "typescript",
+    ".cts": "typescript",
     ".tsx": "tsx",
     ".go": "go",
     ".rs": "rust",
@@ -51,21 +57,27 @@ def _grammar(lang: str) -> Callable[[], object]:
     # Imported lazily: a session editing only Python never loads the Rust grammar.
     if lang == "python":
         import tree_sitter_python as m
+
         return m.language
     if lang == "javascript":
         import tree_sitter_javascript as m
+
         return m.language
     if lang in ("typescript", "tsx"):
         import tree_sitter_typescript as m
+
         return m.language_typescript if lang == "typescript" else m.language_tsx
     if lang == "go":
         import tree_sitter_go as m
+
         return m.language
     if lang == "rust":
         import tree_sitter_rust as m
+
         return m.language
     if lang == "lua":
         import tree_sitter_lua as m
+
         return m.language
     raise ValueError(f"unsupported language {lang!r}; expected one of {SUPPORTED}")
 

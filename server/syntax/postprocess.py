@@ -152,8 +152,7 @@ def fix_indentation(fill: str, ctx: FillContext) -> str:
     step = space_step(lines[1:])
     unit = indent_unit(ctx.prefix, ctx.suffix, ctx.lang) or " " * (step or 4)
     step = step or (len(unit) if unit != "\t" else 4)
-    rest = [restyle(leading_ws(line), unit, step) + line.lstrip(" \t") if line.strip() else line
-            for line in lines[1:]]
+    rest = [restyle(leading_ws(line), unit, step) + line.lstrip(" \t") if line.strip() else line for line in lines[1:]]
     body = [line for line in rest if line.strip() and not CLOSING_LINE.match(line.lstrip())]
     body = body or [line for line in rest if line.strip()]
     if not body:
@@ -329,7 +328,15 @@ def _block_columns(ctx: FillContext, unit: str, lower_to_suffix: bool) -> int:
     return min(own, columns(leading_ws(below), unit) + (columns(unit, unit) if closes else 0))
 
 
-_LINE_COMMENT = {"python": "#", "lua": "--", "javascript": "//", "typescript": "//", "tsx": "//", "go": "//", "rust": "//"}
+_LINE_COMMENT = {
+    "python": "#",
+    "lua": "--",
+    "javascript": "//",
+    "typescript": "//",
+    "tsx": "//",
+    "go": "//",
+    "rust": "//",
+}
 
 
 def _without_line_comment(line: str, lang: str | None) -> str:

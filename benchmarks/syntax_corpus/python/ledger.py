@@ -184,8 +184,7 @@ def to_json(ledger: Ledger) -> str:
     """Serialise accounts and transactions (amounts as strings)."""
     data = {
         "accounts": [
-            {"code": a.code, "name": a.name, "kind": a.kind.value, "parent": a.parent}
-            for a in ledger.accounts.values()
+            {"code": a.code, "name": a.name, "kind": a.kind.value, "parent": a.parent} for a in ledger.accounts.values()
         ],
         "transactions": [
             {
@@ -230,14 +229,16 @@ def close_period(ledger: Ledger, on: dt.date, equity: str) -> Transaction:
 
 
 def sample() -> Ledger:
-    ledger = Ledger([
-        Account("1000", "Cash", Kind.ASSET),
-        Account("1100", "Bank", Kind.ASSET),
-        Account("2000", "Loans", Kind.LIABILITY),
-        Account("3000", "Capital", Kind.EQUITY),
-        Account("4000", "Sales", Kind.INCOME),
-        Account("5000", "Rent", Kind.EXPENSE),
-    ])
+    ledger = Ledger(
+        [
+            Account("1000", "Cash", Kind.ASSET),
+            Account("1100", "Bank", Kind.ASSET),
+            Account("2000", "Loans", Kind.LIABILITY),
+            Account("3000", "Capital", Kind.EQUITY),
+            Account("4000", "Sales", Kind.INCOME),
+            Account("5000", "Rent", Kind.EXPENSE),
+        ]
+    )
     ledger.post(Transaction(dt.date(2024, 1, 1), "capital").debit("1100", 5000).credit("3000", 5000))
     ledger.post(Transaction(dt.date(2024, 1, 5), "rent").debit("5000", 800).credit("1100", 800))
     ledger.post(Transaction(dt.date(2024, 1, 9), "sale").debit("1000", 120.5).credit("4000", 120.5))
@@ -247,4 +248,9 @@ def sample() -> Ledger:
 if __name__ == "__main__":
     book = sample()
     print(render(income_statement(book, dt.date(2024, 1, 1), dt.date(2024, 12, 31))))
-    print(json.dumps({k: {n: str(v) for n, v in d.items()} for k, d in balance_sheet(book, dt.date(2024, 12, 31)).items()}, indent=1))
+    print(
+        json.dumps(
+            {k: {n: str(v) for n, v in d.items()} for k, d in balance_sheet(book, dt.date(2024, 12, 31)).items()},
+            indent=1,
+        )
+    )

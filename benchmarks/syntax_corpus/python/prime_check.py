@@ -41,7 +41,7 @@ def sieve(limit):
         return []
     flags = [True] * limit
     flags[0] = flags[1] = False
-    for i in range(2, int(limit ** 0.5) + 1):
+    for i in range(2, int(limit**0.5) + 1):
         if flags[i]:
             # every multiple of i from i*i on is composite
             for j in range(i * i, limit, i):

@@ -55,6 +55,10 @@ vim.api.nvim_create_user_command('CanvasFill', function(opts)
   require('canvas').fill_selection(opts)
 end, { range = true, desc = 'canvas-ls: fill the visual selection (each block line is its own hole)' })
 
+vim.api.nvim_create_user_command('CanvasRepair', function(opts)
+  require('canvas').repair_selection(opts)
+end, { range = true, desc = 'canvas-ls: repair the visual selection (re-denoise the tokens the model finds unlikely)' })
+
 vim.api.nvim_create_user_command('CanvasFillBody', function()
   require('canvas').fill_body()
 end, { desc = 'canvas-ls: regenerate the body of the function around the cursor' })

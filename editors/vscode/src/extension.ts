@@ -25,11 +25,13 @@ import { LiveCanvas, STEP_NOTIFICATION, StepParams } from "./liveCanvas";
 // Commands the server advertises (the client registers them itself and forwards them).
 const SERVER_FILL_SELECTION = "canvas.fillSelection";
 const SERVER_FILL_BODY = "canvas.fillBody";
+const SERVER_REPAIR_SELECTION = "canvas.repairSelection";
 const SERVER_STATUS = "canvas.status";
 
 // The extension's own palette commands (different names: the server's are auto-registered).
 const CMD_FILL_SELECTION = "canvas.fillSelectionCommand";
 const CMD_FILL_BODY = "canvas.fillBodyCommand";
+const CMD_REPAIR_SELECTION = "canvas.repairSelectionCommand";
 const CMD_SHOW_LOG = "canvas.showLog";
 const CMD_RESTART = "canvas.restartServer";
 
@@ -42,6 +44,7 @@ interface FillResult {
   steps?: number;
   tokensPerPass?: number;
   seconds?: number;
+  changedTokens?: number; // canvas.repairSelection: tokens the repair changed
 }
 
 class CanvasClient implements vscode.Disposable {
@@ -218,15 +221,33 @@ class CanvasClient implements vscode.Disposable {
     await this.fill(client, SERVER_FILL_BODY, [c2p.asUri(editor.document.uri), c2p.asPosition(editor.selection.active)]);
   }
 
+  /** The primary selection: the model re-noises the tokens it finds unlikely and denoises them again. */
+  async repairSelection(): Promise<void> {
+    const editor = vscode.window.activeTextEditor;
+    const client = await this.ready();
+    if (!editor || !client) return;
+    if (editor.selection.isEmpty) {
+      void vscode.window.showInformationMessage("canvas-ls: select the code to repair.");
+      return;
+    }
+    const c2p = client.code2ProtocolConverter;
+    await this.fill(client, SERVER_REPAIR_SELECTION, [c2p.asUri(editor.document.uri), c2p.asRange(editor.selection)]);
+  }
+
   private async fill(client: LanguageClient, command: string, args: unknown[]): Promise<void> {
     try {
       const result = (await this.track(() =>
         client.sendRequest(ExecuteCommandRequest.type, { command, arguments: args }),
       )) as FillResult | null;
-      if (result && !result.applied) {
+      if (result && !result.applied && command === SERVER_REPAIR_SELECTION && result.reason?.startsWith("nothing")) {
+        // "nothing to repair", or "nothing repaired: every change ... would add a syntax error"
+        void vscode.window.showInformationMessage(`canvas-ls: ${result.reason}`);
+      } else if (result && !result.applied) {
         void vscode.window.showWarningMessage(`canvas-ls: nothing applied${result.reason ? `: ${result.reason}` : ""}`);
       } else if (result) {
-        this.output.info(`${command}: ${result.edits ?? 0} edit(s), ${result.steps ?? 0} steps, ${result.seconds ?? 0}s`);
+        const changed = result.changedTokens !== undefined ? `, ${result.changedTokens} token(s) changed` : "";
+        this.output.info(`${command}: ${result.edits ?? 0} edit(s)${changed}, ${result.steps ?? 0} steps, ${result.seconds ?? 0}s`);
+        if (result.reason) this.output.info(`${command}: ${result.reason}`);
       }
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
@@ -323,6 +344,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     canvas,
     vscode.commands.registerCommand(CMD_FILL_SELECTION, () => canvas?.fillSelection()),
     vscode.commands.registerCommand(CMD_FILL_BODY, () => canvas?.fillBody()),
+    vscode.commands.registerCommand(CMD_REPAIR_SELECTION, () => canvas?.repairSelection()),
     vscode.commands.registerCommand(CMD_SHOW_LOG, () => canvas?.showLog()),
     vscode.commands.registerCommand(CMD_RESTART, () => canvas?.restart()),
     vscode.workspace.onDidChangeConfiguration((e) => canvas?.onConfigurationChanged(e)),

@@ -47,6 +47,13 @@ describe("settings", () => {
     assert.ok(!("serverPath" in mine) && !("serverArgs" in mine) && !("trace.server" in mine), "client-only settings stay in the client");
   });
 
+  test("package.json contributes the palette commands, Repair Selection among them", () => {
+    const titles = Object.fromEntries(pkg.contributes.commands.map((c) => [c.command, c.title]));
+    assert.equal(titles["canvas.repairSelectionCommand"], "Repair Selection");
+    const context = pkg.contributes.menus["editor/context"].find((m) => m.command === "canvas.repairSelectionCommand");
+    assert.match(context.when, /editorHasSelection/);
+  });
+
   test("package.json contributes every server setting as canvas.<name>, plus the client ones", () => {
     const props = pkg.contributes.configuration.properties;
     const names = Object.keys(props).filter((k) => !["canvas.serverPath", "canvas.serverArgs", "canvas.trace.server"].includes(k));
@@ -176,7 +183,7 @@ describe("protocol against canvas-ls serve", { skip: serverSkip, timeout: 240_00
   test("capabilities: inline completion, the commands, code actions", () => {
     const caps = initResult.capabilities;
     assert.ok(caps.inlineCompletionProvider, "inlineCompletionProvider advertised");
-    for (const c of ["canvas.fillSelection", "canvas.fillBody", "canvas.status"]) {
+    for (const c of ["canvas.fillSelection", "canvas.fillBody", "canvas.repairSelection", "canvas.status"]) {
       assert.ok(caps.executeCommandProvider.commands.includes(c), `${c} advertised`);
     }
     assert.ok(caps.codeActionProvider, "codeActionProvider advertised");
@@ -229,6 +236,10 @@ describe("protocol against canvas-ls serve", { skip: serverSkip, timeout: 240_00
     const titles = actions.map((a) => a.title);
     assert.ok(titles.includes("Fill selection with canvas-ls"), titles.join(", "));
     assert.ok(titles.includes("Fill function body with canvas-ls"), titles.join(", "));
+    assert.ok(titles.includes("Repair selection with canvas-ls"), titles.join(", "));
+    const repair = actions.find((a) => a.title === "Repair selection with canvas-ls");
+    assert.equal(repair.command.command, "canvas.repairSelection");
+    assert.deepEqual(repair.command.arguments[1], { start: { line: 5, character: 4 }, end: { line: 5, character: 13 } });
   });
 
   test("canvas.fillBody applies an edit inside the function through workspace/applyEdit", async () => {
@@ -248,5 +259,27 @@ describe("protocol against canvas-ls serve", { skip: serverSkip, timeout: 240_00
     const result = await conn.sendRequest("workspace/executeCommand", { command: "canvas.fillSelection", arguments: [uri, [range]] });
     assert.ok("applied" in result, JSON.stringify(result));
     if (result.applied) assert.deepEqual(edits[0].edit.documentChanges[0].edits[0].range, range);
+  });
+
+  test("canvas.repairSelection [uri, range]: edits only inside the range, or nothing to repair", async () => {
+    edits.length = 0;
+    const range = { start: { line: 4, character: 0 }, end: { line: 9, character: 0 } }; // mean()
+    const result = await conn.sendRequest("workspace/executeCommand", { command: "canvas.repairSelection", arguments: [uri, range] });
+    assert.equal(typeof result.changedTokens === "number" || /^nothing to repair/.test(result.reason), true, JSON.stringify(result));
+    if (!result.applied) return assert.equal(edits.length, 0);
+    assert.ok(result.changedTokens > 0, JSON.stringify(result));
+    const before = (a, b) => a.line < b.line || (a.line === b.line && a.character <= b.character);
+    for (const e of edits[0].edit.documentChanges[0].edits) {
+      assert.ok(before(range.start, e.range.start) && before(e.range.end, range.end), JSON.stringify(e.range));
+    }
+  });
+
+  test("canvas.repairSelection with threshold 0 on code that parses: nothing to repair", async () => {
+    await conn.sendNotification("workspace/didChangeConfiguration", { settings: { canvas: { repairThreshold: 0 } } });
+    edits.length = 0;
+    const range = { start: { line: 0, character: 0 }, end: { line: 2, character: 0 } }; // add()
+    const result = await conn.sendRequest("workspace/executeCommand", { command: "canvas.repairSelection", arguments: [uri, range] });
+    assert.deepEqual(result, { applied: false, reason: "nothing to repair" });
+    assert.equal(edits.length, 0);
   });
 });

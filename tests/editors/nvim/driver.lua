@@ -212,7 +212,24 @@ function scenarios.main(bufnr)
   result.after_selection = buffer_text(bufnr)
   result.mode_after_selection = vim.api.nvim_get_mode().mode
 
-  -- 4. :checkhealth canvas
+  -- 4. :CanvasRepair on a linewise visual selection of lines 3-5 (with a threshold that re-noises some
+  -- of the random model's tokens)
+  canvas.update_settings({ repairThreshold = 0.3 })
+  sleep(100)
+  result.before_repair = buffer_text(bufnr)
+  local repaired = fill_done()
+  vim.api.nvim_win_set_cursor(0, { 3, 0 })
+  feed('Vjj')
+  feed(':CanvasRepair<CR>')
+  wait_until('the repair', function()
+    return repaired.data
+  end, cfg.wait_ms)
+  sleep(200)
+  result.repair_result = repaired.data.result
+  result.repair_error = repaired.data.error
+  result.after_repair = buffer_text(bufnr)
+
+  -- 5. :checkhealth canvas
   vim.cmd('checkhealth canvas')
   result.health = vim.api.nvim_buf_get_lines(0, 0, -1, false)
   result.ok = true

@@ -50,7 +50,7 @@ local function fake(dispatchers)
         capabilities = {
           textDocumentSync = 1,
           inlineCompletionProvider = { workDoneProgress = true },
-          executeCommandProvider = { commands = { 'canvas.fillSelection', 'canvas.fillBody', 'canvas.status' } },
+          executeCommandProvider = { commands = { 'canvas.fillSelection', 'canvas.fillBody', 'canvas.repairSelection', 'canvas.status' } },
         },
       })
     elseif method == 'textDocument/inlineCompletion' then
@@ -59,6 +59,8 @@ local function fake(dispatchers)
     elseif method == 'workspace/executeCommand' then
       if params.command == 'canvas.fillBody' then
         reply({ code = -32800, message = 'fill cancelled' }, nil)
+      elseif params.command == 'canvas.repairSelection' then
+        reply(nil, { applied = false, reason = 'nothing to repair' })
       else
         reply(nil, { applied = false, reason = 'fake server' })
       end
@@ -200,6 +202,27 @@ local function scenario(bufnr, client)
     return done.fill
   end)
   result.fill_done = done.fill
+
+  -- :CanvasRepair from a charwise visual selection ("f(x)" of line 1): [uri, range], one range; its
+  -- messages (notify on for it) are recorded
+  local notes, plain_notify = {}, vim.notify
+  vim.notify = function(msg)
+    notes[#notes + 1] = msg
+  end
+  canvas.config.notify = true
+  local cursor = vim.api.nvim_win_get_cursor(0)
+  vim.api.nvim_win_set_cursor(0, { 1, 4 })
+  vim.api.nvim_create_autocmd('User', { pattern = 'CanvasFillDone', once = true, callback = function(a) done.repair = a.data end })
+  feed('v3l')
+  feed(':CanvasRepair<CR>')
+  wait_until('the repair answer', function()
+    return done.repair
+  end)
+  result.repair_done = done.repair
+  canvas.config.notify = false
+  vim.notify = plain_notify
+  result.repair_messages = notes
+  vim.api.nvim_win_set_cursor(0, cursor)
 
   -- 4. a command answered with RequestCancelled still ends (CanvasFillDone with an error)
   vim.api.nvim_create_autocmd('User', { pattern = 'CanvasFillDone', once = true, callback = function(a) done.body = a.data end })

@@ -142,6 +142,17 @@ def test_inline_completion_fill_body_and_health(nvim, tmp_path, tiny_dir):
     assert after != before and after.startswith(before[:a]) and after.endswith(before[b:]), (before, after)
     assert r["mode_after_selection"] == "n"
 
+    # :CanvasRepair on a linewise visual selection of lines 3-5: the buffer changes only inside it, or
+    # not at all (nothing to repair, or every change refused by the syntax checks)
+    assert not r.get("repair_error"), r.get("repair_error")
+    before, after, res = r["before_repair"], r["after_repair"], r["repair_result"]
+    a, b = offset_of(before, 2, 0), offset_of(before, 5, 0)
+    assert after.startswith(before[:a]) and after.endswith(before[b:]), (before, after)
+    if res["applied"]:
+        assert after != before and res["changedTokens"] > 0, res
+    else:
+        assert after == before and res["reason"].startswith("nothing"), res
+
     # :checkhealth canvas
     health = "\n".join(r["health"])
     assert "canvas-ls: server" in health and "canvas-ls check" in health, health
@@ -228,6 +239,11 @@ def test_drawing_and_edits_against_a_fake_server(nvim, tmp_path):
     assert len(fills) == 1 and fills[0]["params"]["arguments"][1] == [rng(1, 0, 3, 0)]
     assert fills[0]["params"]["arguments"][0].endswith("/f.py")
     assert r["fill_done"]["result"] == {"applied": False, "reason": "fake server"}
+    repairs = [q for q in r["requests"] if q["method"] == "workspace/executeCommand" and q["params"]["command"] == "canvas.repairSelection"]
+    assert len(repairs) == 1 and repairs[0]["params"]["arguments"][1] == rng(0, 4, 0, 8)  # [uri, range]: one range, not a list
+    assert r["repair_done"]["command"] == "canvas.repairSelection"
+    assert r["repair_done"]["result"] == {"applied": False, "reason": "nothing to repair"}
+    assert r["repair_messages"] == ["canvas-ls: repairing…", "canvas-ls: nothing to repair"]
 
     # a command whose answer is RequestCancelled: Neovim drops it, the plugin still ends the fill
     assert r["body_done"]["error"]["code"] == -32800

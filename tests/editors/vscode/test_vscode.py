@@ -3,7 +3,8 @@
 Installs the .vsix into a fresh code-server profile, opens a Python file with a hole against the real
 `canvas-ls serve` of this checkout and a tiny random-weight checkpoint, and checks: ghost text appears
 and Tab inserts it; *Canvas: Fill Function Body* from the command palette edits the function body
-(drawing the live canvas while it runs); the status bar item shows the model and device.
+(drawing the live canvas while it runs); *Canvas: Repair Selection* changes the text only inside the
+selection, or nothing ("nothing to repair"); the status bar item shows the model and device.
 Screenshots go to tests/editors/artifacts/ (or $CANVAS_ARTIFACTS).
 
 Prerequisites: editors/vscode/test-setup.sh (apt packages, code-server, playwright, the .vsix). Without
@@ -330,7 +331,41 @@ def test_vscode_extension(page, code_server):
         assert "def mean(values):" in after_body, "the signature is kept"
         assert after_body.rstrip().endswith(lines[-1].rstrip()), "code after the function is kept"
         assert live, "the live canvas was not drawn during Fill Function Body"
-        print(f"status bar: {status_text!r}; ghost text: {suggested!r}; live canvas: {live!r}")
+
+        # Repair Selection on add() (lines 1-2, untouched so far) from the palette. A higher threshold
+        # than the default re-noises more of the random model's tokens, so the live canvas has slots.
+        settings.update({"canvas.repairThreshold": 0.3})
+        settings_path.write_text(json.dumps(settings, indent=2))
+        page.wait_for_timeout(1500)
+        _go_to(page, 1, 1)
+        page.keyboard.press("Shift+ArrowDown")
+        page.keyboard.press("Shift+ArrowDown")
+        selected = after_body[: after_body.index("\n", after_body.index("\n") + 1) + 1]
+        assert selected == "def add(a, b):\n    return a + b\n"
+        page.keyboard.press("F1")
+        page.wait_for_selector(".quick-input-widget input", state="visible")
+        page.keyboard.type("Canvas: Repair Selection")
+        page.wait_for_selector(".quick-input-list .monaco-list-row:has-text('Repair Selection')", state="visible")
+        page.keyboard.press("Enter")
+        repair_live = None
+        try:
+            repair_live = page.wait_for_function(LIVE_CANVAS_JS, timeout=30_000, polling=50).json_value()
+            _shot(page, "vscode-repair.png")
+        except Exception:
+            pass
+        page.wait_for_function(
+            "() => ![...document.querySelectorAll('.statusbar-item')].some(e => /filling/.test(e.textContent))",
+            timeout=120_000,
+        )
+        after_repair = _save_and_read(page, example, before=after_body, timeout=15)
+        if repair_live is None:
+            _shot(page, "vscode-repair.png")
+        assert after_repair.endswith(after_body[len(selected) :]), "the repair changed text outside the selection"
+        if after_repair == after_body:  # nothing to repair, or every change refused: the editor says so
+            notes = page.locator(".notifications-toasts", has_text="canvas-ls: nothing")
+            notes.first.wait_for(state="visible", timeout=10_000)
+        assert repair_live, "the live canvas was not drawn during Repair Selection"
+        print(f"status bar: {status_text!r}; ghost text: {suggested!r}; live canvas: {live!r}; repair: {repair_live!r}")
     except Exception:
         _shot(page, "vscode-failure.png")
         print(log_path.read_text()[-5000:])

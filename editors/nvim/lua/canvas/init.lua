@@ -41,7 +41,7 @@ local defaults = {
     dismiss = '<C-]>',
     trigger = '<M-\\>',
   },
-  -- Show a message after :CanvasFill / :CanvasFillBody.
+  -- Show a message after :CanvasFill / :CanvasFillBody / :CanvasRepair.
   notify = true,
 }
 
@@ -202,7 +202,20 @@ local function done(bufnr, command, err, result)
       notify('canvas-ls: ' .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
     end
   elseif type(result) == 'table' then
-    if result.applied then
+    if command == 'canvas.repairSelection' and result.applied then
+      notify(
+        ('canvas-ls: repaired (%d token%s changed, %d edit%s, %.2fs)'):format(
+          result.changedTokens or 0,
+          (result.changedTokens or 0) == 1 and '' or 's',
+          result.edits or 0,
+          (result.edits or 0) == 1 and '' or 's',
+          tonumber(result.seconds) or 0
+        )
+      )
+    elseif command == 'canvas.repairSelection' and tostring(result.reason or ''):find('^nothing') then
+      -- "nothing to repair", or "nothing repaired: every change ... would add a syntax error"
+      notify('canvas-ls: ' .. result.reason, result.reason:find('^nothing to repair') and vim.log.levels.INFO or vim.log.levels.WARN)
+    elseif result.applied then
       notify(
         ('canvas-ls: filled (%d edit%s, %s steps, %.2fs)'):format(
           result.edits or 0,
@@ -322,14 +335,14 @@ function M.fill_ranges(bufnr, ranges, callback)
   end)
 end
 
---- :CanvasFill — fill the last visual selection (or, given a line range that is not it, those lines).
-function M.fill_selection(opts)
+--- The LSP ranges of a command's selection: the last visual selection, or, given a line range that is
+--- not it, those lines. nil (with a message) when there is none.
+local function command_ranges(opts, bufnr, command)
   opts = opts or {}
-  local bufnr = api.nvim_get_current_buf()
   local client = M.get_client(bufnr)
   if not client then
     vim.notify('canvas-ls: not attached to this buffer (:checkhealth canvas)', vim.log.levels.ERROR)
-    return false
+    return nil
   end
   local enc = client.offset_encoding
   local vs, ve = vim.fn.getpos("'<"), vim.fn.getpos("'>")
@@ -341,13 +354,45 @@ function M.fill_selection(opts)
   elseif opts.range and opts.range > 0 then
     ranges = M.selection_ranges(bufnr, 'V', { opts.line1, 1 }, { opts.line2, 1 }, enc)
   else
-    vim.notify('canvas-ls: select the code to fill first (visual mode, then :CanvasFill)', vim.log.levels.WARN)
-    return false
+    vim.notify(('canvas-ls: select the code first (visual mode, then :%s)'):format(command), vim.log.levels.WARN)
+    return nil
   end
-  if #ranges == 0 then
+  return #ranges > 0 and ranges or nil
+end
+
+--- :CanvasFill — fill the last visual selection (or, given a line range that is not it, those lines).
+function M.fill_selection(opts)
+  local bufnr = api.nvim_get_current_buf()
+  local ranges = command_ranges(opts, bufnr, 'CanvasFill')
+  if not ranges then
     return false
   end
   return M.fill_ranges(bufnr, ranges)
+end
+
+--- Repair LSP ranges: the model re-noises the tokens it finds unlikely (below the server's
+--- repairThreshold) or the syntax judge blames, and denoises them with the rest held. One range is
+--- sent as [uri, range]; several (a block selection) as [uri, ranges]. callback(err, result) optional.
+function M.repair_ranges(bufnr, ranges, callback)
+  bufnr = (bufnr == nil or bufnr == 0) and api.nvim_get_current_buf() or bufnr
+  notify('canvas-ls: repairing…')
+  local where = #ranges == 1 and ranges[1] or ranges
+  return exec(bufnr, 'canvas.repairSelection', { vim.uri_from_bufnr(bufnr), where }, function(err, result)
+    done(bufnr, 'canvas.repairSelection', err, result)
+    if callback then
+      callback(err, result)
+    end
+  end)
+end
+
+--- :CanvasRepair — repair the last visual selection (or, given a line range that is not it, those lines).
+function M.repair_selection(opts)
+  local bufnr = api.nvim_get_current_buf()
+  local ranges = command_ranges(opts, bufnr, 'CanvasRepair')
+  if not ranges then
+    return false
+  end
+  return M.repair_ranges(bufnr, ranges)
 end
 
 --- :CanvasFillBody — regenerate the body of the function around the cursor.

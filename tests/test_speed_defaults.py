@@ -1,0 +1,296 @@
+"""The CPU speed defaults (issue 13): bf16 and the compiled decoder step compute the same fills as
+fp32 and eager (argmax agreement), nothing breaks without a C++ compiler, canvases fit single lines,
+single lines stop as soon as they can, and the left-to-right draft is chosen from measured costs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import pytest
+import torch
+
+from canvas_ls.model.canvas import BUCKETS
+from canvas_ls.model.costs import Costs
+from canvas_ls.model.infill import Infiller
+from canvas_ls.model.interface import FillRequest
+from canvas_ls.model.loading import load_model, resolve_dtype
+from canvas_ls.model.reference import ReferenceParams, reference_denoise
+from canvas_ls.model.sampler import CanvasBatch, NoiseSpec, make_generators
+from canvas_ls.model.settings import SamplerSettings
+from canvas_ls.model.step import DecoderStep, cpp_compiler, decoder_logits
+
+DOC = '''import math
+
+
+def distance(p, q):
+    """Euclidean distance between two points."""
+    dx = p[0] - q[0]
+    dy = p[1] - q[1]
+    return math.sqrt(dx * dx + dy * dy)
+
+
+def nearest(points, target):
+    best = None
+    for p in points:
+        d = distance(p, target)
+'''
+HOLE = DOC.index("    return math.sqrt")
+LINE = SamplerSettings(max_steps=16, single_line_steps=8, suffix_tokens=8)
+
+
+def _canvases(inf: Infiller, n: int = 3, width: int = 32):
+    """n decoder-step inputs over the real prompt: random canvases, self-conditioning from a previous pass."""
+    gen = torch.Generator().manual_seed(0)
+    state = inf.prefix.encode(inf.prompt_ids(DOC[:HOLE]))
+    out = []
+    for i in range(n):
+        cache, masks, lengths = inf.prefix.decoder_cache([state], width)
+        canvas = torch.randint(4, inf.loaded.vocab_size, (1, width), generator=gen)
+        positions = lengths[:, None] + torch.arange(width)[None]
+        keep = torch.ones(1, width, dtype=torch.bool)
+        keep[:, 24:] = False  # the held suffix
+        sc = None if i == 0 else torch.randn(1, width, inf.loaded.vocab_size, generator=gen) * 3
+        out.append((canvas, sc, keep, cache, positions, masks))
+    return out
+
+
+def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.argmax(-1) == b.argmax(-1)).float().mean().item()
+
+
+@torch.inference_mode()
+def test_bf16_and_fp32_agree_on_the_argmax(tiny_dir):
+    """One decoder pass of each over the same 20 canvases (the real prompt, each model's own K/V): the
+    argmax agrees at >= 97% of the positions. (With self-conditioning input the tiny model, chaotic
+    with its 25x initialisation, agrees less: ~93%; CPU "auto" keeps it in fp32 anyway.)"""
+    fp32, bf16 = load_model(tiny_dir, dtype="float32"), load_model(tiny_dir, dtype="bfloat16")
+    assert bf16.dtype == torch.bfloat16
+    a, b = _canvases(Infiller(fp32), 20), _canvases(Infiller(bf16), 20)
+    agree = [
+        _agreement(
+            decoder_logits(fp32.model, canvas, None, *rest), decoder_logits(bf16.model, canvas, None, *other[2:])
+        )
+        for (canvas, _, *rest), other in zip(a, b)
+    ]
+    assert sum(agree) / len(agree) >= 0.97, agree
+
+
+@torch.inference_mode()
+def test_the_step_equals_the_model_forward(tiny):
+    """decoder_logits is the model's own forward for a canvas (what a fill ran before it), bit for bit,
+    with the self-conditioning input zeroed at held positions."""
+    from canvas_ls.model.kv import cache_arg
+
+    inf = Infiller(tiny)
+    for canvas, sc, keep, cache, positions, masks in _canvases(inf):
+        mine = decoder_logits(tiny.model, canvas, sc, None, cache, positions, masks)
+        theirs = tiny.model(
+            **cache_arg(tiny.model, cache),
+            decoder_input_ids=canvas,
+            self_conditioning_logits=sc,
+            decoder_position_ids=positions,
+            decoder_attention_mask=masks,
+        ).logits
+        assert torch.equal(mine, theirs)
+
+
+@pytest.mark.skipif(cpp_compiler() is None, reason="no C++ compiler: torch.compile cannot run here")
+def test_compiled_and_eager_agree_and_serve_every_width(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    inf = Infiller(tiny, compile="on")
+    assert inf.step.warm_up([inf._step_example(32, with_sc=True)])
+    assert inf.step.status == "compiled"
+    with torch.inference_mode():
+        for width in (16, 32, 64):
+            for canvas, sc, keep, cache, positions, masks in _canvases(inf, width=width):
+                eager = decoder_logits(tiny.model, canvas, sc, keep, cache, positions, masks)
+                before = inf.step.compiled_calls
+                compiled = inf.step(canvas, sc, keep, cache, positions, masks)
+                assert inf.step.compiled_calls == before + 1  # no recompilation for another width or step
+                assert _agreement(eager, compiled) >= 0.97
+    # A fill through the compiled step, and a batch (several rows: eager, never a recompilation).
+    plain = Infiller(tiny)
+    req = FillRequest(DOC, holes=((HOLE, HOLE),), max_tokens=24, settings=LINE, single_line=True)
+    assert inf.fill(req).forward_passes == plain.fill(req).forward_passes
+    eager_before = inf.step.eager_calls
+    inf.fill(replace(req, length_candidates=(8, 16)))
+    assert inf.step.eager_calls > eager_before and inf.step.status == "compiled"
+
+
+def test_no_cpp_compiler_means_eager_fills_and_one_log_line(tiny, monkeypatch, caplog):
+    monkeypatch.setattr("canvas_ls.model.step.cpp_compiler", lambda: None)
+    inf = Infiller(tiny, compile="on")
+    with caplog.at_level(logging.INFO, logger="canvas_ls.model"):
+        report = inf.warm_up(LINE)
+    assert report["compile"].startswith("eager (no C++ compiler")
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and "C++ compiler" in lines[0].getMessage()
+    req = FillRequest(DOC, holes=((HOLE, HOLE),), max_tokens=24, settings=LINE, single_line=True)
+    assert inf.fill(req).fills == Infiller(tiny).fill(req).fills
+    assert inf.info().compile.startswith("eager")
+
+
+def test_a_failing_compile_falls_back_to_eager_with_one_log_line(tiny, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("inductor exploded\nwith a long traceback")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    step = DecoderStep(tiny.model, compile="on")
+    inf = Infiller(tiny)
+    example = inf._step_example(32, with_sc=True)
+    with caplog.at_level(logging.WARNING, logger="canvas_ls.model"):
+        assert step.warm_up([example]) is False
+        with torch.inference_mode():
+            out = step(*example)
+    assert step.status.startswith("eager (could not compile") and out.shape[:2] == example[0].shape
+    assert len(caplog.records) == 1 and "\n" not in caplog.records[0].getMessage()
+
+
+def test_a_compiled_step_that_fails_later_runs_eager_from_then_on(tiny, caplog):
+    calls = []
+
+    def flaky(*args):
+        calls.append(1)
+        raise RuntimeError("a kernel failed")
+
+    step = DecoderStep(tiny.model, compile="on")
+    step._compiled, step.status = flaky, "compiled"
+    example = Infiller(tiny)._step_example(32, with_sc=False)
+    with caplog.at_level(logging.WARNING, logger="canvas_ls.model"), torch.inference_mode():
+        first, second = step(*example), step(*example)
+    assert torch.equal(first, second) and len(calls) == 1 and step.status.startswith("eager")
+    assert len(caplog.records) == 1
+
+
+def test_auto_dtype_is_bf16_only_for_big_models_on_a_bf16_cpu(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr("canvas_ls.model.loading.cpu_bf16_native", lambda: True)
+    assert resolve_dtype("auto", cpu, hidden_size=512) == torch.bfloat16
+    assert resolve_dtype("auto", cpu, hidden_size=64) == torch.float32  # measured: slower in bf16
+    assert resolve_dtype("float32", cpu, hidden_size=512) == torch.float32  # the setting wins
+    monkeypatch.setattr("canvas_ls.model.loading.cpu_bf16_native", lambda: False)
+    assert resolve_dtype("auto", cpu, hidden_size=512) == torch.float32
+
+
+def test_a_single_line_fits_a_32_canvas_and_takes_its_own_step_budget(tiny):
+    assert BUCKETS[0] == 16
+    inf = Infiller(tiny)
+    req = FillRequest(DOC, holes=((HOLE, HOLE),), max_tokens=24, settings=LINE, single_line=True)
+    line = inf.fill(req)
+    assert line.canvas_length == 32 and line.forward_passes <= 8
+    old = inf.fill(replace(req, settings=replace(LINE, suffix_tokens=32, single_line_steps=None)))
+    assert old.canvas_length == 64 and old.forward_passes == 16  # random weights never stop early
+    block = inf.fill(replace(req, single_line=False))
+    assert block.forward_passes == 16  # single_line_steps caps single lines only
+    assert inf.fill(replace(req, max_tokens=8)).canvas_length == 16
+
+
+def test_a_single_line_stops_once_its_line_has_ended_and_settled():
+    """A model sure of a line "7 8 <newline-token>" and unsure of the slots after it: counting every
+    slot (generate()'s criterion) it never stops; counting the slots up to each hole's end (a newline
+    ends a single line) it stops at step 2."""
+    vocab, newline = 12, 9
+    noise = NoiseSpec("uniform", vocab, None, pad_id=0, end_ids=(0, 1), banned_ids=())
+    ids = torch.tensor([[0] * 6 + [10, 11]])
+    hole = torch.tensor([[0] * 6 + [-1, -1]])
+    batch = CanvasBatch(ids=ids, held=hole < 0, hole=hole)
+
+    def step_fn(canvas, sc):
+        logits = torch.zeros(1, 8, vocab)  # flat (high entropy) after the line
+        logits[0, 0, 7] = logits[0, 1, 8] = logits[0, 2, newline] = 40.0
+        return logits
+
+    params = ReferenceParams.from_settings(SamplerSettings(sampler="reference", max_steps=16).resolved())
+    ends = torch.zeros(1, vocab, dtype=torch.bool)
+    ends[0, [0, 1, newline]] = True
+    gens = make_generators([0], torch.device("cpu"))
+    plain = reference_denoise(step_fn, batch, params, noise, gens)
+    early = reference_denoise(step_fn, batch, params, noise, make_generators([0], torch.device("cpu")), ends=ends)
+    assert plain.forward_passes == 16 and not plain.stopped_early[0]
+    assert early.forward_passes == 2 and early.stopped_early == [True]
+    assert early.ids[0, :3].tolist() == [7, 8, newline]
+
+
+def test_costs_estimate_from_measurements_and_the_calibration_line():
+    c = Costs()
+    assert c.estimate(32, 8, 24) is None  # nothing measured: no estimate
+    c.set_pass(16, 0.020)
+    c.set_pass(32, 0.030)
+    c.set_token(0.010)
+    assert c.pass_at(64) == pytest.approx(0.050) and c.pass_at(24) == pytest.approx(0.025)
+    assert c.estimate(32, 8, 24) == pytest.approx((8 * 0.030, 25 * 0.010))  # the budget; the slots + end
+    c.set_line(canvas_passes=4, left_to_right_passes=6)
+    assert c.estimate(32, 8, 24) == pytest.approx((4 * 0.030, 6 * 0.010))
+    assert c.estimate(32, 2, 3) == pytest.approx((2 * 0.030, 4 * 0.010))  # never above the request's own bounds
+
+
+def test_the_left_to_right_draft_fills_when_expected_faster_and_says_so(tiny):
+    inf = Infiller(tiny)
+    req = FillRequest(
+        DOC,
+        holes=((HOLE, HOLE),),
+        max_tokens=24,
+        single_line=True,
+        document="d",
+        settings=replace(LINE, single_line_decoder="auto"),
+    )
+    r = inf.fill(req)
+    assert r.sampler == "reference" and "costs not measured" in r.choice
+    inf.costs.set_pass(32, 0.050)
+    inf.costs.set_token(0.001)  # 25 tokens cost 25 ms, 8 passes 400 ms
+    r = inf.fill(req)
+    assert r.sampler == "autoregressive" and r.choice.startswith("auto: autoregressive")
+    assert r.reused_prompt_tokens > 0  # the left-to-right path reads the document's prompt cache
+    inf.costs.set_token(1.0)  # a line of even a few tokens costs seconds
+    assert inf.fill(req).sampler == "reference"
+    forced = inf.fill(replace(req, settings=replace(req.settings, single_line_decoder="autoregressive")))
+    assert forced.sampler == "autoregressive"
+    inf.costs.set_token(0.001)
+    assert (
+        inf.fill(replace(req, settings=replace(req.settings, single_line_decoder="diffusion"))).sampler == "reference"
+    )
+    assert inf.fill(replace(req, single_line=False)).sampler == "reference"  # blocks: the canvas
+
+
+def test_warm_up_measures_costs_and_does_not_compile_a_model_too_small_to_gain(tiny, monkeypatch):
+    import canvas_ls.model.infill as infill
+
+    # "Too small to gain" is a measured time: on a loaded 2-core machine the tiny model's eager pass can
+    # exceed the threshold, so the threshold is raised here to what the rule means, not timing luck.
+    monkeypatch.setattr(infill, "COMPILE_MIN_PASS_S", 10.0)
+    inf = Infiller(tiny, compile="auto")
+    report = inf.warm_up(LINE)
+    assert report["compile"].startswith("eager (an eager pass takes")
+    assert inf.costs.token_s > 0 and set(inf.costs.pass_s) == {16, 32}
+    assert inf.costs.line_passes == 8 and 1 <= inf.costs.line_tokens <= 25  # random weights: the whole budget
+    assert inf.info().pass_ms > 0 and inf.info().token_ms > 0
+
+
+def test_commit_loop_closes_a_single_line_at_its_newline(tiny):
+    inf = Infiller(tiny)
+    settings = replace(LINE, sampler="commit", single_line_steps=None)
+    req = FillRequest(DOC, holes=((HOLE, HOLE),), max_tokens=24, settings=settings, single_line=True)
+    line, block = inf.fill(req), inf.fill(replace(req, single_line=False))
+    assert line.forward_passes <= block.forward_passes
+    assert line.fills[0].count("\n") <= 1 and (not line.fills[0].count("\n") or line.fills[0].endswith("\n"))
+
+
+def test_server_settings_carry_the_new_defaults():
+    from canvas_ls.server.settings import ServerSettings, parse_settings, settings_table
+
+    s = ServerSettings()
+    assert (s.dtype, s.compile, s.singleLineSteps, s.suffixTokens, s.singleLineDecoder) == (
+        "auto",
+        "auto",
+        8,
+        8,
+        "auto",
+    )
+    sampler = s.sampler_settings()
+    assert (sampler.single_line_steps, sampler.suffix_tokens, sampler.single_line_decoder) == (8, 8, "auto")
+    bad, problems = parse_settings({"compile": "maybe", "singleLineDecoder": "left", "suffixTokens": -1})
+    assert len(problems) == 3 and (bad.compile, bad.singleLineDecoder, bad.suffixTokens) == ("auto", "auto", 8)
+    assert ServerSettings(compile="off").model_key() != s.model_key()  # compile is part of loading
+    for name in ("compile", "singleLineSteps", "suffixTokens", "singleLineDecoder"):
+        assert f"`{name}`" in settings_table()
