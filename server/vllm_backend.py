@@ -55,6 +55,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from tokenizers import Tokenizer
 
 from canvas_ls.model.canvas import CanvasTooSmall, RowLayout, bucket_for, lay_out, needed_length
 from canvas_ls.model.interface import (
@@ -183,8 +184,6 @@ class _LocalTokenizer:
     """The checkpoint's own tokenizer files through the `tokenizers` library (setting tokenizerPath)."""
 
     def __init__(self, path: str):
-        from tokenizers import Tokenizer
-
         p = Path(path).expanduser()
         file = p / "tokenizer.json" if p.is_dir() else p
         if not file.is_file():

@@ -140,3 +140,33 @@ async def test_cancelling_the_awaiting_task_sets_the_fill_flag():
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await asyncio.get_running_loop().run_in_executor(None, seen.wait, 5)
+
+
+# ---- the server's imports ---------------------------------------------------------------------------
+
+
+def test_the_language_server_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = "import canvas_ls.server.lsp, canvas_ls.server.cli, sys; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_function_level_imports_only_in_the_one_lazy_model_load():
+    import ast
+    from pathlib import Path
+
+    import canvas_ls.server as server_pkg
+
+    root = Path(server_pkg.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if isinstance(node, (ast.Import, ast.ImportFrom)):
+                        found.append(f"{path.relative_to(root)}:{fn.name}")
+    assert sorted(set(found)) == ["model_host.py:load_in_process"]

@@ -12,6 +12,12 @@ from functools import cache
 from typing import Callable
 
 import tree_sitter
+import tree_sitter_go
+import tree_sitter_javascript
+import tree_sitter_lua
+import tree_sitter_python
+import tree_sitter_rust
+import tree_sitter_typescript
 
 SUPPORTED = ("python", "javascript", "typescript", "tsx", "go", "rust", "lua")
 
@@ -53,33 +59,22 @@ def language_for(language_id: str | None, path: str | None) -> str | None:
     return None
 
 
+_GRAMMARS: dict[str, Callable[[], object]] = {
+    "python": tree_sitter_python.language,
+    "javascript": tree_sitter_javascript.language,
+    "typescript": tree_sitter_typescript.language_typescript,
+    "tsx": tree_sitter_typescript.language_tsx,
+    "go": tree_sitter_go.language,
+    "rust": tree_sitter_rust.language,
+    "lua": tree_sitter_lua.language,
+}
+
+
 def _grammar(lang: str) -> Callable[[], object]:
-    # Imported lazily: a session editing only Python never loads the Rust grammar.
-    if lang == "python":
-        import tree_sitter_python as m
-
-        return m.language
-    if lang == "javascript":
-        import tree_sitter_javascript as m
-
-        return m.language
-    if lang in ("typescript", "tsx"):
-        import tree_sitter_typescript as m
-
-        return m.language_typescript if lang == "typescript" else m.language_tsx
-    if lang == "go":
-        import tree_sitter_go as m
-
-        return m.language
-    if lang == "rust":
-        import tree_sitter_rust as m
-
-        return m.language
-    if lang == "lua":
-        import tree_sitter_lua as m
-
-        return m.language
-    raise ValueError(f"unsupported language {lang!r}; expected one of {SUPPORTED}")
+    # The grammar wheels are small native modules; each Language is built on first use (language()).
+    if lang not in _GRAMMARS:
+        raise ValueError(f"unsupported language {lang!r}; expected one of {SUPPORTED}")
+    return _GRAMMARS[lang]
 
 
 @cache

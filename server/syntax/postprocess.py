@@ -26,6 +26,7 @@ from typing import Callable, Literal
 
 from .blocks import CLOSING_LINE, net_open, opens_block
 from .indentation import columns, indent_unit, leading_ws, pad, restyle, space_step
+from .parsed import parsed
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,6 @@ def newline_after_held_line(fill: str, ctx: FillContext) -> str:
 
 
 def _ends_held_line(prefix: str, suffix: str) -> bool:
-    from .parsed import parsed  # here, not at the top: the other filters need no parser
-
     p = parsed(prefix + suffix, "python")
     q = len(prefix.rstrip(" \t"))
     path = p.path_at(q)
