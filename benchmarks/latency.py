@@ -345,7 +345,7 @@ def _cpu_plot(rows: list[dict], png: Path) -> None:
                 ax.barh([y + k * width for y in range(len(order))], vals, height=width, label=load)
             ax.set_yticks([y + width * (len(loads) - 1) / 2 for y in range(len(order))], order, fontsize=8)
             ax.invert_yaxis()
-            ax.set(xlabel="p50 fill latency (ms)", title=f"{model}: {mode}-line fill", xscale="log")
+            ax.set(xlabel="p50 fill latency (ms)", title=f"{model}: {mode}-line fill")
             if mode == "single" and model == "small":
                 ax.axvline(150, color="grey", linestyle=":", label="target 150 ms")
             ax.legend(fontsize=8)

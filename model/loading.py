@@ -123,12 +123,20 @@ def check_model_dir(path: str | os.PathLike) -> list[str]:
     else:
         try:
             cfg = json.loads(config.read_text())
-            if cfg.get("model_type") != "diffusion_gemma":
+            if not isinstance(cfg, dict):
+                problems.append(f"{config} must hold a JSON object, not a {type(cfg).__name__}")
+            elif cfg.get("model_type") != "diffusion_gemma":
                 problems.append(f"{config} has model_type {cfg.get('model_type')!r}, expected 'diffusion_gemma'")
-            if cfg.get("auto_map"):
-                problems.append(f"{config} asks for remote code (auto_map); canvas-ls never runs remote code")
         except (OSError, ValueError) as exc:
             problems.append(f"{config} is not valid JSON: {exc}")
+    # Remote code can be asked for by any of the directory's JSON files (tokenizer_config.json too).
+    for file in sorted(p.glob("*.json")):
+        try:
+            meta = json.loads(file.read_text())
+        except (OSError, ValueError):
+            continue  # config.json's own problems are named above; other files are checked where read
+        if isinstance(meta, dict) and meta.get("auto_map"):
+            problems.append(f"{file} asks for remote code (auto_map); canvas-ls never runs remote code")
     if not list(p.glob("*.safetensors")):
         extra = " (found .bin weights: convert them to safetensors)" if list(p.glob("*.bin")) else ""
         problems.append(f"{p} has no *.safetensors weights{extra}")

@@ -151,3 +151,19 @@ def test_bad_generation_config_and_card_values_are_named(tmp_path, tiny_dir):
     assert "sampler must be" in problems and "end_closes_hole" in problems
     with pytest.raises(ModelLoadError, match="max_denoising_steps"):
         load_model(d)
+
+
+def test_remote_code_is_refused_in_every_file_and_a_non_object_config_is_named(tiny_dir, tmp_path):
+    import json
+    import shutil
+
+    from canvas_ls.model.loading import check_model_dir
+
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_dir, copy)
+    meta = json.loads((copy / "tokenizer_config.json").read_text())
+    meta["auto_map"] = {"AutoTokenizer": ["tokenization_x.XTokenizer", None]}
+    (copy / "tokenizer_config.json").write_text(json.dumps(meta))
+    assert any("tokenizer_config.json asks for remote code" in p for p in check_model_dir(copy))
+    (copy / "config.json").write_text("[1, 2, 3]")
+    assert any("must hold a JSON object, not a list" in p for p in check_model_dir(copy))
