@@ -253,7 +253,6 @@ def random_model(args, device: torch.device, dtype: torch.dtype):
         bos_id=st.BOS_ID,
         canvas_length=args.canvas,
         vocab_size=cfg.vocab_size,
-        sliding_window=cfg.sliding_window,
         random_weights=True,
     )
     return lm, cfg.to_dict()

@@ -81,6 +81,8 @@ def fill_seconds(python: str, model: str, settings: dict) -> float:
     args = [python, "-m", "canvas_ls.server.cli", "fill", f.name, "--at", "3:12", "--json"]
     if model:
         args += ["--model", model]
+    for name, value in settings.items():
+        args += ["--set", f"{name}={value if isinstance(value, str) else json.dumps(value)}"]
     t0 = time.perf_counter()
     subprocess.run(args, capture_output=True, text=True, check=True)
     return time.perf_counter() - t0

@@ -259,8 +259,11 @@ def test_warm_up_measures_costs_and_does_not_compile_a_model_too_small_to_gain(t
     # "Too small to gain" is a measured time: on a loaded 2-core machine the tiny model's eager pass can
     # exceed the threshold, so the threshold is raised here to what the rule means, not timing luck.
     monkeypatch.setattr(infill, "COMPILE_MIN_PASS_S", 10.0)
+    fixed = Infiller(tiny, compile="auto")
+    fixed.warm_up(LINE)  # single lines fixed to the canvas: no costs to weigh, none measured
+    assert fixed.costs.token_s is None and fixed.step.status.startswith("eager (an eager pass takes")
     inf = Infiller(tiny, compile="auto")
-    report = inf.warm_up(LINE)
+    report = inf.warm_up(replace(LINE, single_line_decoder="auto"))
     assert report["compile"].startswith("eager (an eager pass takes")
     assert inf.costs.token_s > 0 and set(inf.costs.pass_s) == {16, 32}
     assert inf.costs.line_passes == 8 and 1 <= inf.costs.line_tokens <= 25  # random weights: the whole budget
