@@ -48,7 +48,9 @@ local defaults = {
 M.config = vim.deepcopy(defaults)
 
 --- Counters, for tests and :checkhealth.
-M.stats = { steps_drawn = 0, live_cleared = 0, fills = 0 }
+-- live_marks_max: the most live-canvas extmarks one step drew (tests read it: steps can be drawn and
+-- cleared within one event-loop turn, too fast to poll)
+M.stats = { steps_drawn = 0, live_cleared = 0, fills = 0, live_marks_max = 0 }
 
 -- ---------------------------------------------------------------------------------------------------
 -- Server settings
@@ -176,6 +178,8 @@ function M.on_step(err, params, ctx)
   local ok, e = pcall(draw_step, bufnr, client, params)
   if ok then
     M.stats.steps_drawn = M.stats.steps_drawn + 1
+    local marks = #api.nvim_buf_get_extmarks(bufnr, M.live_ns, 0, -1, {})
+    M.stats.live_marks_max = math.max(M.stats.live_marks_max, marks)
   else
     M.clear_live(bufnr)
     vim.notify_once('canvas-ls: could not draw the live canvas: ' .. tostring(e), vim.log.levels.DEBUG)
