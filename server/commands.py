@@ -20,7 +20,7 @@ from canvas_ls.model.interface import BadFill, FillRequest
 from . import __version__, pipeline
 from .fill_job import Progress
 from .pipeline import BadRequest, Edit, FillOutcome
-from .positions import line_starts, to_offset, to_range
+from .positions import to_offset, to_range
 from .syntax import error_spans
 from .syntax.parsed import documents
 from .syntax.postprocess import FillContext, drop_stray_characters
@@ -39,7 +39,7 @@ async def _apply(ls, uri: str, outcome: FillOutcome, version: int, text: str) ->
         return {"applied": False, "reason": "the document changed while filling; nothing was applied"}
     if not outcome.edits:
         return {"applied": False, "reason": outcome.note or "no fill"}
-    starts = line_starts(text)
+    starts = ls.line_starts(uri, text)
     edits = [
         t.TextEdit(range=to_range(text, e.start, e.end, ls.encoding, starts), new_text=e.text) for e in outcome.edits
     ]
@@ -113,7 +113,7 @@ async def _command(ls, name: str, args: tuple, plan) -> dict:
         uri = args[0]
         doc = ls.document(uri)
         text = doc.source
-        holes, fill = plan(text, args[1], line_starts(text), ls.language(doc), ls.settings, uri, ls.encoding)
+        holes, fill = plan(text, args[1], ls.line_starts(uri, text), ls.language(doc), ls.settings, uri, ls.encoding)
         outcome, version, text = await ls.fill(uri, fill, holes, "command", progress_token(ls))
     except BadRequest as exc:
         raise JsonRpcInvalidParams(message=str(exc))
@@ -295,7 +295,7 @@ async def code_actions(ls, params: t.CodeActionParams) -> list[t.CodeAction]:
         doc = ls.document(uri)
         text = doc.source
         pipeline.check_document(text, ls.settings)
-        starts = line_starts(text)
+        starts = ls.line_starts(uri, text)
         r = params.range
         a = to_offset(text, r.start.line, r.start.character, ls.encoding, starts)
         b = to_offset(text, r.end.line, r.end.character, ls.encoding, starts)

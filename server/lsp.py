@@ -25,6 +25,7 @@ from .positions import line_starts, to_offset, to_range
 from .protocol_fixes import CanvasProtocol
 from .settings import ServerSettings, parse_settings
 from .syntax import language_for
+from .text_store import Document
 
 log = logging.getLogger("canvas_ls.lsp")
 
@@ -65,6 +66,14 @@ class CanvasServer(LanguageServer):
         if uri not in self.workspace.text_documents:
             raise BadRequest(f"unknown document {uri}: open it first (textDocument/didOpen)")
         return self.workspace.get_text_document(uri)
+
+    def line_starts(self, uri: str, text: str):
+        """The line starts of `text`: the open document's own (kept up to date by server/text_store.py)
+        when `text` is its current text, else counted now."""
+        doc = self.workspace.text_documents.get(uri)
+        if isinstance(doc, Document) and doc.source is text:
+            return doc.starts
+        return line_starts(text)
 
     @property
     def encoding(self) -> str:
@@ -121,7 +130,7 @@ class CanvasServer(LanguageServer):
         if done or event is None:
             self.protocol.notify(STEP_NOTIFICATION, {"uri": uri, "version": version, "done": True})
             return
-        enc, starts = self.encoding, line_starts(text)
+        enc, starts = self.encoding, self.line_starts(uri, text)
         spans = [{"range": to_range(text, a, b, enc, starts), "text": s} for (a, b), s in zip(holes, event.texts)]
         self.protocol.notify(
             STEP_NOTIFICATION,
@@ -182,7 +191,8 @@ async def on_inline_completion(ls: CanvasServer, params: t.InlineCompletionParam
     uri = params.text_document.uri
     try:
         doc = ls.document(uri)
-        text, starts = doc.source, line_starts(doc.source)
+        text = doc.source
+        starts = ls.line_starts(uri, text)
         offset = to_offset(text, params.position.line, params.position.character, ls.encoding, starts)
         lang, settings = ls.language(doc), ls.settings
         outcome, version, text = await ls.fill(

@@ -26,28 +26,33 @@ def line_starts(text: str) -> list[int]:
     return starts
 
 
-def to_offset(text: str, line: int, character: int, encoding: str = "utf-16", starts: list[int] | None = None) -> int:
-    """Offset of an LSP position; BadRequest when it lies outside the document."""
+def to_offset(text: str, line: int, character: int, encoding: str = "utf-16", starts=None) -> int:
+    """Offset of an LSP position; BadRequest when it lies outside the document. `starts`: the text's
+    line starts, when the caller keeps them (server/text_store.py's Document does)."""
     starts = starts if starts is not None else line_starts(text)
     if line < 0 or line >= len(starts) or character < 0:
         raise BadRequest(f"position {line}:{character} is outside the document ({len(starts)} lines)")
     begin = starts[line]
     end = starts[line + 1] - 1 if line + 1 < len(starts) else len(text)
     content = text[begin:end]
-    if encoding == "utf-32" or content.isascii():
-        if character > len(content):
+    chars = units_before(content, character, encoding)
+    if _units(content[:chars], encoding) != character:
+        if chars == len(content):
             raise BadRequest(f"position {line}:{character} is past the end of line {line} ({len(content)} characters)")
-        return begin + character
+        raise BadRequest(f"position {line}:{character} splits a character")
+    return begin + chars
+
+
+def units_before(line: str, character: int, encoding: str) -> int:
+    """How many characters of `line` lie within its first `character` units, clamped to the line."""
+    if encoding == "utf-32" or line.isascii():
+        return min(character, len(line))
     units = 0
-    for i, ch in enumerate(content):
-        if units >= character:
-            if units != character:
-                raise BadRequest(f"position {line}:{character} splits a character")
-            return begin + i
+    for i, ch in enumerate(line):
         units += _units(ch, encoding)
-    if units == character:
-        return begin + len(content)
-    raise BadRequest(f"position {line}:{character} is past the end of line {line}")
+        if units > character:
+            return i
+    return len(line)
 
 
 def to_position(text: str, offset: int, encoding: str = "utf-16", starts: list[int] | None = None) -> tuple[int, int]:

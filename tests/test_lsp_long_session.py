@@ -101,3 +101,29 @@ def test_notifications_and_progress_leave_nothing_behind_and_unknown_documents_a
     client.call("shutdown")
     client.notify("exit")
     assert client.exit_status() == 0
+
+
+def test_typing_past_the_end_of_the_last_line_appends():
+    """Fix 8 (server/text_store.py): the server's documents apply changes themselves. A position past a
+    line's end means its end (LSP); pygls's own TextDocument put it before the last line's last
+    character, so "y" + "\nz = 3" became "\nz = 3y" and line 1 lost its text."""
+    client = RawClient({"fills": ["1"], "steps": 1})
+    client.initialize()
+    client.open("file:///last.py", "x = 1\ny")
+    past_the_end = {"line": 1, "character": 40}
+    client.notify(
+        "textDocument/didChange",
+        {
+            "textDocument": {"uri": "file:///last.py", "version": 2},
+            "contentChanges": [{"range": {"start": past_the_end, "end": past_the_end}, "text": "\nz = 3"}],
+        },
+    )
+    at = {"line": 1, "character": 1}  # after "y": still on line 1
+    answer = client.call(
+        "textDocument/inlineCompletion",
+        {"textDocument": {"uri": "file:///last.py"}, "position": at, "context": {"triggerKind": 1}},
+    )
+    assert "error" not in answer, answer  # pygls's text: line 1 is empty, the position past its end
+    client.call("shutdown")
+    client.notify("exit")
+    assert client.exit_status() == 0
