@@ -3,7 +3,7 @@
 pygls 2.1's TextDocument applies an incremental change by splitting the whole text into lines and
 joining them again: 110-145 ms and a transient copy of every line for one keystroke on a 7.5 MB file.
 Here a change is two slices of the text, and the document keeps its line starts (an array of offsets,
-8 bytes a line) up to date, so an LSP position becomes an offset without a scan.
+4 bytes a line) up to date, so an LSP position becomes an offset without a scan.
 
 CanvasProtocol (server/protocol_fixes.py) makes pygls's workspace create these documents.
 """
@@ -29,10 +29,10 @@ class Document(TextDocument):
 
     @property
     def starts(self) -> array:
-        """array('q') of line-start offsets, computed once and then kept in step with each change (each
+        """array('I') of line-start offsets, computed once and then kept in step with each change (each
         change makes a new array, so one read stays true of the version it was read from)."""
         if self._starts is None:
-            self._starts = array("q", line_starts(self.source))
+            self._starts = array("I", line_starts(self.source))
         return self._starts
 
     def offset_of(self, line: int, character: int) -> int:
@@ -61,12 +61,12 @@ class Document(TextDocument):
         first = bisect_right(starts, start) - 1
         last = bisect_right(starts, end) - 1
         delta = len(new) - (end - start)
-        added = array("q")
+        added = array("I")
         i = new.find("\n")
         while i != -1:
             added.append(start + i + 1)
             i = new.find("\n", i + 1)
-        tail = array("q", map(delta.__add__, starts[last + 1 :])) if delta else starts[last + 1 :]
+        tail = array("I", map(delta.__add__, starts[last + 1 :])) if delta else starts[last + 1 :]
         # A new array, never changed in place: a fill holds the starts of the version it began from.
         self._starts = starts[: first + 1] + added + tail
 
