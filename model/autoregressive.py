@@ -8,11 +8,12 @@ equal quality. It sees only the text before the hole, as a plain left-to-right m
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import torch
 
-from .interface import FillCancelled
+from .interface import Cancelled, FillCancelled, FillRequest, FillResult
 from .kv import cache_arg
 
 
@@ -69,3 +70,44 @@ def decode_left_to_right(
         ids = torch.tensor([[token]], device=device)
         positions = positions[:, -1:] + 1
     return out, passes
+
+
+class LeftToRight:
+    """Infiller's left-to-right fill (model/infill.py), a mixin: the same weights, one token a pass."""
+
+    def fill_autoregressive(self, request: FillRequest, *, cancelled: Cancelled | None = None) -> FillResult:
+        """The same weights decoding the hole left to right (one hole, prefix only). The prompt's K/V
+        come from (and stay in) the document's prompt cache, as a canvas fill's do."""
+        t0 = time.perf_counter()
+        request.validate()
+        prompt = self.prompt_ids(request.text[: request.holes[0][0]])
+        state = self.prefix.encode(prompt, key=request.document)
+        reused = self.prefix.last_reused
+        cached = len(prompt) - 1  # the last prompt token runs again: its logits give the first new token
+        stop = (lambda ids: "\n" in self._decode(ids[-1:])) if request.single_line else None
+        ids, passes = decode_left_to_right(
+            self.loaded.model,
+            prompt,
+            request.max_tokens,
+            self._end | self._special,
+            stop=stop,
+            cancelled=cancelled,
+            cache=self.prefix.continuation_cache(state, cached),
+            cached=cached,
+        )
+        return FillResult(
+            fills=(self._decode(ids),),
+            score=0.0,
+            forward_passes=passes,
+            tokens=len(ids),
+            seconds=time.perf_counter() - t0,
+            canvas_length=0,
+            slots=(request.max_tokens,),
+            candidates=1,
+            repairs=0,
+            syntax_errors=0,
+            prompt_tokens=len(prompt),
+            reused_prompt_tokens=reused,
+            steps=passes,
+            sampler="autoregressive",
+        )

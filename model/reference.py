@@ -40,8 +40,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from .canvas import CanvasBatch, CanvasStep, DenoiseOutput, NoiseSpec
 from .interface import FillCancelled
-from .sampler import CanvasBatch, CanvasStep, DenoiseOutput, NoiseSpec, after_first_end
 from .settings import SamplerSettings
 
 # Syntax self-correction: how many steps (this one included) the blamed positions stay barred.
@@ -78,6 +78,29 @@ class ReferenceParams:
     @property
     def early_stop(self) -> bool:
         return self.stability_threshold is not None and self.stop_entropy is not None
+
+
+def make_generators(seeds: list[int], device: torch.device) -> list[torch.Generator]:
+    """One random stream per row, so a row's fill does not depend on what else is in the batch."""
+    gens = []
+    for s in seeds:
+        g = torch.Generator(device=device)
+        g.manual_seed(int(s))
+        gens.append(g)
+    return gens
+
+
+def after_first_end(is_end: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """Hole slots after the first slot of the same hole marked in is_end (batch, canvas) bool."""
+    is_end = (is_end & (hole >= 0)).long()  # (batch, canvas)
+    seen = torch.cumsum(is_end, dim=1) - is_end  # ends strictly before each position
+    # The count at each hole's first slot, so the count restarts per hole.
+    first = torch.ones_like(hole, dtype=torch.bool)
+    first[:, 1:] = hole[:, 1:] != hole[:, :-1]
+    start_idx = torch.where(first, torch.arange(hole.shape[1], device=hole.device), 0)
+    start_idx = torch.cummax(start_idx, dim=1).values
+    before_hole = seen.gather(1, start_idx)
+    return (hole >= 0) & (seen - before_hole > 0)
 
 
 def temperature(cur_step: int, p: ReferenceParams, device: torch.device) -> torch.Tensor:

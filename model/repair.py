@@ -31,10 +31,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .canvas import CanvasTooSmall, bucket_for, lay_out, needed_length
+from .canvas import CanvasBatch, CanvasStep, CanvasTooSmall, DenoiseOutput, bucket_for, lay_out, needed_length
 from .interface import OPEN_SLOT, Cancelled, FillCancelled, FillRequest, FillResult, Judge, OnStep, StepEvent
-from .reference import ReferenceParams, reference_denoise
-from .sampler import CanvasBatch, CanvasStep, DenoiseOutput, denoise, make_generators
+from .reference import ReferenceParams, make_generators, reference_denoise
+from .sampler import denoise
 from .step import decoder_logits
 
 StepFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]

@@ -18,64 +18,14 @@ This is the `sampler: "commit"` loop; model/reference.py holds the reference (tr
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import torch
 
+from .canvas import CanvasBatch, CanvasStep, DenoiseOutput, NoiseSpec
 from .interface import FillCancelled
+from .reference import after_first_end
 from .settings import SamplerSettings
-
-
-@dataclass(frozen=True)
-class NoiseSpec:
-    kind: str  # "uniform" | "absorbing"
-    vocab_size: int
-    mask_id: int | None
-    pad_id: int
-    end_ids: tuple[int, ...]  # tokens that end a hole's span: eos and pad
-    banned_ids: tuple[int, ...]  # never sampled into a canvas: bos, mask
-
-
-@dataclass
-class CanvasBatch:
-    ids: torch.Tensor  # (batch, canvas) long: held tokens in place; hole slots arbitrary
-    held: torch.Tensor  # (batch, canvas) bool: never re-noised, never resampled
-    hole: torch.Tensor  # (batch, canvas) long: hole index of each slot, -1 for held positions
-    widths: list[int] | None = None  # each row's own canvas length; columns past it are padding
-
-
-@dataclass(frozen=True)
-class CanvasStep:
-    """The whole batch after one denoising step; the Infiller turns it into each request's StepEvent."""
-
-    step: int  # forward passes so far (1-based)
-    ids: torch.Tensor  # (batch, canvas) the canvas after the step
-    open: torch.Tensor  # (batch, canvas) bool: positions still noise
-    round_step: tuple[int, ...]  # per row: steps taken in its current round
-    round_steps: tuple[int, ...]  # per row: that round's budget
-    repairs: tuple[int, ...]  # per row: repair rounds started
-    active: tuple[bool, ...]  # per row: still denoising
-
-
-@dataclass
-class DenoiseOutput:
-    ids: torch.Tensor  # (batch, canvas) final canvas
-    token_logp: torch.Tensor  # (batch, canvas) log-probability of each committed token when committed
-    forward_passes: int
-    repairs: list[int]  # repair rounds (commit) or syntax corrections (reference) each row used
-    steps: list[int] = field(default_factory=list)  # forward passes each row took part in while denoising
-    errors_found: list[int] = field(default_factory=list)  # syntax errors the judge found while denoising
-    stopped_early: list[bool] = field(default_factory=list)  # reference: stopped by the stopping criteria
-
-
-def make_generators(seeds: list[int], device: torch.device) -> list[torch.Generator]:
-    """One random stream per row, so a row's fill does not depend on what else is in the batch."""
-    gens = []
-    for s in seeds:
-        g = torch.Generator(device=device)
-        g.manual_seed(int(s))
-        gens.append(g)
-    return gens
 
 
 def noise_like(ids: torch.Tensor, noise: NoiseSpec, gens: list[torch.Generator], widths: list[int]) -> torch.Tensor:
@@ -140,19 +90,6 @@ def close_ended_holes(ids: torch.Tensor, committed: torch.Tensor, hole: torch.Te
     """
     end_ids = torch.tensor(noise.end_ids, device=ids.device)
     return after_first_end(committed & torch.isin(ids, end_ids), hole)
-
-
-def after_first_end(is_end: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-    """Hole slots after the first slot of the same hole marked in is_end (batch, canvas) bool."""
-    is_end = (is_end & (hole >= 0)).long()  # (batch, canvas)
-    seen = torch.cumsum(is_end, dim=1) - is_end  # ends strictly before each position
-    # The count at each hole's first slot, so the count restarts per hole.
-    first = torch.ones_like(hole, dtype=torch.bool)
-    first[:, 1:] = hole[:, 1:] != hole[:, :-1]
-    start_idx = torch.where(first, torch.arange(hole.shape[1], device=hole.device), 0)
-    start_idx = torch.cummax(start_idx, dim=1).values
-    before_hole = seen.gather(1, start_idx)
-    return (hole >= 0) & (seen - before_hole > 0)
 
 
 @torch.inference_mode()

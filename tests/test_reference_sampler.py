@@ -14,6 +14,7 @@ import pytest
 import torch
 from transformers.models.diffusion_gemma.generation_diffusion_gemma import StableAndConfidentStoppingCriteria
 
+from canvas_ls.model.canvas import CanvasBatch
 from canvas_ls.model.infill import Infiller
 from canvas_ls.model.kv import PrefixEncoder, cache_arg
 from canvas_ls.model.reference import (
@@ -23,7 +24,6 @@ from canvas_ls.model.reference import (
     pad_after_first_end,
     reference_denoise,
 )
-from canvas_ls.model.sampler import CanvasBatch
 from canvas_ls.model.settings import GenerationDefaults, SamplerSettings
 
 PROMPT_TOKENS = 20

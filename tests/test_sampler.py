@@ -5,18 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from canvas_ls.model.canvas import CanvasBatch, NoiseSpec
 from canvas_ls.model.infill import Infiller
 from canvas_ls.model.interface import OPEN_SLOT, FillCancelled, FillRequest
-from canvas_ls.model.sampler import (
-    CanvasBatch,
-    NoiseSpec,
-    close_ended_holes,
-    denoise,
-    make_generators,
-    noise_like,
-    select_confidence,
-    select_entropy_bound,
-)
+from canvas_ls.model.reference import make_generators
+from canvas_ls.model.sampler import close_ended_holes, denoise, noise_like, select_confidence, select_entropy_bound
 from canvas_ls.model.settings import SamplerSettings
 
 TEXT = "def add(a, b):\n    return \n\nprint(add(1, 2))\n"

@@ -10,13 +10,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from canvas_ls.model.canvas import BUCKETS
+from canvas_ls.model import warm_up
+from canvas_ls.model.canvas import BUCKETS, CanvasBatch, NoiseSpec
 from canvas_ls.model.costs import Costs
 from canvas_ls.model.infill import Infiller
 from canvas_ls.model.interface import FillRequest
 from canvas_ls.model.loading import load_model, resolve_dtype
-from canvas_ls.model.reference import ReferenceParams, reference_denoise
-from canvas_ls.model.sampler import CanvasBatch, NoiseSpec, make_generators
+from canvas_ls.model.reference import ReferenceParams, make_generators, reference_denoise
 from canvas_ls.model.settings import SamplerSettings
 from canvas_ls.model.step import DecoderStep, cpp_compiler, decoder_logits
 
@@ -254,11 +254,9 @@ def test_the_left_to_right_draft_fills_when_expected_faster_and_says_so(tiny):
 
 
 def test_warm_up_measures_costs_and_does_not_compile_a_model_too_small_to_gain(tiny, monkeypatch):
-    import canvas_ls.model.infill as infill
-
     # "Too small to gain" is a measured time: on a loaded 2-core machine the tiny model's eager pass can
     # exceed the threshold, so the threshold is raised here to what the rule means, not timing luck.
-    monkeypatch.setattr(infill, "COMPILE_MIN_PASS_S", 10.0)
+    monkeypatch.setattr(warm_up, "COMPILE_MIN_PASS_S", 10.0)
     fixed = Infiller(tiny, compile="auto")
     fixed.warm_up(LINE)  # single lines fixed to the canvas: no costs to weigh, none measured
     assert fixed.costs.token_s is None and fixed.step.status.startswith("eager (an eager pass takes")

@@ -1,0 +1,145 @@
+"""Warm-up, the part of the in-process backend that runs once after loading (on the model thread,
+before the first fill): compile the decoder step when it pays, and measure what a canvas step and a
+left-to-right token cost on this machine (model/costs.py: what `Infiller.choose_decoder` weighs).
+
+A mixin of `Infiller` (model/infill.py), kept apart from it: none of this is on a fill's path.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+
+from .autoregressive import decode_left_to_right
+from .canvas import Row, lay_out
+from .interface import FillRequest
+from .settings import SamplerSettings
+
+log = logging.getLogger("canvas_ls.model.infill")
+
+# compile "auto" compiles the decoder step only when one eager pass on a single-line canvas costs at
+# least this much. Measured on 2 CPU cores: compiling saves ~25% of a pass of the 46M "small" model
+# (40-60 ms eager in bf16) and ~1 ms of the tiny test model's 2-3 ms, which never repays its compile.
+COMPILE_MIN_PASS_S = 0.010
+# What warm_up fills to time passes and left-to-right tokens, and compiles the step on.
+WARM_TEXT = "import os\n\n\ndef read(path):\n    with open(path) as f:\n        data = \n    return data\n"
+WARM_HOLE = WARM_TEXT.index("data = ") + len("data = ")
+
+
+def _per_unit(run: Callable[[int], object], low: int, high: int, repeats: int = 3) -> float:
+    """Seconds per unit of run(n): (fastest run(high) - fastest run(low)) / (high - low) over `repeats`
+    interleaved tries. What runs at any n (encoding the prompt) cancels; the fastest of each keeps out
+    the stalls a busy machine adds."""
+    best = {low: math.inf, high: math.inf}
+    for _ in range(repeats):
+        for n in (low, high):
+            t = time.perf_counter()
+            run(n)
+            best[n] = min(best[n], time.perf_counter() - t)
+    per_unit = (best[high] - best[low]) / (high - low)
+    return per_unit if per_unit > 0 else best[high] / high
+
+
+class WarmUp:
+    """Infiller's warm-up (model/infill.py)."""
+
+    def warm_up(self, settings: SamplerSettings | None = None) -> dict:
+        """After loading, before the first fill (the server runs it on its model thread): compile the
+        decoder step when `compile` asks for it ("auto": when an eager pass costs COMPILE_MIN_PASS_S or
+        more), then measure a step (decoder pass and sampler) at the single-line canvas widths and a
+        left-to-right token, the costs `choose_decoder` weighs. Returns what it measured."""
+        t0 = time.perf_counter()
+        settings = settings or SamplerSettings()
+        if self.step.wants_compile():
+            eager = self._time_step(self._step_example(32, with_sc=True))
+            if self.step.compile == "on" or eager >= COMPILE_MIN_PASS_S:
+                self.step.warm_up([self._step_example(32, with_sc=True)])
+            else:
+                self.step.skip(f"an eager pass takes {1000 * eager:.1f} ms: compiling would not pay")
+        if settings.single_line_decoder == "auto":  # what choose_decoder weighs (~3 s for the 46M model)
+            for width in (16, 32):
+                self.costs.set_pass(width, self._time_passes(width, settings))
+            self.costs.set_token(self._time_token())
+            # The calibration line, both ways: how many passes the canvas takes, how many tokens the line.
+            line = FillRequest(
+                WARM_TEXT,
+                holes=((WARM_HOLE, WARM_HOLE),),
+                max_tokens=24,
+                single_line=True,
+                settings=replace(settings, single_line_decoder="diffusion"),
+            )
+            self.costs.set_line(
+                self.fill_batch([line])[0].forward_passes, self.fill_autoregressive(line).forward_passes
+            )
+        else:  # one short fill: first-call allocations happen here, not in the user's first fill
+            self.fill_batch([self._warm_request(8, settings, 2)])
+        report = {
+            "compile": self.step.status,
+            "compile_s": self.step.compile_seconds,
+            "pass_ms": {w: round(1000 * v, 2) for w, v in sorted(self.costs.pass_s.items())},
+            "token_ms": self.costs.token_ms(),
+            "line_passes": self.costs.line_passes,
+            "line_tokens": self.costs.line_tokens,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        log.info("warm-up: %s", report)
+        return report
+
+    def _warm_request(self, slots: int, settings: SamplerSettings, steps: int) -> FillRequest:
+        s = replace(
+            settings,
+            max_steps=steps,
+            single_line_steps=None,
+            early_stop=False,
+            repair_rounds=0,
+            single_line_decoder="diffusion",
+        )
+        return FillRequest(WARM_TEXT, holes=((WARM_HOLE, WARM_HOLE),), max_tokens=slots, settings=s, single_line=True)
+
+    def _time_passes(self, width: int, settings: SamplerSettings, repeats: int = 3) -> float:
+        """Seconds of one step (a decoder pass and the sampler's work) on a `width` canvas: a 5-step fill
+        less a 1-step one (what both share cancels), over 4, each the fastest of `repeats`."""
+        suffix_min = self._suffix_tokens(settings)
+        probe = self._warm_request(1, settings, 1)
+        slots = max(1, width - min(len(self._plan(probe, suffix_min, False)[1]), suffix_min))
+        return _per_unit(lambda steps: self.fill_batch([self._warm_request(slots, settings, steps)]), 1, 5, repeats)
+
+    @torch.inference_mode()
+    def _time_step(self, example, repeats: int = 3) -> float:
+        """Seconds of one eager decoder pass on `example`, the fastest of `repeats` (after one untimed)."""
+        best = math.inf
+        for k in range(repeats + 1):
+            t = time.perf_counter()
+            self.step(*example)
+            if k:
+                best = min(best, time.perf_counter() - t)
+        return best
+
+    def _time_token(self) -> float:
+        """Seconds per left-to-right token: 10 tokens less 2, over 8, each the fastest of three."""
+        prompt = self.prompt_ids(WARM_TEXT[:WARM_HOLE])
+        state = self.prefix.encode(prompt)
+        cached = len(prompt) - 1
+        return _per_unit(
+            lambda n: decode_left_to_right(
+                self.loaded.model, prompt, n, set(), cached=cached, cache=self.prefix.continuation_cache(state, cached)
+            ),
+            2,
+            10,
+        )
+
+    @torch.inference_mode()
+    def _step_example(self, width: int, with_sc: bool):
+        """The arguments of a real decoder pass on a `width` canvas (what the step is compiled on)."""
+        req = self._warm_request(width // 2, SamplerSettings(), 2)
+        state = self.prefix.encode(self.prompt_ids(req.text[: req.holes[0][0]]))
+        middles, suffix, options, own = self._plan(req, width, False)
+        lay = lay_out(options[0], middles, suffix, own, self.loaded.pad_id)
+        batch, keep, cache, positions, masks = self._step_inputs([Row(0, lay, state, 0, own)])
+        sc = torch.zeros(*batch.ids.shape, self.loaded.vocab_size, device=self.loaded.device) if with_sc else None
+        return batch.ids, sc, keep, cache, positions, masks
