@@ -59,6 +59,21 @@ from canvas_ls.server.cli import main
 sys.exit(main(["serve"]))
 """
 
+# The chain a newcomer follows, in order: from the handler to the denoising loop and back (README "How a
+# fill works"). Everything else that runs is consulted along the way: the syntax rules (server/syntax/),
+# settings, LSP positions, the model host's lookup, the decoder-choice costs, and beneath the loop the
+# model's own forward pass (model/step.py).
+CHAIN = (
+    "server/lsp.py",
+    "server/fill_job.py",
+    "server/pipeline.py",
+    "model/interface.py",
+    "model/infill.py",
+    "model/kv.py",
+    "model/canvas.py",
+    "model/reference.py",
+)
+
 DOC = "import os\n\n\ndef read(path):\n    with open(path) as f:\n        data = f.read()\n    return \n"
 
 
@@ -108,19 +123,31 @@ def main() -> int:
         names = sorted({name for _, _, name in spans if not name.startswith("<")})
         total = sum(1 for _ in open(ROOT / path))
         files.append({"file": path, "lines": len(covered), "file_lines": total, "functions": names})
-    files.sort(key=lambda f: (not f["file"].startswith("server/"), f["file"]))
+    files.sort(key=lambda f: (f["file"] not in CHAIN, CHAIN.index(f["file"]) if f["file"] in CHAIN else 0, f["file"]))
+    chain = [f for f in files if f["file"] in CHAIN]
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "completion": answer.get("result"),
-        "files": len(files),
-        "lines": sum(f["lines"] for f in files),
+        "chain": {
+            "files": len(chain),
+            "lines_run": sum(f["lines"] for f in chain),
+            "file_lines": sum(f["file_lines"] for f in chain),
+        },
+        "everything_run": {"files": len(files), "lines_run": sum(f["lines"] for f in files)},
         "by_file": files,
     }
     (ROOT / "benchmarks" / "results" / "fill_path.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"{'file':42} {'lines run':>9} {'of':>6}")
-    for f in files:
-        print(f"{f['file']:42} {f['lines']:9d} {f['file_lines']:6d}  {', '.join(f['functions'])[:120]}")
-    print(f"{len(files)} files, {result['lines']} lines")
+    print(f"{'file':34} {'lines run':>9} {'of':>5}  functions")
+    for k, f in enumerate(files):
+        if k == len(chain):
+            c = result["chain"]
+            print(
+                f"-- the chain: {c['files']} files, {c['lines_run']} lines run ({c['file_lines']} lines in those files)"
+            )
+            print("-- consulted along the way:")
+        print(f"{f['file']:34} {f['lines']:9d} {f['file_lines']:5d}  {', '.join(f['functions'])[:100]}")
+    e = result["everything_run"]
+    print(f"-- everything that ran: {e['files']} files, {e['lines_run']} lines")
     return 0
 
 
