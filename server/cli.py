@@ -22,7 +22,6 @@ from . import __version__, pipeline
 from .engine import add_engine_arguments, engine_main
 from .logs import setup_logging
 from .lsp import server
-from .memory import pin_mmap_threshold
 from .model_host import ModelHost, model_dir_for
 from .positions import line_starts, to_position
 from .settings import parse_settings
@@ -31,7 +30,6 @@ from .syntax import SUPPORTED, language_for, parse
 
 def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level or "warning", args.log_file)
-    pin_mmap_threshold()
     server.cli_log_level = args.log_level  # the command line's level wins over the logLevel setting
     if args.model:
         server.settings, _ = parse_settings({"modelPath": args.model})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from lsprotocol import types as t
 
+from .memory import BIG_TEXT, release_freed_memory
 from .pipeline import BadRequest
 from .positions import to_offset
 from .syntax.parsed import documents as trees
@@ -16,6 +17,8 @@ from .syntax.parsed import documents as trees
 def did_open(ls, params: t.DidOpenTextDocumentParams) -> None:
     doc = ls.workspace.get_text_document(params.text_document.uri)
     trees.open(doc.uri, doc.source, ls.language(doc))  # parsed when a feature first asks
+    if len(doc.source) >= BIG_TEXT:  # the message that carried it is freed by now
+        release_freed_memory()
 
 
 def did_change(ls, params: t.DidChangeTextDocumentParams) -> None:
@@ -39,9 +42,12 @@ def did_change(ls, params: t.DidChangeTextDocumentParams) -> None:
         trees.open(doc.uri, doc.source, ls.language(doc))
     else:
         trees.change(doc.uri, edits, doc.source, ls.language(doc))
+    if len(doc.source) >= BIG_TEXT:  # the old copy of a big text was just freed (server/memory.py)
+        release_freed_memory()
 
 
 def did_close(ls, params: t.DidCloseTextDocumentParams) -> None:
     trees.close(params.text_document.uri)
     if ls.host.current is not None:
         ls.host.current.forget(params.text_document.uri)
+    release_freed_memory()  # pygls dropped the text before this handler ran
