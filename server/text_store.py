@@ -36,8 +36,9 @@ class Document(TextDocument):
         return self._starts
 
     def offset_of(self, line: int, character: int) -> int:
-        """The offset of an LSP position, clamped into the document as pygls clamps it: past the last
-        line is the end, past a line's end is that end, inside a surrogate pair is before it."""
+        """The offset of an LSP position, clamped into the document as the LSP spec says: past a line's
+        end is that end (before its "\r\n"), past the last line is the document's end; a position
+        inside a surrogate pair means the character's start."""
         text, starts = self.source, self.starts
         if line >= len(starts):
             return len(text)
