@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -154,6 +155,9 @@ class DecoderStep:
             import torch.fx.experimental._config as fx_config
 
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)
+            # Tracing transformers' MoE warns that dynamo traces through a functools.lru_cache (a
+            # version check): harmless, and on stderr editors such as Neovim file it as an error.
+            warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
             # Module floats (norm eps, scales) as constants: symbolic floats make dynamo trace twice.
             torch._dynamo.config.specialize_float = True
             # No duck sizing: a canvas as wide as a head (32, 64) must not become that constant.
