@@ -6,6 +6,7 @@ accepted indentation that Python rejects.
 """
 
 import ast
+import warnings
 
 import pytest
 
@@ -277,3 +278,13 @@ def test_a_document_broken_elsewhere_is_still_judged_around_the_fill():
     # a fill at the broken line itself: no verdict from CPython, tree-sitter judges
     typed = before.index("total = ") + len("total = ")
     assert added_compile_error(before, [(at(typed), "(1")], apply_fills(before, [(at(typed), "(1")])) is None
+
+
+def test_syntax_warnings_are_not_compile_errors_even_when_warnings_are_errors():
+    """``"\\d"`` and ``is`` with a literal only warn; under -W error (or a harness's "error" filter) they
+    must still compile, and no filter is swapped process-wide (code actions compile on another thread)."""
+    text = 'x = "\\d"\nif x is 1:\n    y = (1, 2)\n'
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert compile_error(text) is None
+        assert compile_error("def f(:\n    pass\n") is not None
