@@ -121,6 +121,25 @@ class ModelConfig:
 
 # Presets. Odd values carry a comment. Embedding bytes in bf16 (vocab x hidden x 2) must stay under the
 # 15 MB shard limit of an export: a single tensor cannot be split across safetensors shards.
+
+# the GPU default: ~44M parameters, 8 x 512, the calibration size (12288 x 512 bf16 = 12.6 MB embedding)
+_SMALL = dict(
+    vocab_size=12288,
+    hidden_size=512,
+    intermediate_size=1536,
+    num_layers=8,
+    num_heads=8,
+    num_kv_heads=4,
+    head_dim=64,
+    global_head_dim=64,
+    num_global_kv_heads=2,
+    sliding_window=512,
+    num_experts=2,
+    top_k_experts=1,
+    moe_intermediate_size=512,
+    canvas_length=256,
+)
+
 PRESETS: dict[str, dict] = {
     # unit tests: every code path (2 experts, sliding + full, different head dims), ~0.2M parameters
     "tiny": dict(
@@ -157,41 +176,10 @@ PRESETS: dict[str, dict] = {
         moe_intermediate_size=128,
         canvas_length=64,
     ),
-    # the GPU default: ~44M parameters, 8 x 512, the calibration size (12288 x 512 bf16 = 12.6 MB embedding)
-    "small": dict(
-        vocab_size=12288,
-        hidden_size=512,
-        intermediate_size=1536,
-        num_layers=8,
-        num_heads=8,
-        num_kv_heads=4,
-        head_dim=64,
-        global_head_dim=64,
-        num_global_kv_heads=2,
-        sliding_window=512,
-        num_experts=2,
-        top_k_experts=1,
-        moe_intermediate_size=512,
-        canvas_length=256,
-    ),
+    "small": _SMALL,
     # "small" with one expert: the MoE branch becomes a second gated MLP (no routing waste in the dense
     # expert computation); same HF class, same loading path
-    "small-e1": dict(
-        vocab_size=12288,
-        hidden_size=512,
-        intermediate_size=1536,
-        num_layers=8,
-        num_heads=8,
-        num_kv_heads=4,
-        head_dim=64,
-        global_head_dim=64,
-        num_global_kv_heads=2,
-        sliding_window=512,
-        num_experts=1,
-        top_k_experts=1,
-        moe_intermediate_size=768,
-        canvas_length=256,
-    ),
+    "small-e1": {**_SMALL, "num_experts": 1, "moe_intermediate_size": 768},
     # deeper/wider, ~85M parameters; vocab 9728 keeps 640 x 9728 x 2 bytes = 12.5 MB
     "medium": dict(
         vocab_size=9728,
