@@ -38,9 +38,17 @@ class Progress:
     """$/progress for one job, under a token the client gave or accepted (pygls' work_done_progress)."""
 
     # pygls registers a token when the client answers window/workDoneProgress/create, which may come
-    # after the job ended; such tokens are dropped on arrival.
-    _unconfirmed: set = set()
-    _ended_early: set = set()
+    # after the job ended; such tokens are dropped on arrival. A client that never answers would grow
+    # these for ever, so only the newest KEEP are remembered (insertion-ordered dicts used as sets).
+    KEEP = 256
+    _unconfirmed: dict = {}
+    _ended_early: dict = {}
+
+    @classmethod
+    def _remember(cls, tokens: dict, token) -> None:
+        tokens[token] = None
+        while len(tokens) > cls.KEEP:
+            del tokens[next(iter(tokens))]
 
     def __init__(self, work_done_progress, token) -> None:
         self.wdp, self.token = work_done_progress, token
@@ -50,12 +58,12 @@ class Progress:
         """Ask the client to create `token`; returns it."""
 
         def confirmed(*args) -> None:
-            cls._unconfirmed.discard(token)
+            cls._unconfirmed.pop(token, None)
             if token in cls._ended_early:
-                cls._ended_early.discard(token)
+                cls._ended_early.pop(token, None)
                 work_done_progress.tokens.pop(token, None)
 
-        cls._unconfirmed.add(token)
+        cls._remember(cls._unconfirmed, token)
         work_done_progress.create(token, callback=confirmed)
         return token
 
@@ -70,7 +78,7 @@ class Progress:
         # pygls keeps every token forever (pygls issue #607): one per command fill over a whole day.
         self.wdp.tokens.pop(self.token, None)
         if self.token in self._unconfirmed:
-            self._ended_early.add(self.token)
+            self._remember(self._ended_early, self.token)
 
 
 class FillJobs:

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from canvas_ls.model.interface import FillCancelled
-from canvas_ls.server.fill_job import FillJobs
+from canvas_ls.server.fill_job import FillJobs, Progress
 from canvas_ls.server.pipeline import BadRequest, check_span, make_judge, plan_at_cursor
 from canvas_ls.server.positions import line_starts, to_offset, to_position, to_range
 from canvas_ls.server.settings import ServerSettings
@@ -170,3 +170,22 @@ def test_function_level_imports_only_in_the_one_lazy_model_load():
                     if isinstance(node, (ast.Import, ast.ImportFrom)):
                         found.append(f"{path.relative_to(root)}:{fn.name}")
     assert sorted(set(found)) == ["model_host.py:load_in_process"]
+
+
+def test_progress_remembers_a_bounded_number_of_unconfirmed_tokens():
+    """A client that never answers window/workDoneProgress/create must not grow the server for ever."""
+
+    class SilentClient:  # pygls' work_done_progress, minus the client's answer
+        tokens: dict = {}
+
+        def create(self, token, callback):
+            pass  # never confirmed
+
+        def end(self, token, value):
+            pass
+
+    wdp = SilentClient()
+    for i in range(Progress.KEEP + 50):
+        Progress(wdp, Progress.create(wdp, f"t{i}")).end("done")
+    assert len(Progress._unconfirmed) <= Progress.KEEP and len(Progress._ended_early) <= Progress.KEEP
+    assert f"t{Progress.KEEP + 49}" in Progress._unconfirmed  # the newest are kept
