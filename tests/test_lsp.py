@@ -125,14 +125,24 @@ async def test_fill_body_applies_a_versioned_edit_that_parses_and_reports_progre
         await stop(client)
 
 
+def _kind(progress) -> str:
+    return progress.value["kind"] if isinstance(progress.value, dict) else progress.value.kind
+
+
 async def test_cancel_request_stops_the_fill_and_the_server_goes_on(tiny_dir):
     client = await start(_opts(tiny_dir, **SLOW))
     try:
         uri = open_doc(client, DOC.replace("return total / len(values)", "return "))
         await client.text_document_inline_completion_async(inline_params(uri, 9, 0))  # warm up (model load)
         params = inline_params(uri, 5, 11)
+        params.work_done_token = "slow-progress"
         task = asyncio.ensure_future(client.request(t.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id="slow-1"))
-        await asyncio.sleep(0.5)
+        # Cancel once the fill reports its first step: a fixed sleep raced a fill that takes ~0.5 s on
+        # an idle machine (it finished before the cancel, and nothing raised).
+        for _ in range(400):
+            if any(p.token == "slow-progress" and _kind(p) == "report" for p in client.progress):
+                break
+            await asyncio.sleep(0.05)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         client.protocol.notify(t.CANCEL_REQUEST, t.CancelParams(id="slow-1"))
