@@ -12,7 +12,7 @@ come from a few fixed buckets so a later engine can capture one CUDA graph per b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from .interface import BadFill
@@ -92,6 +92,11 @@ class NoiseSpec:
     pad_id: int
     end_ids: tuple[int, ...]  # tokens that end a hole's span: eos and pad
     banned_ids: tuple[int, ...]  # never sampled into a canvas: bos, mask
+
+    def for_reference(self) -> NoiseSpec:
+        """The reference sampler's noise, as generate() has it: nothing banned, except <mask> under
+        absorbing noise (where it means "noise")."""
+        return replace(self, banned_ids=(self.mask_id,) if self.kind == "absorbing" else ())
 
 
 @dataclass

@@ -332,13 +332,11 @@ class Infiller(WarmUp, LeftToRight):
         gens = make_generators([r.seed for r in rows], device)
         events = step_events if on_step is not None else None
         if settings.sampler == "reference":
-            # As generate(): nothing banned, except <mask> under absorbing noise (it means "noise").
-            noise = replace(self.noise, banned_ids=(self.noise.mask_id,) if self.noise.kind == "absorbing" else ())
             return reference_denoise(
                 step_fn,
                 batch,
                 ReferenceParams.from_settings(settings),
-                noise,
+                self.noise.for_reference(),
                 gens,
                 on_step=events,
                 cancelled=cancelled,

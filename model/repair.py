@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -386,13 +386,11 @@ def denoise_held(
             )
 
     if settings.sampler == "reference":
-        noise = infiller.noise
-        noise = replace(noise, banned_ids=(noise.mask_id,) if noise.kind == "absorbing" else ())
         return reference_denoise(
             step_fn,
             batch,
             ReferenceParams.from_settings(settings),
-            noise,
+            infiller.noise.for_reference(),
             gens,
             on_step=events,
             cancelled=cancelled,

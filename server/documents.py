@@ -8,42 +8,26 @@ from __future__ import annotations
 
 from lsprotocol import types as t
 
-from .memory import BIG_TEXT, release_freed_memory
-from .pipeline import BadRequest
-from .positions import to_offset
+from .memory import release_freed_memory, release_if_big
 from .syntax.parsed import documents as trees
 
 
 def did_open(ls, params: t.DidOpenTextDocumentParams) -> None:
     doc = ls.workspace.get_text_document(params.text_document.uri)
     trees.open(doc.uri, doc.source, ls.language(doc))  # parsed when a feature first asks
-    if len(doc.source) >= BIG_TEXT:  # the message that carried it is freed by now
-        release_freed_memory()
+    release_if_big(doc.source)  # the message that carried it is freed by now
 
 
 def did_change(ls, params: t.DidChangeTextDocumentParams) -> None:
-    """Keep the document's tree in step: each change edits it (tree-sitter's Tree.edit), so the next
-    syntax question costs an incremental re-parse, not a full one."""
+    """Keep the document's tree in step: each change the document applied (server/text_store.py) edits
+    it (tree-sitter's Tree.edit), so the next syntax question costs an incremental re-parse."""
     doc = ls.workspace.get_text_document(params.text_document.uri)
-    text, edits = trees.text_of(doc.uri), []
-    for change in params.content_changes:
-        if text is None or not isinstance(change, t.TextDocumentContentChangePartial):
-            text = None  # a whole-document change: start the tree afresh
-            break
-        try:
-            start = to_offset(text, change.range.start.line, change.range.start.character, ls.encoding)
-            end = to_offset(text, change.range.end.line, change.range.end.character, ls.encoding)
-        except BadRequest:
-            text = None
-            break
-        edits.append((start, end, change.text))
-        text = text[:start] + change.text + text[end:]
-    if text is None:
+    edits = doc.take_edits()
+    if edits is None:  # a whole-document change: start the tree afresh
         trees.open(doc.uri, doc.source, ls.language(doc))
     else:
         trees.change(doc.uri, edits, doc.source, ls.language(doc))
-    if len(doc.source) >= BIG_TEXT:  # the old copy of a big text was just freed (server/memory.py)
-        release_freed_memory()
+    release_if_big(doc.source)  # the old copy of the text was just freed (server/memory.py)
 
 
 def did_close(ls, params: t.DidCloseTextDocumentParams) -> None:

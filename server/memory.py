@@ -38,3 +38,9 @@ def release_freed_memory() -> bool:
     if trim is None:
         return False
     return bool(trim(0))
+
+
+def release_if_big(text: str) -> None:
+    """After a document event: hand freed pages back when the document is big enough to matter."""
+    if len(text) >= BIG_TEXT:
+        release_freed_memory()

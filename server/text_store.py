@@ -26,6 +26,9 @@ class Document(TextDocument):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._starts: array | None = None
+        # (start, end, new text) char edits applied since `take_edits`, in order; None after a whole-text
+        # change. The syntax tree follows the document with them (server/documents.py).
+        self._edits: list[tuple[int, int, str]] | None = []
 
     @property
     def starts(self) -> array:
@@ -58,6 +61,8 @@ class Document(TextDocument):
         end = max(start, self.offset_of(change.range.end.line, change.range.end.character))
         new = change.text
         self._source = text[:start] + new + text[end:]
+        if self._edits is not None:
+            self._edits.append((start, end, new))
         # Line starts: those up to the edit stay, the edit's own are added, those after it shift.
         first = bisect_right(starts, start) - 1
         last = bisect_right(starts, end) - 1
@@ -74,6 +79,12 @@ class Document(TextDocument):
     def _apply_full_change(self, change: t.TextDocumentContentChangeEvent) -> None:
         super()._apply_full_change(change)
         self._starts = None
+        self._edits = None
+
+    def take_edits(self) -> list[tuple[int, int, str]] | None:
+        """The edits applied since the last call (None: the whole text was replaced), and forget them."""
+        edits, self._edits = self._edits, []
+        return edits
 
 
 class CanvasWorkspace(Workspace):

@@ -49,9 +49,11 @@ def test_random_edits_match_pygls_and_keep_line_starts(enc):
         new = "".join(rng.choice(PIECES) for _ in range(rng.randint(0, 4)))
         change = t.TextDocumentContentChangePartial(range=t.Range(start=a, end=b), text=new)
         ident = t.VersionedTextDocumentIdentifier(uri="file:///a.py", version=version)
-        held = doc.starts
+        held, before = doc.starts, doc.source
         for ws in (ours, theirs):
             ws.update_text_document(ident, change)
+        [(start, end, text_in)] = doc.take_edits()  # what the syntax tree replays
+        assert before[:start] + text_in + before[end:] == doc.source
         assert doc.source == theirs.get_text_document("file:///a.py").source, (version, a, b, new)
         assert list(doc.starts) == line_starts(doc.source)
         assert doc.version == version
@@ -85,6 +87,7 @@ def test_full_change_recounts_lines():
     ident = t.VersionedTextDocumentIdentifier(uri="file:///b.py", version=2)
     ws.update_text_document(ident, t.TextDocumentContentChangeWholeDocument(text="one line"))
     assert doc.source == "one line" and list(doc.starts) == [0]
+    assert doc.take_edits() is None and doc.take_edits() == []  # the tree starts afresh, once
 
 
 def test_a_keystroke_deep_in_a_big_document_lands_at_its_position():
