@@ -527,6 +527,22 @@ def test_lsp_eval_answers_20_humaneval_tasks_through_vllm(server, tmp_path):
     assert summary["inlineCompletionProvider"] is True
 
 
+async def until_in_flight(server: VllmServer, n: int, *fills: asyncio.Future, timeout: float = 60) -> None:
+    """Wait until vLLM holds `n` requests; fail at once, saying why, if one of `fills` ends first."""
+    seen: list[float] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen.append(await asyncio.to_thread(in_flight, server))
+        if seen[-1] >= n:
+            return
+        ended = [f for f in fills if f.done()]
+        if ended:
+            outcome = ended[0].exception() or ended[0].result()
+            raise AssertionError(f"a fill ended before vLLM held {n} requests (held {seen[-8:]}): {outcome!r}")
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for vLLM to hold {n} requests (held {seen[-8:]})")
+
+
 # Last: it kills and restarts the module's server.
 async def test_killing_vllm_mid_fill_is_an_error_with_no_edit_and_the_next_fill_works_once_it_is_back(server):
     wired = lsp_wired()
@@ -539,16 +555,18 @@ async def test_killing_vllm_mid_fill_is_an_error_with_no_edit_and_the_next_fill_
             client = await start(lsp_options(server, maxSteps=48, repairRounds=0, multiLineSlots=[24]), env=lsp_env())
             uri = open_doc(client, DOC)
             await first_contact(client)
+            await asyncio.to_thread(wait_for, lambda: in_flight(server) == 0, 30, "vLLM to go idle")
             whole = t.Range(start=t.Position(line=2, character=12), end=t.Position(line=2, character=13))
             command = asyncio.ensure_future(
                 client.workspace_execute_command_async(
                     t.ExecuteCommandParams(command="canvas.fillSelection", arguments=[uri, [whole]])
                 )
             )
+            # One at a time, so neither can finish before the other arrives: the command's request
+            # (~5 s on 2 cores) first, then the direct fill's four beside it.
+            await until_in_flight(server, 1, command)
         direct = asyncio.ensure_future(asyncio.to_thread(filler.fill, slow_request()))
-        await asyncio.to_thread(
-            wait_for, lambda: in_flight(server) >= (5 if wired else 4), 60, "the fills to reach vLLM"
-        )
+        await until_in_flight(server, 5 if wired else 4, command, direct)
         await asyncio.to_thread(server.kill)
 
         with pytest.raises((VllmDied, VllmUnreachable)) as info:
