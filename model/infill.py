@@ -347,6 +347,7 @@ class Infiller(WarmUp, LeftToRight):
                 sc_dtype=torch.float32,
                 ends=self.hole_ends(single or [False] * len(rows)),
                 fast_draws=True,
+                statistics=self.step.statistics,
             )
         ends = self.hole_ends(single) if single and any(single) else None
         out = denoise(

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from .reference import position_statistics
+
 log = logging.getLogger("canvas_ls.model.step")
 
 COMPILE_CHOICES = ("auto", "on", "off")
@@ -99,6 +101,7 @@ class DecoderStep:
         self.model = model
         self.compile = compile  # "auto" (the caller decides whether it pays), "on", "off"
         self._compiled = None  # the compiled function, once warm_up has run it successfully
+        self._compiled_statistics = None  # the sampler's statistics of a step's logits, compiled beside it
         self.status = "off" if compile == "off" else "pending"  # pending | compiled | eager (why) | off
         self.compile_seconds: float | None = None
         self.compiled_calls = 0
@@ -125,6 +128,21 @@ class DecoderStep:
                     self._give_up(f"the compiled decoder step failed ({type(exc).__name__}: {_first_line(exc)})")
         self.eager_calls += 1
         return decoder_logits(self.model, canvas, sc_logits, keep, cache, positions, masks)
+
+    def statistics(self, logits, banned, temperature):
+        """`position_statistics` (model/reference.py) of this step's logits: compiled beside the step
+        (batches of one and of several rows), eager before warm-up, without compiling, or for a call
+        that would recompile."""
+        fn = self._compiled_statistics
+        if fn is not None:
+            try:
+                with torch.compiler.set_stance("fail_on_recompile"):
+                    return fn(logits, banned, temperature)
+            except Exception as exc:
+                if not _is_recompile(exc):
+                    self._compiled_statistics = None
+                    log.warning("the compiled sampler statistics failed (%s): eager from now on", _first_line(exc))
+        return position_statistics(logits, banned, temperature)
 
     def _tensor_inputs(self, canvas, sc_logits, keep):
         """(self-conditioning logits, weight) for the compiled form (see `_compiled_form`)."""
@@ -163,17 +181,26 @@ class DecoderStep:
             # No duck sizing: a canvas as wide as a head (32, 64) must not become that constant.
             fx_config.use_duck_shape = False
             fn = torch.compile(_compiled_form, dynamic=True)
+            stats = torch.compile(position_statistics, dynamic=True)
             with torch.inference_mode():
                 for canvas, sc_logits, keep, cache, positions, _masks in examples:
                     sc, weight = self._tensor_inputs(canvas, sc_logits, keep)
                     out = fn(self.model, canvas, sc, weight, cache, positions)
                     if out.shape[:2] != canvas.shape or not bool(torch.isfinite(out).all()):
                         raise RuntimeError("the compiled step returned logits of the wrong shape or not finite")
+                    banned = torch.zeros(out.shape[-1], dtype=torch.bool, device=out.device)
+                    banned[0] = True
+                    t = torch.tensor(0.5, device=out.device)
+                    for logits in (out, torch.cat([out, out])):  # one row, and several (length candidates)
+                        mine, ref = stats(logits, banned, t), position_statistics(logits, banned, t)
+                        if not torch.equal(mine[4], ref[4]):
+                            raise RuntimeError("the compiled sampler statistics disagree on the argmax")
         except Exception as exc:
             self._give_up(f"could not compile the decoder step ({type(exc).__name__}: {_first_line(exc)})")
             return False
         self.compile_seconds = time.perf_counter() - t0
         self._compiled = fn
+        self._compiled_statistics = stats
         self.status = "compiled"
         log.info("decoder step compiled in %.1f s", self.compile_seconds)
         return True
@@ -184,7 +211,7 @@ class DecoderStep:
         log.info("decoder step not compiled: %s", why)
 
     def _give_up(self, why: str) -> None:
-        self._compiled = None
+        self._compiled = self._compiled_statistics = None
         self.status = f"eager ({why})"
         log.warning("%s: the decoder runs eager (slower; compile: off skips trying)", why)
 

@@ -16,7 +16,7 @@ from canvas_ls.model.costs import Costs
 from canvas_ls.model.infill import Infiller
 from canvas_ls.model.interface import FillRequest
 from canvas_ls.model.loading import load_model, resolve_dtype
-from canvas_ls.model.reference import ReferenceParams, make_generators, reference_denoise
+from canvas_ls.model.reference import ReferenceParams, make_generators, position_statistics, reference_denoise
 from canvas_ls.model.settings import SamplerSettings
 from canvas_ls.model.step import DecoderStep, cpp_compiler, decoder_logits
 
@@ -101,6 +101,17 @@ def test_compiled_and_eager_agree_and_serve_every_width(tiny, tmp_path, monkeypa
     inf = Infiller(tiny, compile="on")
     assert inf.step.warm_up([inf._step_example(32, with_sc=True)])
     assert inf.step.status == "compiled"
+    # The sampler's statistics of a step, compiled beside it, agree with the eager ones.
+    banned = torch.zeros(tiny.vocab_size, dtype=torch.bool)
+    banned[[0, 3]] = True
+    for rows, width in ((1, 16), (1, 64), (3, 32)):
+        logits = torch.randn(rows, width, tiny.vocab_size) * 4
+        eager = position_statistics(logits, banned, torch.tensor(0.7))
+        compiled = inf.step.statistics(logits, banned, torch.tensor(0.7))
+        assert inf.step._compiled_statistics is not None  # no failure sent it back to eager
+        assert torch.equal(eager[4], compiled[4])  # argmax
+        for a, b in zip(eager[:4] + eager[5:], compiled[:4] + compiled[5:]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     with torch.inference_mode():
         for width in (16, 32, 64):
             for canvas, sc, keep, cache, positions, masks in _canvases(inf, width=width):
