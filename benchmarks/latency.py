@@ -9,6 +9,7 @@ prompt's K/V on the next keystroke. Writes JSON and a PNG.
     .venv/bin/python benchmarks/latency.py --model DIR --device cuda --reps 10
     .venv/bin/python benchmarks/latency.py --threads-sweep     # torch threads, idle and under a background load
     .venv/bin/python benchmarks/latency.py --cpu-table         # the CPU speed levers (issue 13), tiny and "small"
+    .venv/bin/python benchmarks/latency.py --statistics-ab     # the sampler's statistics compiled vs eager
 
 --cpu-table: p50/p95 of single- and multi-line fills for the tiny model and a random-weight model of the
 `small` training preset (the bundled size, built once into benchmarks/results/tmp/small-model), under
@@ -284,6 +285,46 @@ def cpu_table(args) -> int:
     return 0
 
 
+def statistics_ab(args) -> int:
+    """The sampler's statistics of each step compiled beside the decoder step against eager ones: one
+    Infiller (the `small` preset at the new defaults, compiled), the compiled statistics switched on
+    and off fill by fill (round robin), single- and multi-line fills."""
+    from canvas_ls.model.infill import Infiller
+    from canvas_ls.model.loading import load_model
+    from canvas_ls.server.pipeline import make_judge
+
+    torch.set_num_threads(1)
+    path = Path(args.model) if args.model else small_model_dir(ROOT)
+    settings, problems = parse_settings({"modelPath": str(path), "threads": 1, **NEW})
+    assert not problems, problems
+    inf = Infiller(load_model(path, dtype=NEW["dtype"]), make_judge=make_judge, compile=NEW["compile"])
+    print(f"warm-up: {inf.warm_up(settings.sampler_settings())}", file=sys.stderr)
+    compiled = inf.step._compiled_statistics
+    if compiled is None:
+        sys.exit(f"the statistics are not compiled here ({inf.step.status}): nothing to compare")
+    cells: dict[tuple, list[float]] = {}
+    for mode, slots, reps in (("single", (24,), args.single_reps), ("multi", (64,), args.multi_reps)):
+        for rep in range(reps):
+            for name, fn in (("eager", None), ("compiled", compiled)):
+                inf.step._compiled_statistics = fn
+                t0 = time.perf_counter()
+                run_fill(inf, DOC, [(HOLE, HOLE)], "python", mode, slots, settings)
+                cells.setdefault((mode, name), []).append(1000 * (time.perf_counter() - t0))
+            print(f"[{mode} {rep + 1}/{reps}]", file=sys.stderr)
+    inf.step._compiled_statistics = compiled
+    rows = [
+        {"mode": m, "statistics": n, "n": len(v), "p50_ms": round(statistics.median(v), 1)}
+        for (m, n), v in cells.items()
+    ]
+    for mode in ("single", "multi"):
+        e, c = (statistics.median(cells[(mode, n)]) for n in ("eager", "compiled"))
+        print(f"{mode}: eager {e:.0f} ms, compiled {c:.0f} ms p50 ({e / c:.2f}x)")
+    out = args.out.with_name("latency_statistics.json")
+    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "model": str(path), "rows": rows}, indent=1) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
 def cpu_markdown(rows: list[dict]) -> str:
     """The README table: one line per model and configuration, p50 / p95 (passes) per load and mode."""
     loads = sorted({r["load"] for r in rows}, key=["idle", "busy"].index)
@@ -379,9 +420,16 @@ def main() -> int:
     ap.add_argument(
         "--loads", default="idle,busy", help="--cpu-table: idle and/or busy (one CPU-bound neighbour process)"
     )
+    ap.add_argument(
+        "--statistics-ab",
+        action="store_true",
+        help="the sampler statistics compiled vs eager, side by side (results/latency_statistics.json)",
+    )
     args = ap.parse_args()
     if args.cpu_table:
         return cpu_table(args)
+    if args.statistics_ab:
+        return statistics_ab(args)
     base, problems = parse_settings({"modelPath": args.model, "device": args.device, "dtype": args.dtype})
     if problems:
         sys.exit("; ".join(problems))
