@@ -10,6 +10,7 @@ prompt's K/V on the next keystroke. Writes JSON and a PNG.
     .venv/bin/python benchmarks/latency.py --threads-sweep     # torch threads, idle and under a background load
     .venv/bin/python benchmarks/latency.py --cpu-table         # the CPU speed levers (issue 13), tiny and "small"
     .venv/bin/python benchmarks/latency.py --statistics-ab     # the sampler's statistics compiled vs eager
+    .venv/bin/python benchmarks/latency.py --packed-ab         # bf16 linear weights prepacked vs plain
 
 --cpu-table: p50/p95 of single- and multi-line fills for the tiny model and a random-weight model of the
 `small` training preset (the bundled size, built once into benchmarks/results/tmp/small-model), under
@@ -325,6 +326,50 @@ def statistics_ab(args) -> int:
     return 0
 
 
+def packed_ab(args) -> int:
+    """bf16 linear weights prepacked for oneDNN (model/packed_linear.py) against plain ones: two
+    Infillers of the `small` preset at the new defaults (both compiled), fills alternated (round
+    robin), single- and multi-line; also one decoder step of each."""
+    from canvas_ls.model.infill import Infiller
+    from canvas_ls.model.loading import load_model
+    from canvas_ls.server.pipeline import make_judge
+
+    torch.set_num_threads(1)
+    path = Path(args.model) if args.model else small_model_dir(ROOT)
+    settings, problems = parse_settings({"modelPath": str(path), "threads": 1, **NEW})
+    assert not problems, problems
+    fillers = {}
+    for name, pack in (("plain", False), ("packed", True)):
+        inf = Infiller(load_model(path, dtype=NEW["dtype"], pack=pack), make_judge=make_judge, compile=NEW["compile"])
+        print(f"{name}: warm-up {inf.warm_up(settings.sampler_settings())}", file=sys.stderr)
+        fillers[name] = inf
+    cells: dict[tuple, list[float]] = {}
+    examples = {name: inf._step_example(32, with_sc=True) for name, inf in fillers.items()}
+    with torch.inference_mode():
+        for rep in range(20):
+            for name, inf in fillers.items():
+                t0 = time.perf_counter()
+                inf.step(*examples[name])
+                cells.setdefault(("step (canvas 32)", name), []).append(1000 * (time.perf_counter() - t0))
+    for mode, slots, reps in (("single", (24,), args.single_reps), ("multi", (64,), args.multi_reps)):
+        for rep in range(reps):
+            for name, inf in fillers.items():
+                t0 = time.perf_counter()
+                run_fill(inf, DOC, [(HOLE, HOLE)], "python", mode, slots, settings)
+                cells.setdefault((mode, name), []).append(1000 * (time.perf_counter() - t0))
+            print(f"[{mode} {rep + 1}/{reps}]", file=sys.stderr)
+    rows = [
+        {"what": m, "weights": n, "n": len(v), "p50_ms": round(statistics.median(v), 1)} for (m, n), v in cells.items()
+    ]
+    for what in ("step (canvas 32)", "single", "multi"):
+        a, b = (statistics.median(cells[(what, n)]) for n in ("plain", "packed"))
+        print(f"{what}: plain {a:.1f} ms, packed {b:.1f} ms p50 ({a / b:.2f}x)")
+    out = args.out.with_name("latency_packed.json")
+    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "model": str(path), "rows": rows}, indent=1) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
 def cpu_markdown(rows: list[dict]) -> str:
     """The README table: one line per model and configuration, p50 / p95 (passes) per load and mode."""
     loads = sorted({r["load"] for r in rows}, key=["idle", "busy"].index)
@@ -425,7 +470,14 @@ def main() -> int:
         action="store_true",
         help="the sampler statistics compiled vs eager, side by side (results/latency_statistics.json)",
     )
+    ap.add_argument(
+        "--packed-ab",
+        action="store_true",
+        help="prepacked bf16 linear weights vs plain ones, side by side (results/latency_packed.json)",
+    )
     args = ap.parse_args()
+    if args.packed_ab:
+        return packed_ab(args)
     if args.cpu_table:
         return cpu_table(args)
     if args.statistics_ab:

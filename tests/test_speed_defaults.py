@@ -4,13 +4,14 @@ single lines stop as soon as they can, and the left-to-right draft is chosen fro
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import replace
 
 import pytest
 import torch
 
-from canvas_ls.model import warm_up
+from canvas_ls.model import packed_linear, warm_up
 from canvas_ls.model.canvas import BUCKETS, CanvasBatch, NoiseSpec
 from canvas_ls.model.costs import Costs
 from canvas_ls.model.infill import Infiller
@@ -306,3 +307,47 @@ def test_server_settings_carry_the_new_defaults():
     assert ServerSettings(compile="off").model_key() != s.model_key()  # compile is part of loading
     for name in ("compile", "singleLineSteps", "suffixTokens", "singleLineDecoder"):
         assert f"`{name}`" in settings_table()
+
+
+@pytest.mark.skipif(not packed_linear._available(), reason="this torch has no oneDNN linear ops")
+def test_prepacked_bf16_linears_compute_bitwise_what_the_plain_ones_do(tiny_dir, tmp_path, monkeypatch):
+    """bf16 on a CPU loads with its linear weights prepacked for oneDNN (model/packed_linear.py): every
+    decoder pass, the prompt's K/V and a whole fill are bitwise what the plain layers give, the step
+    still compiles (the custom op stays one opaque call), and a dropped model takes its packed copies
+    with it. float32 is left as it is."""
+    packed, plain = load_model(tiny_dir, dtype="bfloat16"), load_model(tiny_dir, dtype="bfloat16", pack=False)
+    layers = [m for m in packed.model.modules() if isinstance(m, packed_linear.PackedLinear)]
+    assert layers and not any(isinstance(m, packed_linear.PackedLinear) for m in plain.model.modules())
+    tied = [m.model.lm_head.weight is m.model.model.decoder.embed_tokens.weight for m in (packed, plain)]
+    assert tied[0] == tied[1]  # tied weights stay tied
+    assert not any(
+        isinstance(m, packed_linear.PackedLinear) for m in load_model(tiny_dir, dtype="float32").model.modules()
+    )
+    a, b = Infiller(packed), Infiller(plain)
+    with torch.inference_mode():
+        for (canvas, sc, keep, cache, positions, masks), other in zip(_canvases(a), _canvases(b)):
+            assert torch.equal(
+                decoder_logits(packed.model, canvas, sc, keep, cache, positions, masks),
+                decoder_logits(plain.model, canvas, sc, keep, *other[3:]),
+            )
+        ids = a.prompt_ids(DOC[:HOLE])
+        for x, y in zip(a.prefix.encode(ids).keys, b.prefix.encode(ids).keys):
+            assert torch.equal(x, y)
+    req = FillRequest(DOC, holes=((HOLE, HOLE),), max_tokens=24, settings=LINE, single_line=True)
+    assert a.fill(req).fills == b.fill(req).fills
+
+    step = None
+    if cpp_compiler() is not None:
+        monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+        step = DecoderStep(packed.model, compile="on")
+        assert step.warm_up([a._step_example(32, with_sc=True)]) and step.status == "compiled"
+        with torch.inference_mode():
+            canvas, sc, keep, cache, positions, masks = _canvases(a)[1]
+            compiled = step(canvas, sc, keep, cache, positions, masks)
+            assert step.compiled_calls == 1
+            assert _agreement(compiled, decoder_logits(packed.model, canvas, sc, keep, cache, positions, masks)) >= 0.97
+
+    keys = {m.key for m in layers}
+    del a, packed, layers, step
+    gc.collect()
+    assert not keys & set(packed_linear._packed)
