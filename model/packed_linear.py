@@ -4,7 +4,7 @@ A bf16 `nn.Linear` on a CPU reorders its weight into oneDNN's blocked layout on 
 it once (what inductor's `freezing` does) makes the same products faster and bitwise equal
 (`tests/test_speed_defaults.py`). Measured on one core of the 2-core machine, a 32-token canvas: the
 LM head (12288 x 512) 3.1 -> 2.1 ms, a 1536 x 512 projection 285 -> 239 us; a compiled decoder step of
-the `small` preset ~38 -> ~32 ms (`benchmarks/latency.py --packed-ab`).
+the `small` preset 42 -> 37 ms (`benchmarks/latency.py --packed-ab`).
 
 inductor's `freezing` packs too, but its graphs hold the packed (mkldnn) tensors as constants, which
 its FX graph cache cannot store: 40-60 s of compiling at every start. Here the packed weights live in
