@@ -286,6 +286,42 @@ def cpu_table(args) -> int:
     return 0
 
 
+def _ab_setup(args) -> tuple[Path, object]:
+    """One torch thread; the model (--model, else the `small` preset) and its settings at the new defaults."""
+    torch.set_num_threads(1)
+    path = Path(args.model) if args.model else small_model_dir(ROOT)
+    settings, problems = parse_settings({"modelPath": str(path), "threads": 1, **NEW})
+    assert not problems, problems
+    return path, settings
+
+
+def _ab_fills(fillers: dict, settings, args, cells: dict, before=None) -> None:
+    """Single- and multi-line fills, the variants (name -> Infiller) alternated fill by fill (round
+    robin, so a change in load hits them alike); before(name) switches a shared Infiller to a variant.
+    Milliseconds go into cells[(mode, name)]."""
+    for mode, slots, reps in (("single", (24,), args.single_reps), ("multi", (64,), args.multi_reps)):
+        for rep in range(reps):
+            for name, inf in fillers.items():
+                if before is not None:
+                    before(name)
+                t0 = time.perf_counter()
+                run_fill(inf, DOC, [(HOLE, HOLE)], "python", mode, slots, settings)
+                cells.setdefault((mode, name), []).append(1000 * (time.perf_counter() - t0))
+            print(f"[{mode} {rep + 1}/{reps}]", file=sys.stderr)
+
+
+def _ab_report(cells: dict, column: str, before: str, after: str, path: Path, out: Path) -> None:
+    """Print each measurement's two p50s and their ratio; write the rows as JSON to `out`."""
+    rows = [
+        {"what": w, column: n, "n": len(v), "p50_ms": round(statistics.median(v), 1)} for (w, n), v in cells.items()
+    ]
+    for what in dict.fromkeys(w for w, _ in cells):
+        a, b = (statistics.median(cells[(what, n)]) for n in (before, after))
+        print(f"{what}: {before} {a:.1f} ms, {after} {b:.1f} ms p50 ({a / b:.2f}x)")
+    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "model": str(path), "rows": rows}, indent=1) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+
+
 def statistics_ab(args) -> int:
     """The sampler's statistics of each step compiled beside the decoder step against eager ones: one
     Infiller (the `small` preset at the new defaults, compiled), the compiled statistics switched on
@@ -294,35 +330,20 @@ def statistics_ab(args) -> int:
     from canvas_ls.model.loading import load_model
     from canvas_ls.server.pipeline import make_judge
 
-    torch.set_num_threads(1)
-    path = Path(args.model) if args.model else small_model_dir(ROOT)
-    settings, problems = parse_settings({"modelPath": str(path), "threads": 1, **NEW})
-    assert not problems, problems
+    path, settings = _ab_setup(args)
     inf = Infiller(load_model(path, dtype=NEW["dtype"]), make_judge=make_judge, compile=NEW["compile"])
     print(f"warm-up: {inf.warm_up(settings.sampler_settings())}", file=sys.stderr)
     compiled = inf.step._compiled_statistics
     if compiled is None:
         sys.exit(f"the statistics are not compiled here ({inf.step.status}): nothing to compare")
+
+    def switch(name: str) -> None:
+        inf.step._compiled_statistics = compiled if name == "compiled" else None
+
     cells: dict[tuple, list[float]] = {}
-    for mode, slots, reps in (("single", (24,), args.single_reps), ("multi", (64,), args.multi_reps)):
-        for rep in range(reps):
-            for name, fn in (("eager", None), ("compiled", compiled)):
-                inf.step._compiled_statistics = fn
-                t0 = time.perf_counter()
-                run_fill(inf, DOC, [(HOLE, HOLE)], "python", mode, slots, settings)
-                cells.setdefault((mode, name), []).append(1000 * (time.perf_counter() - t0))
-            print(f"[{mode} {rep + 1}/{reps}]", file=sys.stderr)
-    inf.step._compiled_statistics = compiled
-    rows = [
-        {"mode": m, "statistics": n, "n": len(v), "p50_ms": round(statistics.median(v), 1)}
-        for (m, n), v in cells.items()
-    ]
-    for mode in ("single", "multi"):
-        e, c = (statistics.median(cells[(mode, n)]) for n in ("eager", "compiled"))
-        print(f"{mode}: eager {e:.0f} ms, compiled {c:.0f} ms p50 ({e / c:.2f}x)")
-    out = args.out.with_name("latency_statistics.json")
-    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "model": str(path), "rows": rows}, indent=1) + "\n")
-    print(f"wrote {out}", file=sys.stderr)
+    _ab_fills({"eager": inf, "compiled": inf}, settings, args, cells, before=switch)
+    switch("compiled")
+    _ab_report(cells, "statistics", "eager", "compiled", path, args.out.with_name("latency_statistics.json"))
     return 0
 
 
@@ -334,10 +355,7 @@ def packed_ab(args) -> int:
     from canvas_ls.model.loading import load_model
     from canvas_ls.server.pipeline import make_judge
 
-    torch.set_num_threads(1)
-    path = Path(args.model) if args.model else small_model_dir(ROOT)
-    settings, problems = parse_settings({"modelPath": str(path), "threads": 1, **NEW})
-    assert not problems, problems
+    path, settings = _ab_setup(args)
     fillers = {}
     for name, pack in (("plain", False), ("packed", True)):
         inf = Infiller(load_model(path, dtype=NEW["dtype"], pack=pack), make_judge=make_judge, compile=NEW["compile"])
@@ -351,22 +369,8 @@ def packed_ab(args) -> int:
                 t0 = time.perf_counter()
                 inf.step(*examples[name])
                 cells.setdefault(("step (canvas 32)", name), []).append(1000 * (time.perf_counter() - t0))
-    for mode, slots, reps in (("single", (24,), args.single_reps), ("multi", (64,), args.multi_reps)):
-        for rep in range(reps):
-            for name, inf in fillers.items():
-                t0 = time.perf_counter()
-                run_fill(inf, DOC, [(HOLE, HOLE)], "python", mode, slots, settings)
-                cells.setdefault((mode, name), []).append(1000 * (time.perf_counter() - t0))
-            print(f"[{mode} {rep + 1}/{reps}]", file=sys.stderr)
-    rows = [
-        {"what": m, "weights": n, "n": len(v), "p50_ms": round(statistics.median(v), 1)} for (m, n), v in cells.items()
-    ]
-    for what in ("step (canvas 32)", "single", "multi"):
-        a, b = (statistics.median(cells[(what, n)]) for n in ("plain", "packed"))
-        print(f"{what}: plain {a:.1f} ms, packed {b:.1f} ms p50 ({a / b:.2f}x)")
-    out = args.out.with_name("latency_packed.json")
-    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "model": str(path), "rows": rows}, indent=1) + "\n")
-    print(f"wrote {out}", file=sys.stderr)
+    _ab_fills(fillers, settings, args, cells)
+    _ab_report(cells, "weights", "plain", "packed", path, args.out.with_name("latency_packed.json"))
     return 0
 
 

@@ -304,7 +304,7 @@ def reference_denoise(
     held = batch.held  # (B, C)
     free = None if not bool(held.any()) else ~held  # None: a continuation, every position free
     banned = torch.tensor(noise.banned_ids, device=device, dtype=torch.long)
-    banned_mask = torch.zeros(0, dtype=torch.bool, device=device)  # (V,) for `statistics`, once V is known
+    banned_mask = torch.zeros(noise.vocab_size, dtype=torch.bool, device=device).index_fill_(0, banned, True)  # (V,)
 
     canvas = draw_noise(batch.ids, noise, gens, widths)
     if free is not None:
@@ -330,10 +330,6 @@ def reference_denoise(
         logits = step_fn(canvas, sc_logits)  # (B, C, V)
         forward_passes += 1
         if fast_draws and isinstance(gens, list):  # one log-softmax serves every statistic
-            if banned_mask.numel() != logits.shape[-1]:
-                banned_mask = torch.zeros(logits.shape[-1], dtype=torch.bool, device=device).index_fill_(
-                    0, banned, True
-                )
             processed, lse, new_entropy, top, new_argmax, mass = statistics(
                 logits, banned_mask, temperature(cur_step, params, device)
             )

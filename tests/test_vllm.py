@@ -527,15 +527,16 @@ def test_lsp_eval_answers_20_humaneval_tasks_through_vllm(server, tmp_path):
     assert summary["inlineCompletionProvider"] is True
 
 
-async def until_in_flight(server: VllmServer, n: int, *fills: asyncio.Future, timeout: float = 60) -> None:
-    """Wait until vLLM holds `n` requests; fail at once, saying why, if one of `fills` ends first."""
+async def until_in_flight(server: VllmServer, n: int, *fills: asyncio.Future | None, timeout: float = 60) -> None:
+    """Wait until vLLM holds `n` requests; fail at once, saying why, if one of `fills` (None: not
+    started) ends first."""
     seen: list[float] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         seen.append(await asyncio.to_thread(in_flight, server))
         if seen[-1] >= n:
             return
-        ended = [f for f in fills if f.done()]
+        ended = [f for f in fills if f is not None and f.done()]
         if ended:
             outcome = ended[0].exception() or ended[0].result()
             raise AssertionError(f"a fill ended before vLLM held {n} requests (held {seen[-8:]}): {outcome!r}")
