@@ -288,19 +288,27 @@ def test_a_cancel_aborts_the_requests_in_vllm(server):
     try:
         filler.fill(slow_request())  # warm: first contact and the shapes
         before = settled(server)
-        flag = threading.Event()
+        flag, cancelled_seen = threading.Event(), threading.Event()
 
         def cancel_when_running():
             wait_for(lambda: in_flight(server) >= 1, 60, "the fill to reach vLLM")
-            flag.set()
+            # The engine held still until the fill has raised: the requests cannot run to their end
+            # before the cancel reaches vLLM, however slow this machine is (CI once raced it).
+            with server.engine_paused():
+                flag.set()
+                cancelled_seen.wait(60)
+                time.sleep(0.5)  # the dropped connections reach vLLM's API server
 
         canceller = threading.Thread(target=cancel_when_running)
         canceller.start()
         t0 = time.monotonic()
-        with pytest.raises(FillCancelled):
-            filler.fill(slow_request(), cancelled=flag.is_set)
+        try:
+            with pytest.raises(FillCancelled):
+                filler.fill(slow_request(), cancelled=flag.is_set)
+        finally:
+            cancelled_seen.set()
+            canceller.join()
         assert time.monotonic() - t0 < 60
-        canceller.join()
         wait_for(lambda: in_flight(server) == 0, 15, "vLLM's running requests to return to 0")
         time.sleep(3)
         assert finished(server) == before  # aborted, not run to their end
@@ -460,9 +468,11 @@ async def test_lsp_cancel_mid_request_aborts_it_in_vllm(server):
             client.request(t.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, 5, 11), msg_id="vllm-slow-1")
         )
         await asyncio.to_thread(wait_for, lambda: in_flight(server) >= 1, 60, "the fill to reach vLLM")
-        client.protocol.notify(t.CANCEL_REQUEST, t.CancelParams(id="vllm-slow-1"))
-        with pytest.raises(JsonRpcException):
-            await asyncio.wait_for(task, 30)
+        with server.engine_paused():  # no race: the requests cannot end before the cancel reaches vLLM
+            client.protocol.notify(t.CANCEL_REQUEST, t.CancelParams(id="vllm-slow-1"))
+            with pytest.raises(JsonRpcException):
+                await asyncio.wait_for(task, 30)
+            await asyncio.sleep(0.5)  # the LSP server's dropped connections reach vLLM's API server
         await asyncio.to_thread(wait_for, lambda: in_flight(server) == 0, 15, "vLLM's running requests to return to 0")
         await asyncio.sleep(3)
         assert await asyncio.to_thread(finished, server) == before  # aborted, not run to their end

@@ -14,6 +14,7 @@ next to this file); none of it ships in the canvas_ls package.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
@@ -235,6 +236,38 @@ class VllmServer:
         if not self._wait(30):
             self._signal(signal.SIGKILL)
             self._wait(30)
+
+    def engine_pids(self) -> list[int]:
+        """The engine-core processes (not the API server): they run the denoising steps."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or self.proc is None:
+                continue
+            try:
+                pgid = os.getpgid(int(entry.name))
+                names = (entry / "cmdline").read_bytes() + (entry / "comm").read_bytes()
+            except (OSError, ProcessLookupError):
+                continue
+            if pgid == self.proc.pid and b"EngineCor" in names:  # its title; comm keeps 15 bytes
+                pids.append(int(entry.name))
+        return pids
+
+    @contextlib.contextmanager
+    def engine_paused(self):
+        """SIGSTOP the engine core for the block: its requests stay in flight, unable to finish, while
+        the API server still takes requests, disconnects and aborts (they queue for the engine). So a test
+        can cancel a fill with no race against the fill running to its end."""
+        pids = self.engine_pids()
+        if not pids:
+            raise RuntimeError(f"no vLLM engine-core process found in group {self.proc and self.proc.pid}")
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield pids
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def _signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
