@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from .packed_linear import soft_embedding
 from .reference import position_statistics
 
 log = logging.getLogger("canvas_ls.model.step")
@@ -58,7 +59,7 @@ def decoder_logits(model, canvas, sc_logits, keep, cache, positions, masks):
     embed = dec.embed_tokens
     inputs_embeds = embed(canvas)
     if sc_logits is not None:
-        soft = torch.matmul(sc_logits.softmax(dim=-1, dtype=torch.float32).to(embed.weight.dtype), embed.weight)
+        soft = soft_embedding(sc_logits.softmax(dim=-1, dtype=torch.float32).to(embed.weight.dtype), embed)
         soft = soft * embed.embed_scale.to(inputs_embeds.dtype)
     else:
         soft = torch.zeros_like(inputs_embeds)

@@ -310,14 +310,20 @@ def test_server_settings_carry_the_new_defaults():
 
 
 @pytest.mark.skipif(not packed_linear._available(), reason="this torch has no oneDNN linear ops")
-def test_prepacked_bf16_linears_compute_bitwise_what_the_plain_ones_do(tiny_dir, tmp_path, monkeypatch):
-    """bf16 on a CPU loads with its linear weights prepacked for oneDNN (model/packed_linear.py): every
-    decoder pass, the prompt's K/V and a whole fill are bitwise what the plain layers give, the step
-    still compiles (the custom op stays one opaque call), and a dropped model takes its packed copies
-    with it. float32 is left as it is."""
+def test_prepacked_bf16_weights_compute_bitwise_what_the_plain_ones_do(tiny_dir, tmp_path, monkeypatch):
+    """bf16 on a CPU loads with its linear, experts and self-conditioning weights prepacked for oneDNN
+    (model/packed_linear.py): every decoder pass, the prompt's K/V and a whole fill are bitwise what
+    the plain layers give, the step still compiles (the custom ops stay opaque calls), and a dropped
+    model takes its packed copies with it. float32 is left as it is."""
     packed, plain = load_model(tiny_dir, dtype="bfloat16"), load_model(tiny_dir, dtype="bfloat16", pack=False)
     layers = [m for m in packed.model.modules() if isinstance(m, packed_linear.PackedLinear)]
     assert layers and not any(isinstance(m, packed_linear.PackedLinear) for m in plain.model.modules())
+    experts = [m for m in packed.model.modules() if isinstance(m, packed_linear.PackedExperts)]
+    assert len(experts) == 2 * 2  # encoder and decoder layers' experts, each once
+    embed = packed.model.model.decoder.embed_tokens  # its transpose, for the self-conditioning product
+    soft_key = getattr(embed, packed_linear.SOFT_KEY)
+    assert not hasattr(plain.model.model.decoder.embed_tokens, packed_linear.SOFT_KEY)
+    assert dict(packed.model.state_dict()).keys() == dict(plain.model.state_dict()).keys()
     tied = [m.model.lm_head.weight is m.model.model.decoder.embed_tokens.weight for m in (packed, plain)]
     assert tied[0] == tied[1]  # tied weights stay tied
     assert not any(
@@ -347,7 +353,7 @@ def test_prepacked_bf16_linears_compute_bitwise_what_the_plain_ones_do(tiny_dir,
             assert step.compiled_calls == 1
             assert _agreement(compiled, decoder_logits(packed.model, canvas, sc, keep, cache, positions, masks)) >= 0.97
 
-    keys = {m.key for m in layers}
-    del a, packed, layers, step
+    keys = {m.key for m in layers + experts} | {soft_key}
+    del a, packed, layers, experts, embed, step
     gc.collect()
     assert not keys & set(packed_linear._packed)
