@@ -166,7 +166,7 @@ def check_model_dir(path: str | os.PathLike) -> list[str]:
 
 def load_model(path: str | os.PathLike, device: str = "auto", dtype: str = "auto", *, pack: bool = True) -> LoadedModel:
     """Load a checkpoint for inference. Raises ModelLoadError with every problem found. pack: bf16
-    linear weights on a CPU prepacked for oneDNN (model/packed_linear.py: same products, faster)."""
+    weights on a CPU prepacked for oneDNN (model/packed_linear.py: same products, faster)."""
     problems = check_model_dir(path)
     if problems:
         raise ModelLoadError("; ".join(problems))

@@ -1,30 +1,28 @@
 """bf16 products on a CPU with their weights prepacked for oneDNN, once at load: the linear layers,
 the mixture-of-experts layers and the self-conditioning product (soft tokens times the embedding).
 
-A bf16 `nn.Linear` on a CPU reorders its weight into oneDNN's blocked layout on every call; packing
-it once (what inductor's `freezing` does) makes the same products faster and bitwise equal
-(`tests/test_speed_defaults.py`). Measured on one core of the 2-core machine, a 32-token canvas: the
-LM head (12288 x 512) 3.1 -> 2.1 ms, a 1536 x 512 projection 285 -> 239 us; a compiled decoder step of
-the `small` preset 42 -> 37 ms (`benchmarks/latency.py --packed-ab`).
-
-inductor's `freezing` packs too, but its graphs hold the packed (mkldnn) tensors as constants, which
-its FX graph cache cannot store: 40-60 s of compiling at every start. Here the packed weights live in
-a registry outside the graph and the layers call them through one custom op, `canvas_ls::packed_linear`,
-which torch.compile keeps as an opaque call: the compiled step stays cacheable.
-
     n = pack_linears(model)      # after loading; 0 (nothing changed) where it does not apply
     soft = soft_embedding(probs, decoder.embed_tokens)   # probs @ embedding, packed when it was packed
 
-The experts: transformers' default kernel (`grouped_mm`) runs on a CPU as one unpacked bf16 matmul per
-expert and call; `PackedExperts` computes the same rows with packed per-expert weights through a second
-custom op, `canvas_ls::packed_experts` (its data-dependent gather stays outside the compiled graph).
-Measured in a compiled `small` step (torch.profiler, 32 canvas): the experts' matmuls 7.1 ms, the
-self-conditioning product 2.8 ms of ~33 ms.
+A bf16 product on a CPU reorders its weight into oneDNN's blocked layout on every call; packing it once
+(what inductor's `freezing` does) makes the same products faster and bitwise equal
+(`tests/test_speed_defaults.py`). Measured on one core of the 2-core machine, a 32-token canvas: the
+LM head (12288 x 512) 3.1 -> 2.1 ms, a 1536 x 512 projection 285 -> 239 us, the self-conditioning
+product 2.8 -> 1.9 ms. transformers' experts kernel (`grouped_mm`) runs on a CPU as one unpacked matmul
+per expert: 7.1 ms of a ~33 ms `small` step (torch.profiler). A compiled `small` step with everything
+packed: 35.3 -> 28.2 ms (`benchmarks/latency.py --packed-ab`).
 
-The text stack's linear layers are replaced by `PackedLinear` (experts by `PackedExperts`), which keeps the original weight as its
-parameter (state_dict, tied embeddings and `.dtype` see what they saw) beside the packed copy: the
-packed copies cost as much memory again as those weights, so models whose copies would exceed
-MAX_PACKED_BYTES are left as they are.
+inductor's `freezing` packs too, but its graphs hold the packed (mkldnn) tensors as constants, which
+its FX graph cache cannot store: 40-60 s of compiling at every start. Here the packed weights live in
+a registry outside the graph and are called through two custom ops, `canvas_ls::packed_linear` and
+`canvas_ls::packed_experts` (whose data-dependent gather of each expert's rows could not be one graph
+anyway), which torch.compile keeps as opaque calls: the compiled step stays cacheable.
+
+The text stack's linear layers are replaced by `PackedLinear` and its experts by `PackedExperts`; both
+keep the original weights as their parameters (state_dict, tied embeddings and `.dtype` see what they
+saw) beside the packed copies. The embedding keeps only the key of its packed transpose. The copies
+cost as much memory again as those weights, so models whose copies would exceed MAX_PACKED_BYTES are
+left as they are.
 """
 
 from __future__ import annotations
