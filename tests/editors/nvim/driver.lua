@@ -262,7 +262,11 @@ function scenarios.keys(bufnr)
   result.visible_after_dismiss = canvas.suggestion(bufnr) ~= nil
   result.ghost_after_dismiss = ghost_marks(bufnr)
   result.after_dismiss = buffer_text(bufnr)
-  -- typing cancels: trigger, type at once, and the stale answer must not be shown
+  -- typing cancels: trigger, type at once, and the stale answer must not be shown. Fills of ~1.3 s
+  -- (400 steps of the tiny model) keep the request surely in flight when the typed key arrives: at
+  -- 8 steps (~40 ms) Neovim sometimes took the answer in between (CI once saw no cancel).
+  canvas.update_settings({ maxSteps = 400, singleLineSteps = 400 })
+  sleep(100)
   feed('<M-\\>', true)
   feed('x')
   sleep(3000)
