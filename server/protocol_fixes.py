@@ -15,6 +15,9 @@ small, names its reason, and has a stdio test in tests/test_lsp_long_session.py 
    twice; it is logged and ignored.
 8. A keystroke in a 7.5 MB document took 110-145 ms in pygls's TextDocument (it splits and re-joins
    every line): the workspace holds server/text_store.py's Documents instead.
+9. An editor that quits without reading the last answers (Neovim closes the pipe right after sending
+   `shutdown`) made pygls log "Error sending data. BrokenPipeError" with three tracebacks at ERROR:
+   a closed pipe now means the client is gone, said once at INFO, and later answers are dropped.
 """
 
 from __future__ import annotations
@@ -44,7 +47,35 @@ class _Unanswerable:
     jsonrpc = "unanswerable"
 
 
+class _ClientWriter:
+    """pygls' writer, for a client that may close its end at any time (fix 9)."""
+
+    def __init__(self, writer):
+        self._writer = writer
+        self.gone = False
+
+    def write(self, data: bytes):
+        if self.gone:
+            return None
+        try:
+            return self._writer.write(data)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            self.gone = True
+            log.info("the client closed the connection (%s): its remaining answers are dropped", type(exc).__name__)
+            return None
+
+    def close(self):
+        try:
+            return self._writer.close()
+        except (BrokenPipeError, ConnectionResetError, ValueError):
+            return None
+
+
 class CanvasProtocol(LanguageServerProtocol):
+    # -- fix 9: a client that closed the pipe is gone, not an error ---------------------------------
+    def set_writer(self, writer, include_headers: bool = True):
+        super().set_writer(_ClientWriter(writer), include_headers)
+
     # -- fix 3: answer schema-invalid requests ----------------------------------------------------
     def structure_message(self, data: dict[str, Any]):
         try:

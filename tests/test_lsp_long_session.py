@@ -4,9 +4,13 @@ measure the server, not the model."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 
-from .raw_client import DOC, RawClient
+from .raw_client import DOC, SCRIPTED, RawClient
 
 
 def _status(client: RawClient) -> dict:
@@ -127,3 +131,30 @@ def test_typing_past_the_end_of_the_last_line_appends():
     client.call("shutdown")
     client.notify("exit")
     assert client.exit_status() == 0
+
+
+def test_a_client_that_closes_the_pipe_before_reading_is_gone_not_an_error():
+    """Neovim quits without reading the answer to `shutdown`: the server's writes then hit a closed
+    pipe. That is the client leaving (fix 9), not an error: no traceback in the log, a clean exit."""
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPTED)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "CANVAS_SCRIPT": "{}"},
+    )
+    proc.stdout.close()  # every answer now meets a closed pipe
+
+    def send(message: dict) -> None:
+        body = json.dumps(message).encode()
+        proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        proc.stdin.flush()
+
+    send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}})
+    send({"jsonrpc": "2.0", "method": "initialized", "params": {}})
+    send({"jsonrpc": "2.0", "id": 2, "method": "shutdown"})
+    send({"jsonrpc": "2.0", "method": "exit"})
+    proc.stdin.close()
+    log = proc.stderr.read().decode()
+    assert proc.wait(30) == 0  # shutdown, then exit: status 0
+    assert "Traceback" not in log and "BrokenPipe" not in log, log[-2000:]
