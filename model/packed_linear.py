@@ -224,7 +224,12 @@ def _soft_embeddings(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The decoder's token embedding, whose transpose the self-conditioning product multiplies by."""
     embed = getattr(getattr(getattr(model, "model", None), "decoder", None), "embed_tokens", None)
     w = getattr(embed, "weight", None)
-    if isinstance(w, torch.Tensor) and w.dtype == torch.bfloat16 and w.device.type == "cpu":
+    if (
+        isinstance(w, torch.Tensor)
+        and w.dtype == torch.bfloat16
+        and w.device.type == "cpu"
+        and not hasattr(embed, SOFT_KEY)
+    ):
         return [embed]
     return []
 
