@@ -38,8 +38,26 @@ log = logging.getLogger("canvas_ls.model.packed_linear")
 MAX_PACKED_BYTES = 1 << 30  # the packed copies' memory at most (the `small` preset's: ~62 MB)
 _BATCH_HINT = 32  # rows oneDNN plans the packing for: a single-line canvas (any row count works)
 
-_packed: dict[int, torch.Tensor] = {}  # key -> packed weight, dropped when its layer is collected
+_packed: dict[int, object] = {}  # key -> packed weight(s), dropped when their owner is collected
 _keys = itertools.count()
+
+
+def _pack(weight: torch.Tensor) -> torch.Tensor:
+    """A linear layer's (out, in) weight in oneDNN's blocked layout."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), _BATCH_HINT)
+
+
+def _register(owner: object, packed: object) -> int:
+    """Keep `packed` under a new key for as long as `owner` lives; returns the key."""
+    key = next(_keys)
+    _packed[key] = packed
+    weakref.finalize(owner, _packed.pop, key, None)
+    return key
+
+
+def _product(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ weight.T (+ bias) with a packed weight."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
 def _available() -> bool:
@@ -61,7 +79,7 @@ def _packed_linear_op():
 
         @torch.library.custom_op("canvas_ls::packed_linear", mutates_args=())
         def packed_linear(x: torch.Tensor, key: int, out_features: int, bias: torch.Tensor | None) -> torch.Tensor:
-            return torch.ops.mkldnn._linear_pointwise(x, _packed[key], bias, "none", [], "")
+            return _product(x, _packed[key], bias)
 
         @packed_linear.register_fake
         def _(x, key, out_features, bias):
@@ -103,9 +121,9 @@ def _experts_forward(packed, x, top_k_index, top_k_weights):
         rows = (expert_ids == e).nonzero().squeeze(1)
         if rows.numel() == 0:
             continue
-        h = torch.ops.mkldnn._linear_pointwise(x[rows // k], gate_up[e], None, "none", [], "")
+        h = _product(x[rows // k], gate_up[e])
         gate, up = h.chunk(2, dim=-1)
-        y = torch.ops.mkldnn._linear_pointwise(act(gate) * up, down[e], None, "none", [], "")
+        y = _product(act(gate) * up, down[e])
         y = y * weights[rows].unsqueeze(-1)
         if rows_out is None:
             rows_out = y.new_zeros((n * k, y.shape[-1]))
@@ -124,13 +142,8 @@ class PackedExperts(torch.nn.Module):
         self.gate_up_proj, self.down_proj = experts.gate_up_proj, experts.down_proj
         self.act_fn = experts.act_fn
         self.num_experts = int(experts.num_experts)
-        gate_up = [
-            torch.ops.mkldnn._reorder_linear_weight(w.detach().contiguous(), _BATCH_HINT) for w in self.gate_up_proj
-        ]
-        down = [torch.ops.mkldnn._reorder_linear_weight(w.detach().contiguous(), _BATCH_HINT) for w in self.down_proj]
-        self.key = next(_keys)
-        _packed[self.key] = (gate_up, down, self.act_fn)
-        weakref.finalize(self, _packed.pop, self.key, None)
+        gate_up, down = [_pack(w) for w in self.gate_up_proj], [_pack(w) for w in self.down_proj]
+        self.key = _register(self, (gate_up, down, self.act_fn))
         self._op = _packed_experts_op()
 
     def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor):
@@ -182,9 +195,7 @@ class PackedLinear(torch.nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight = linear.weight  # the same Parameter: tied weights and state_dict keys stay
         self.bias = linear.bias
-        self.key = next(_keys)
-        _packed[self.key] = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), _BATCH_HINT)
-        weakref.finalize(self, _packed.pop, self.key, None)
+        self.key = _register(self, _pack(linear.weight))
         self._op = _packed_linear_op()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -194,27 +205,14 @@ class PackedLinear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, packed for oneDNN"
 
 
-def _text_linears(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Linear]]:
-    """(parent, attribute, layer) for every linear layer outside the vision tower, each once."""
+def _text_modules(model: torch.nn.Module, wanted) -> list[tuple[torch.nn.Module, str, torch.nn.Module]]:
+    """(parent, attribute, module) for every module outside the vision tower with wanted(module), each once."""
     out, seen = [], set()
     for name, parent in model.named_modules():
         if "vision" in name:
             continue
         for attr, child in parent.named_children():
-            if isinstance(child, torch.nn.Linear) and "vision" not in attr and id(child) not in seen:
-                seen.add(id(child))
-                out.append((parent, attr, child))
-    return out
-
-
-def _text_experts(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Module]]:
-    """(parent, attribute, experts) for every packable experts module outside the vision tower, each once."""
-    out, seen = [], set()
-    for name, parent in model.named_modules():
-        if "vision" in name:
-            continue
-        for attr, child in parent.named_children():
-            if _packable_experts(child) and id(child) not in seen:
+            if "vision" not in attr and wanted(child) and id(child) not in seen:
                 seen.add(id(child))
                 out.append((parent, attr, child))
     return out
@@ -240,12 +238,11 @@ def pack_linears(model: torch.nn.Module) -> int:
     packed. Does nothing (0) on another device or dtype, without oneDNN, or past MAX_PACKED_BYTES."""
     if not _available():
         return 0
-    found = [
-        (parent, attr, lin)
-        for parent, attr, lin in _text_linears(model)
-        if lin.weight.dtype == torch.bfloat16 and lin.weight.device.type == "cpu"
-    ]
-    experts = _text_experts(model)
+    found = _text_modules(
+        model,
+        lambda m: isinstance(m, torch.nn.Linear) and m.weight.dtype == torch.bfloat16 and m.weight.device.type == "cpu",
+    )
+    experts = _text_modules(model, _packable_experts)
     embeds = _soft_embeddings(model)
     size = (
         sum(lin.weight.numel() * lin.weight.element_size() for _, _, lin in found)
@@ -262,10 +259,7 @@ def pack_linears(model: torch.nn.Module) -> int:
         for parent, attr, module in experts:
             setattr(parent, attr, PackedExperts(module))
         for embed in embeds:  # (V, H) -> a packed (H, V) linear weight: probs @ E == linear(probs, E^T)
-            key = next(_keys)
-            _packed[key] = torch.ops.mkldnn._reorder_linear_weight(embed.weight.detach().t().contiguous(), _BATCH_HINT)
-            weakref.finalize(embed, _packed.pop, key, None)
-            setattr(embed, SOFT_KEY, key)
+            setattr(embed, SOFT_KEY, _register(embed, _pack(embed.weight.t())))
     except Exception as exc:  # an old or unusual torch: the plain layers still work
         for parent, attr, lin in found:
             setattr(parent, attr, lin)

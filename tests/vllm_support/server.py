@@ -240,8 +240,10 @@ class VllmServer:
     def engine_pids(self) -> list[int]:
         """The engine-core processes (not the API server): they run the denoising steps."""
         pids = []
+        if self.proc is None:
+            return pids
         for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or self.proc is None:
+            if not entry.name.isdigit():
                 continue
             try:
                 pgid = os.getpgid(int(entry.name))
