@@ -537,13 +537,13 @@ def test_lsp_eval_answers_20_humaneval_tasks_through_vllm(server, tmp_path):
     assert summary["inlineCompletionProvider"] is True
 
 
-async def until_in_flight(server: VllmServer, n: int, *fills: asyncio.Future | None, timeout: float = 60) -> None:
-    """Wait until vLLM holds `n` requests; fail at once, saying why, if one of `fills` (None: not
-    started) ends first."""
-    seen: list[float] = []
+async def until_held(server: VllmServer, n: int, *fills: asyncio.Future | None, timeout: float = 60) -> None:
+    """Wait until vLLM's API server holds `n` completion requests; fail at once, saying why, if one of
+    `fills` (None: not started) ends first."""
+    seen: list[int] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        seen.append(await asyncio.to_thread(in_flight, server))
+        seen.append(await asyncio.to_thread(server.load))
         if seen[-1] >= n:
             return
         ended = [f for f in fills if f is not None and f.done()]
@@ -568,17 +568,19 @@ async def test_killing_vllm_mid_fill_is_an_error_with_no_edit_and_the_next_fill_
             await first_contact(client)
             await asyncio.to_thread(wait_for, lambda: in_flight(server) == 0, 30, "vLLM to go idle")
             whole = t.Range(start=t.Position(line=2, character=12), end=t.Position(line=2, character=13))
-            command = asyncio.ensure_future(
-                client.workspace_execute_command_async(
-                    t.ExecuteCommandParams(command="canvas.fillSelection", arguments=[uri, [whole]])
+        # The engine core held still from here to the kill: no request can run to its end before
+        # all are in, however fast or slow this machine is (CI once saw the command's finish first).
+        with server.engine_paused():
+            if wired:
+                command = asyncio.ensure_future(
+                    client.workspace_execute_command_async(
+                        t.ExecuteCommandParams(command="canvas.fillSelection", arguments=[uri, [whole]])
+                    )
                 )
-            )
-            # One at a time, so neither can finish before the other arrives: the command's request
-            # (~5 s on 2 cores) first, then the direct fill's four beside it.
-            await until_in_flight(server, 1, command)
-        direct = asyncio.ensure_future(asyncio.to_thread(filler.fill, slow_request()))
-        await until_in_flight(server, 5 if wired else 4, command, direct)
-        await asyncio.to_thread(server.kill)
+                await until_held(server, 1, command)
+            direct = asyncio.ensure_future(asyncio.to_thread(filler.fill, slow_request()))
+            await until_held(server, 5 if wired else 4, command, direct)
+            await asyncio.to_thread(server.kill)
 
         with pytest.raises((VllmDied, VllmUnreachable)) as info:
             await asyncio.wait_for(direct, 60)

@@ -169,6 +169,9 @@ class VllmServer:
             str(self.max_model_len),
             "--max-num-seqs",
             str(self.max_num_seqs),
+            # /load: the requests its API server holds, counted there, so it reads right while the
+            # engine core is paused (/metrics' gauges come from engine steps).
+            "--enable-server-load-tracking",
         ]
         if self.diffusion:
             # --language-model-only: else vLLM builds the (unused) vision tower and crashes on its config.
@@ -328,6 +331,10 @@ class VllmServer:
                 key = f"{name}{{finished_reason={reason.group(1)}}}"
                 out[key] = out.get(key, 0.0) + value
         return out
+
+    def load(self) -> int:
+        """Completion requests the API server holds now (sent and not yet answered)."""
+        return int(httpx.get(self.url + "/load", timeout=10).json()["server_load"])
 
     def model_name(self) -> str:
         r = httpx.get(self.url + "/v1/models", headers=self.headers(), timeout=10)
