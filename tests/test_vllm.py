@@ -291,23 +291,24 @@ def test_a_cancel_aborts_the_requests_in_vllm(server):
         flag, cancelled_seen = threading.Event(), threading.Event()
 
         def cancel_when_running():
-            wait_for(lambda: in_flight(server) >= 1, 60, "the fill to reach vLLM")
-            # The engine held still until the fill has raised: the requests cannot run to their end
-            # before the cancel reaches vLLM, however slow this machine is (CI once raced it).
-            with server.engine_paused():
-                flag.set()
-                cancelled_seen.wait(60)
-                time.sleep(0.5)  # the dropped connections reach vLLM's API server
+            wait_for(lambda: server.load() >= 4, 60, "the fill's four requests to reach vLLM")
+            flag.set()
+            cancelled_seen.wait(60)
+            time.sleep(0.5)  # the dropped connections reach vLLM's API server
 
-        canceller = threading.Thread(target=cancel_when_running)
-        canceller.start()
-        t0 = time.monotonic()
-        try:
-            with pytest.raises(FillCancelled):
-                filler.fill(slow_request(), cancelled=flag.is_set)
-        finally:
-            cancelled_seen.set()
-            canceller.join()
+        # The engine core held still from before the fill until it has raised: its requests cannot run
+        # to their end before the cancel reaches vLLM, however fast or slow this machine is (CI once
+        # raced it).
+        with server.engine_paused():
+            canceller = threading.Thread(target=cancel_when_running)
+            canceller.start()
+            t0 = time.monotonic()
+            try:
+                with pytest.raises(FillCancelled):
+                    filler.fill(slow_request(), cancelled=flag.is_set)
+            finally:
+                cancelled_seen.set()
+                canceller.join()
         assert time.monotonic() - t0 < 60
         wait_for(lambda: in_flight(server) == 0, 15, "vLLM's running requests to return to 0")
         time.sleep(3)
@@ -464,11 +465,13 @@ async def test_lsp_cancel_mid_request_aborts_it_in_vllm(server):
         uri = open_doc(client, HOLE_DOC)
         await asyncio.wait_for(client.text_document_inline_completion_async(inline_params(uri, 5, 11)), 600)  # warm
         before = await asyncio.to_thread(settled, server)
-        task = asyncio.ensure_future(
-            client.request(t.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, 5, 11), msg_id="vllm-slow-1")
-        )
-        await asyncio.to_thread(wait_for, lambda: in_flight(server) >= 1, 60, "the fill to reach vLLM")
-        with server.engine_paused():  # no race: the requests cannot end before the cancel reaches vLLM
+        # The engine core held still from before the request until it has failed: no race, its requests
+        # cannot end before the cancel reaches vLLM.
+        with server.engine_paused():
+            task = asyncio.ensure_future(
+                client.request(t.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, 5, 11), msg_id="vllm-slow-1")
+            )
+            await asyncio.to_thread(wait_for, lambda: server.load() >= 1, 60, "the fill to reach vLLM")
             client.protocol.notify(t.CANCEL_REQUEST, t.CancelParams(id="vllm-slow-1"))
             with pytest.raises(JsonRpcException):
                 await asyncio.wait_for(task, 30)
