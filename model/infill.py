@@ -22,8 +22,10 @@ left-to-right fill of a single line (model/autoregressive.py), mixins of Infille
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -80,6 +82,13 @@ class Infiller(WarmUp, LeftToRight):
         self.prefix = PrefixEncoder(loaded.model)
         self.step = DecoderStep(loaded.model, compile=compile)  # eager until warm_up compiles it
         self.costs = Costs()  # what a pass and a left-to-right token cost (warm_up), how long lines are
+        # Held by every fill and by each warm-up measurement (warm_up may run on its own thread): the
+        # prompt cache and the sampler's running state are one fill's at a time.
+        self.model_lock = threading.RLock()
+        self.filling = False  # a caller's fill is running (warm-up's own fills do not count)
+        self.last_fill_end = -math.inf  # time.monotonic() when the last caller's fill ended
+        self.closed = False  # the host dropped this model: a background warm-up stops at its next stage
+        self.warming_up = False  # a background warm-up (start_warm_up) is running
         self._line_ends: torch.Tensor | None = None  # (vocab,) bool: tokens holding a line break
         self.noise = NoiseSpec(
             kind=loaded.noise,
@@ -145,14 +154,33 @@ class Infiller(WarmUp, LeftToRight):
             compile=self.step.status,
             pass_ms=self.costs.pass_ms(32),
             token_ms=self.costs.token_ms(),
+            warming_up=self.warming_up,
         )
 
     def forget(self, document: str) -> None:
-        self.prefix.forget(document)
+        self.prefix.forget(document)  # no lock: one dict pop (the editor's thread calls it mid-fill)
 
     def fill(
         self, request: FillRequest, on_step: OnStep | None = None, cancelled: Cancelled | None = None
     ) -> FillResult:
+        with self.model_lock, self._a_fill():
+            return self._fill(request, on_step, cancelled)
+
+    @contextlib.contextmanager
+    def _a_fill(self):
+        """Marks a caller's fill, which a background warm-up lets finish (and waits a moment after)."""
+        self.filling = True
+        try:
+            yield
+        finally:
+            self.filling = False
+            self.last_fill_end = time.monotonic()
+
+    def close(self) -> None:
+        """The host is done with this model (it loaded another): stop a background warm-up."""
+        self.closed = True
+
+    def _fill(self, request: FillRequest, on_step: OnStep | None, cancelled: Cancelled | None) -> FillResult:
         if request.repair_threshold is not None:
             from .repair import repair_fill
 
@@ -240,6 +268,10 @@ class Infiller(WarmUp, LeftToRight):
         """Fill several requests in shared forward passes. They must share sampler settings.
 
         on_step(i, event) gets request i's own StepEvent after every step."""
+        with self.model_lock, self._a_fill():
+            return self._fill_batch(requests, on_step, cancelled)
+
+    def _fill_batch(self, requests, on_step=None, cancelled=None) -> list[FillResult]:
         t0 = time.perf_counter()
         if not requests:
             return []

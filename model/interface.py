@@ -129,9 +129,10 @@ class FillerInfo:
     noise: str = "uniform"
     random_weights: bool = False  # a tiny test/demo model: its fills are noise
     live_canvas: bool = True  # whether StepEvent.texts carry intermediate canvases
-    compile: str = ""  # the decoder step: "compiled", "eager (why)", "off", "pending" ("" not in process)
+    compile: str = ""  # the decoder step: "compiled", "eager (why)", "off", "pending", "compiling" ("" not in process)
     pass_ms: float | None = None  # a denoising step on a 32-token canvas, as measured at warm-up
     token_ms: float | None = None  # a left-to-right token, as measured at warm-up
+    warming_up: bool = False  # warm-up (compile, costs) still running beside fills: they run eager meanwhile
 
     def describe(self) -> str:
         kind = " (random weights: output is noise)" if self.random_weights else ""

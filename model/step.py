@@ -12,8 +12,9 @@ self-conditioning input zeroed at held positions (`keep` False), as vLLM's `diff
 Compilation (`torch.compile(dynamic=True)`: one graph for every prompt length and canvas width) needs a
 C++ compiler at run time; it costs 20-80 s the first time on 2 busy cores and much less from its disk
 cache (~/.cache/canvas-ls/inductor, TORCHINDUCTOR_CACHE_DIR). `Infiller.warm_up` runs it once, on the
-server's model thread right after loading, so every fill of a session runs the same step. Without a
-compiler, or when compilation fails, one log line says so and the step runs eager.
+server right after loading, on a thread of its own: fills meanwhile run the eager step, and every fill
+after it the compiled one. Without a compiler, or when compilation fails, one log line says so and the
+step runs eager.
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ class DecoderStep:
         self.compile = compile  # "auto" (the caller decides whether it pays), "on", "off"
         self._compiled = None  # the compiled function, once warm_up has run it successfully
         self._compiled_statistics = None  # the sampler's statistics of a step's logits, compiled beside it
-        self.status = "off" if compile == "off" else "pending"  # pending | compiled | eager (why) | off
+        # pending | compiling | compiled | eager (why) | off
+        self.status = "off" if compile == "off" else "pending"
         self.compile_seconds: float | None = None
         self.compiled_calls = 0
         self.eager_calls = 0
@@ -169,6 +171,9 @@ class DecoderStep:
             return False
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compile_cache_dir()))
         t0 = time.perf_counter()
+        # Calls meanwhile (from other threads: the warm-up may compile in the background) run eager;
+        # the compiled functions are put in place only once they have passed the checks below.
+        self.status = "compiling"
         try:
             import torch._dynamo
             import torch.fx.experimental._config as fx_config

@@ -1,5 +1,5 @@
-"""Warm-up, the part of the in-process backend that runs once after loading (on the model thread,
-before the first fill): compile the decoder step when it pays, and measure what a canvas step and a
+"""Warm-up, the part of the in-process backend that runs once after loading (on a thread of its own,
+beside the first fills): compile the decoder step when it pays, and measure what a canvas step and a
 left-to-right token cost on this machine (model/costs.py: what `Infiller.choose_decoder` weighs).
 
 A mixin of `Infiller` (model/infill.py), kept apart from it: none of this is on a fill's path.
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,6 +19,7 @@ import torch
 
 from .autoregressive import decode_left_to_right
 from .canvas import Row, lay_out
+from .costs import Costs
 from .interface import FillRequest
 from .settings import SamplerSettings
 
@@ -26,6 +29,8 @@ log = logging.getLogger("canvas_ls.model.infill")
 # least this much. Measured on 2 CPU cores: compiling saves ~25% of a pass of the 46M "small" model
 # (40-60 ms eager in bf16) and ~1 ms of the tiny test model's 2-3 ms, which never repays its compile.
 COMPILE_MIN_PASS_S = 0.010
+WARM_UP_SWITCH_INTERVAL_S = 0.00002  # the GIL's switch interval while warming up beside fills (start_warm_up)
+WARM_UP_QUIET_S = 1.0  # beside fills, each warm-up stage waits until no fill has run for this long
 # What warm_up fills to time passes and left-to-right tokens, and compiles the step on.
 WARM_TEXT = "import os\n\n\ndef read(path):\n    with open(path) as f:\n        data = \n    return data\n"
 WARM_HOLE = WARM_TEXT.index("data = ") + len("data = ")
@@ -48,23 +53,49 @@ def _per_unit(run: Callable[[int], object], low: int, high: int, repeats: int = 
 class WarmUp:
     """Infiller's warm-up (model/infill.py)."""
 
-    def warm_up(self, settings: SamplerSettings | None = None) -> dict:
-        """After loading, before the first fill (the server runs it on its model thread): compile the
-        decoder step when `compile` asks for it ("auto": when an eager pass costs COMPILE_MIN_PASS_S or
-        more), then measure a step (decoder pass and sampler) at the single-line canvas widths and a
-        left-to-right token, the costs `choose_decoder` weighs. Returns what it measured."""
+    def warm_up(self, settings: SamplerSettings | None = None, beside_fills: bool = False) -> dict:
+        """After loading: compile the decoder step when `compile` asks for it ("auto": when an eager pass
+        costs COMPILE_MIN_PASS_S or more), then measure a step (decoder pass and sampler) at the
+        single-line canvas widths and a left-to-right token, the costs `choose_decoder` weighs. Returns
+        what it measured.
+
+        beside_fills (the server's case, `start_warm_up`): callers' fills run meanwhile on other threads.
+        Each stage then starts only once no fill has run for WARM_UP_QUIET_S (a user typing gets eager
+        fills at once, and the warm-up takes the pauses); the compile holds no lock (fills that do come
+        run the eager step), each measurement holds the model lock as fills do (~1 s at most for the
+        46M model). The costs come into use all at once at the end: until then single lines fill on the
+        canvas. A closed Infiller (the host loaded another model) stops at the next stage."""
         t0 = time.perf_counter()
         settings = settings or SamplerSettings()
-        if self.step.wants_compile():
-            eager = self._time_step(self._step_example(32, with_sc=True))
+
+        def stage() -> bool:
+            """Wait for a quiet moment (beside fills); False: the model was dropped, stop."""
+            while beside_fills and not self.closed:
+                wait = self.last_fill_end + WARM_UP_QUIET_S - time.monotonic()
+                if wait <= 0 and not self.filling:
+                    break
+                time.sleep(min(max(wait, 0.05), WARM_UP_QUIET_S))
+            return not self.closed
+
+        if self.step.wants_compile() and stage():
+            with self.model_lock:
+                example = self._step_example(32, with_sc=True)
+                eager = self._time_step(example)
             if self.step.compile == "on" or eager >= COMPILE_MIN_PASS_S:
-                self.step.warm_up([self._step_example(32, with_sc=True)])
+                self.step.warm_up([example])
             else:
                 self.step.skip(f"an eager pass takes {1000 * eager:.1f} ms: compiling would not pay")
         if settings.single_line_decoder == "auto":  # what choose_decoder weighs (~3 s for the 46M model)
+            costs = Costs()
             for width in (16, 32):
-                self.costs.set_pass(width, self._time_passes(width, settings))
-            self.costs.set_token(self._time_token())
+                if not stage():
+                    return {}
+                with self.model_lock:
+                    costs.set_pass(width, self._time_passes(width, settings))
+            if not stage():
+                return {}
+            with self.model_lock:
+                costs.set_token(self._time_token())
             # The calibration line, both ways: how many passes the canvas takes, how many tokens the line.
             line = FillRequest(
                 WARM_TEXT,
@@ -73,11 +104,16 @@ class WarmUp:
                 single_line=True,
                 settings=replace(settings, single_line_decoder="diffusion"),
             )
-            self.costs.set_line(
-                self.fill_batch([line])[0].forward_passes, self.fill_autoregressive(line).forward_passes
-            )
-        else:  # one short fill: first-call allocations happen here, not in the user's first fill
-            self.fill_batch([self._warm_request(8, settings, 2)])
+            if not stage():
+                return {}
+            with self.model_lock:
+                costs.set_line(
+                    self._fill_batch([line])[0].forward_passes, self.fill_autoregressive(line).forward_passes
+                )
+            self.costs = costs
+        elif stage():  # one short fill: first-call allocations happen here, not in the user's first fill
+            with self.model_lock:
+                self._fill_batch([self._warm_request(8, settings, 2)])
         report = {
             "compile": self.step.status,
             "compile_s": self.step.compile_seconds,
@@ -89,6 +125,32 @@ class WarmUp:
         }
         log.info("warm-up: %s", report)
         return report
+
+    def start_warm_up(self, settings: SamplerSettings | None = None) -> threading.Thread:
+        """`warm_up` on a thread of its own, so that the first fills need not wait for it (a compile
+        takes 5-10 s from inductor's cache and 20-80 s without). A failure is logged; fills go on eager,
+        on the canvas."""
+
+        def run() -> None:
+            # Compiling is pure Python for seconds. Each time a fill's thread lets go of the GIL (every
+            # torch op) it waits up to the switch interval to get it back: at CPython's 5 ms a fill
+            # beside the compile of the 46M model took 6.5 s (0.45 s alone), at 20 us 2.3-2.9 s.
+            interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(interval, WARM_UP_SWITCH_INTERVAL_S))
+            try:
+                self.warm_up(settings, beside_fills=True)
+            except Exception:
+                log.warning("model warm-up failed; fills run eager, on the canvas", exc_info=True)
+            finally:
+                sys.setswitchinterval(interval)
+                self.warming_up = False
+
+        # The first stage waits a quiet moment too: a request queued behind the load runs first.
+        self.last_fill_end = max(self.last_fill_end, time.monotonic())
+        self.warming_up = True
+        thread = threading.Thread(target=run, name="canvas-warm-up", daemon=True)
+        thread.start()
+        return thread
 
     def _warm_request(self, slots: int, settings: SamplerSettings, steps: int) -> FillRequest:
         s = replace(
@@ -107,7 +169,7 @@ class WarmUp:
         suffix_min = self._suffix_tokens(settings)
         probe = self._warm_request(1, settings, 1)
         slots = max(1, width - min(len(self._plan(probe, suffix_min, False)[1]), suffix_min))
-        return _per_unit(lambda steps: self.fill_batch([self._warm_request(slots, settings, steps)]), 1, 5, repeats)
+        return _per_unit(lambda steps: self._fill_batch([self._warm_request(slots, settings, steps)]), 1, 5, repeats)
 
     @torch.inference_mode()
     def _time_step(self, example, repeats: int = 3) -> float:

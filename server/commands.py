@@ -276,6 +276,7 @@ def status(ls, *args: Any) -> dict:
         "compile": info.compile if info else None,
         "passMs": info.pass_ms if info else None,
         "tokenMs": info.token_ms if info else None,
+        "warmingUp": info.warming_up if info else None,  # fills run eager, on the canvas, until it is done
         "busy": ls.jobs.running > 0,
         "error": ls.host.error,
         # What the server holds on to (a long session must keep these small): requests in flight,

@@ -6,9 +6,10 @@ neither). With no modelPath: the bundled model if this install ships one, else a
 built once into the user's cache directory (its fills are noise; it lets the whole stack run anywhere).
 
 After loading, a long-running host (the language server's and the shared engine's model thread) warms
-the model up before its first fill: the decoder step is compiled when that pays (setting `compile`) and
+the model up on a thread of its own: the decoder step is compiled when that pays (setting `compile`) and
 a pass and a left-to-right token are timed, so single-line fills can take the faster path
-(`singleLineDecoder`). A one-shot caller on the main thread (`canvas-ls fill`) skips it: for one fill,
+(`singleLineDecoder`). The first fills do not wait for it: they run the eager step, on the canvas,
+until the compiled step and the measured costs are in place. A one-shot caller on the main thread (`canvas-ls fill`) skips it: for one fill,
 compiling costs more than it saves.
 """
 
@@ -57,8 +58,9 @@ def _current_demo(path: Path) -> bool:
 def load_in_process(settings: ServerSettings, warm_up: bool | None = None) -> Filler:
     """Load the model into this process: the one place the server imports torch and transformers.
 
-    warm_up: compile and time the model before returning (see the module docstring); None: when
-    called off the main thread, as the server's and the engine's model threads call it."""
+    warm_up: True compiles and times the model before returning (see the module docstring); None, off
+    the main thread (the server's and the engine's model threads): the same on a thread of its own,
+    while the first fills run; on the main thread (`canvas-ls fill`), and False: none."""
     t0 = time.perf_counter()
     import torch
 
@@ -87,9 +89,9 @@ def load_in_process(settings: ServerSettings, warm_up: bool | None = None) -> Fi
         prompt = min(prompt, int(loaded.trained_prompt_tokens))
     filler = Infiller(loaded, max_prompt_tokens=prompt, make_judge=make_judge, compile=settings.compile)
     log.info("model loaded in %.1f s", time.perf_counter() - t0)
-    if warm_up is None:
-        warm_up = threading.current_thread() is not threading.main_thread()
-    if warm_up:
+    if warm_up is None and threading.current_thread() is not threading.main_thread():
+        filler.start_warm_up(settings.sampler_settings())  # fills go on meanwhile, eager and on the canvas
+    elif warm_up:
         try:
             filler.warm_up(settings.sampler_settings())
         except Exception:  # never lose a loaded model to its warm-up: fills run eager, on the canvas

@@ -42,7 +42,7 @@ class ServerSettings:
     )
     compile: str = _setting(
         "auto",
-        "Compile the decoder step with torch.compile (CPU), once after the model loads: auto (when an eager pass takes 10 ms or more, as with the bundled model's size), on or off. Needs a C++ compiler; kernels are cached in ~/.cache/canvas-ls/inductor. Without a compiler, or if compiling fails, fills run eager (one log line).",
+        "Compile the decoder step with torch.compile (CPU), once after the model loads, in the background (fills meanwhile run eager): auto (when an eager pass takes 10 ms or more, as with the bundled model's size), on or off. Needs a C++ compiler; kernels are cached in ~/.cache/canvas-ls/inductor. Without a compiler, or if compiling fails, fills run eager (one log line).",
         choices=("auto", "on", "off"),
     )
     canvasLength: int = _setting(

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -278,6 +280,63 @@ def test_warm_up_measures_costs_and_does_not_compile_a_model_too_small_to_gain(t
     assert inf.costs.token_s > 0 and set(inf.costs.pass_s) == {16, 32}
     assert inf.costs.line_passes == 8 and 1 <= inf.costs.line_tokens <= 25  # random weights: the whole budget
     assert inf.info().pass_ms > 0 and inf.info().token_ms > 0
+
+
+@pytest.mark.skipif(cpp_compiler() is None, reason="no C++ compiler: torch.compile cannot run here")
+def test_fills_run_eager_beside_a_background_warm_up_and_take_the_compiled_step_after_it(tiny, tmp_path, monkeypatch):
+    """The server warms up on a thread of its own: a fill never waits for the compile, a fill while it
+    runs is eager on the canvas, and the compiled step and the measured costs come into use after it."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    monkeypatch.setattr(warm_up, "WARM_UP_QUIET_S", 0.2)
+    inf = Infiller(tiny, compile="on")
+    compiling, release = threading.Event(), threading.Event()
+    real = inf.step.warm_up
+
+    def held_compile(examples):  # the compile, held open until the fill below has run beside it
+        compiling.set()
+        assert release.wait(60)
+        return real(examples)
+
+    monkeypatch.setattr(inf.step, "warm_up", held_compile)
+    settings = replace(LINE, single_line_decoder="auto")
+    req = FillRequest(DOC, holes=((HOLE, HOLE),), max_tokens=24, settings=settings, single_line=True)
+    thread = inf.start_warm_up(settings)
+    try:
+        assert inf.info().warming_up
+        assert compiling.wait(60)  # the first stage waited for quiet, then began the compile
+        eager_before = inf.step.eager_calls
+        result = inf.fill(req)  # would hang here if fills waited for the warm-up
+        assert inf.step.eager_calls > eager_before and inf.step.compiled_calls == 0
+        assert result.sampler != "autoregressive" and inf.costs.token_s is None  # no costs yet: the canvas
+    finally:
+        release.set()
+        thread.join(300)
+    assert not thread.is_alive() and not inf.info().warming_up
+    assert inf.step.status == "compiled" and inf.costs.token_s > 0 and set(inf.costs.pass_s) == {16, 32}
+    compiled_before = inf.step.compiled_calls
+    inf.fill(replace(req, settings=replace(settings, single_line_decoder="diffusion")))
+    assert inf.step.compiled_calls > compiled_before
+
+
+def test_a_background_warm_up_waits_for_a_pause_in_fills_and_stops_when_the_model_is_dropped(tiny, monkeypatch):
+    monkeypatch.setattr(warm_up, "WARM_UP_QUIET_S", 0.5)
+    monkeypatch.setattr(warm_up, "COMPILE_MIN_PASS_S", 10.0)  # no compile: the measurements are the stages
+    inf = Infiller(tiny, compile="auto")
+    settings = replace(LINE, single_line_decoder="auto")
+    req = FillRequest(DOC, holes=((HOLE, HOLE),), max_tokens=8, settings=settings, single_line=True)
+    thread = inf.start_warm_up(settings)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 1.5:  # fills back to back: no pause of 0.5 s, so no stage starts
+        inf.fill(req)
+    assert inf.step.status == "pending" and inf.costs.token_s is None and thread.is_alive()
+    thread.join(120)  # the fills stopped: it runs to its end
+    assert inf.step.status.startswith("eager (an eager pass takes") and inf.costs.token_s > 0
+    dropped = Infiller(tiny, compile="auto")
+    dropped.fill(req)  # a fill just now: the first stage waits
+    thread = dropped.start_warm_up(settings)
+    dropped.close()
+    thread.join(30)
+    assert not thread.is_alive() and dropped.step.status == "pending" and dropped.costs.token_s is None
 
 
 def test_commit_loop_closes_a_single_line_at_its_newline(tiny):
