@@ -59,8 +59,9 @@ def load_in_process(settings: ServerSettings, warm_up: bool | None = None) -> Fi
     """Load the model into this process: the one place the server imports torch and transformers.
 
     warm_up: True compiles and times the model before returning (see the module docstring); None, off
-    the main thread (the server's and the engine's model threads): the same on a thread of its own,
-    while the first fills run; on the main thread (`canvas-ls fill`), and False: none."""
+    the main thread (the server's and the engine's model threads): as the `warmUp` setting says (on a
+    thread of its own while the first fills run, or before returning); on the main thread (`canvas-ls
+    fill`), and False: none."""
     t0 = time.perf_counter()
     import torch
 
@@ -90,8 +91,10 @@ def load_in_process(settings: ServerSettings, warm_up: bool | None = None) -> Fi
     filler = Infiller(loaded, max_prompt_tokens=prompt, make_judge=make_judge, compile=settings.compile)
     log.info("model loaded in %.1f s", time.perf_counter() - t0)
     if warm_up is None and threading.current_thread() is not threading.main_thread():
-        filler.start_warm_up(settings.sampler_settings())  # fills go on meanwhile, eager and on the canvas
-    elif warm_up:
+        warm_up = settings.warmUp == "first"  # else in the background (next line)
+        if not warm_up:
+            filler.start_warm_up(settings.sampler_settings())  # fills go on meanwhile, eager and on the canvas
+    if warm_up:
         try:
             filler.warm_up(settings.sampler_settings())
         except Exception:  # never lose a loaded model to its warm-up: fills run eager, on the canvas

@@ -45,6 +45,11 @@ class ServerSettings:
         "Compile the decoder step with torch.compile (CPU), once after the model loads, in the background (fills meanwhile run eager): auto (when an eager pass takes 10 ms or more, as with the bundled model's size), on or off. Needs a C++ compiler; kernels are cached in ~/.cache/canvas-ls/inductor. Without a compiler, or if compiling fails, fills run eager (one log line).",
         choices=("auto", "on", "off"),
     )
+    warmUp: str = _setting(
+        "background",
+        "When an in-process model warms up after loading (compiling its decoder step, timing a pass and a left-to-right token): background (on a thread of its own, in the pauses between fills; fills meanwhile run eager, on the canvas, so the first completion never waits for a compile) or first (before the first fill: every fill of the server then runs the same step and path, as evaluations want).",
+        choices=("background", "first"),
+    )
     canvasLength: int = _setting(
         256, "Largest canvas in tokens (capped by the model's own canvas length).", lo=32, hi=4096
     )
@@ -188,6 +193,7 @@ class ServerSettings:
             self.device,
             self.dtype,
             self.compile,
+            self.warmUp,
             self.maxPromptTokens,
             self.canvasLength,
         )

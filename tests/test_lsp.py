@@ -313,3 +313,32 @@ async def test_two_language_servers_share_one_engine(tiny_dir, monkeypatch):
                     os.kill(int(open(os.path.join(run_dir, f)).read().split()[0]), signal.SIGTERM)
                 except (ValueError, OSError, IndexError):
                     pass
+
+
+async def _status(client) -> dict:
+    return await client.workspace_execute_command_async(t.ExecuteCommandParams(command="canvas.status"))
+
+
+async def test_the_warm_up_runs_in_the_background_or_first_as_the_warm_up_setting_says(tiny_dir):
+    # background (the default): nobody asks for a fill, and it still runs to its end by itself
+    client = await start(_opts(tiny_dir, compile="off"))
+    try:
+        uri = open_doc(client, DOC)
+        await asyncio.wait_for(client.text_document_inline_completion_async(inline_params(uri, 5, 4)), 120)
+        for _ in range(600):
+            status = await _status(client)
+            if status["warmingUp"] is False:
+                break
+            await asyncio.sleep(0.2)
+        assert status["warmingUp"] is False and status["tokenMs"] > 0 and status["passMs"] > 0
+    finally:
+        await stop(client)
+    # first: the warm-up is done, its costs measured, before the first fill is answered
+    client = await start(_opts(tiny_dir, compile="off", warmUp="first"))
+    try:
+        uri = open_doc(client, DOC)
+        await asyncio.wait_for(client.text_document_inline_completion_async(inline_params(uri, 5, 4)), 120)
+        status = await _status(client)
+        assert status["warmingUp"] is False and status["tokenMs"] > 0 and status["passMs"] > 0
+    finally:
+        await stop(client)

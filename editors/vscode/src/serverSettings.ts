@@ -6,6 +6,7 @@ export const SERVER_SETTING_DEFAULTS: Readonly<Record<string, unknown>> = {
   "device": "auto",
   "dtype": "auto",
   "compile": "auto",
+  "warmUp": "background",
   "canvasLength": 256,
   "decoder": "diffusion",
   "singleLineDecoder": "auto",
