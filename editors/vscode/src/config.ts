@@ -82,6 +82,7 @@ export interface ServerStatus {
   randomWeights?: boolean | null;
   busy?: boolean;
   error?: string | null;
+  warmingUp?: boolean | null; // the model's warm-up (compile, timing) still runs: fills are eager meanwhile
 }
 
 export interface StatusView {
@@ -105,6 +106,7 @@ export function statusView(
     `canvas-ls ${status?.version ?? ""}`.trim(),
     status?.model ? `model: ${status.model}${status.randomWeights ? " (random weights: fills are noise)" : ""}` : "model: loading…",
     status?.device ? `device: ${status.device}${status.dtype ? `, ${status.dtype}` : ""}` : "",
+    status?.warmingUp ? "warming up (compiling in the pauses between fills; fills meanwhile run eager)" : "",
   ].filter(Boolean);
   if (state.busy || status?.busy) {
     const step = state.step ? ` ${state.step.step}/${state.step.maxSteps}` : "";

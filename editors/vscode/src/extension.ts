@@ -277,7 +277,7 @@ class CanvasClient implements vscode.Disposable {
     this.pollTimer = undefined;
   }
 
-  /** Polls canvas.status: every second until the model is loaded, then every 10 s. */
+  /** Polls canvas.status: every second until the model is loaded and warmed up, then every 10 s. */
   private schedulePoll(delay: number): void {
     this.clearPoll();
     if (this.disposed) return;
@@ -293,7 +293,7 @@ class CanvasClient implements vscode.Disposable {
       this.output.debug(`canvas.status: ${err}`);
     }
     this.render();
-    this.schedulePoll(this.status?.model || this.status?.error ? 10_000 : 1_000);
+    this.schedulePoll((this.status?.model && !this.status?.warmingUp) || this.status?.error ? 10_000 : 1_000);
   }
 
   private render(): void {

@@ -81,6 +81,8 @@ describe("settings", () => {
     const ok = config.statusView({ model: "tiny-model", device: "cpu", randomWeights: true }, { running: true, busy: false });
     assert.match(ok.text, /tiny-model · cpu/);
     assert.match(ok.tooltip, /random weights/);
+    assert.doesNotMatch(ok.tooltip, /warming up/);
+    assert.match(config.statusView({ model: "m", warmingUp: true }, { running: true, busy: false }).tooltip, /warming up/);
     assert.match(config.statusView({ model: "m" }, { running: true, busy: true, step: { step: 3, maxSteps: 8 } }).text, /filling… 3\/8/);
     assert.equal(config.statusView(undefined, { running: false, busy: false }).kind, "stopped");
     assert.equal(config.statusView({ error: "boom" }, { running: true, busy: false }).kind, "error");
