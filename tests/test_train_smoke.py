@@ -147,3 +147,38 @@ def test_export_loads_in_transformers(data_dir, tmp_path):
     back = load_hf_checkpoint(run / "export16")
     for k, v in ours.state_dict().items():
         np.testing.assert_allclose(back.state_dict()[k].numpy(), v.to(torch.bfloat16).float().numpy())
+
+
+def test_fit_steps_sizes_the_schedule_to_the_time_left_and_the_card_says_so(data_dir, tmp_path):
+    import time
+
+    from canvas_ls.model.training.train import FIT_FIRST, FIT_WINDOW, fitted_steps
+
+    assert fitted_steps(30, 0.5, 100.0) == 30 + int(0.97 * 200)  # the time left at that pace, less a margin
+    with pytest.raises(SystemExit, match="--warmup"):  # the measurement must fall inside the warmup
+        _run(data_dir, tmp_path / "short", "--fit-steps", "--minutes", "1", "--warmup", "5")
+    with pytest.raises(SystemExit, match="--minutes or --until"):
+        _run(data_dir, tmp_path / "open", "--fit-steps", "--warmup", "40")
+    until = time.time() + 25
+    out = _run(
+        data_dir, tmp_path / "fit", "--fit-steps", "--until", str(until), "--warmup", str(FIT_FIRST + FIT_WINDOW + 5)
+    )
+    assert time.time() < until + 10  # stopped with the time, not after the --steps 6 it was given
+    info = json.loads((tmp_path / "fit" / "run.json").read_text())
+    t = info["throughput"]
+    assert t["model_tok_s"] > 0 and t["pipeline_tok_s_per_worker"] > 0
+    assert t["fitted_steps"] == out["recipe"]["steps"] > FIT_FIRST + FIT_WINDOW  # sized, not the 6 given
+    assert out["state"]["step"] >= 0.8 * out["recipe"]["steps"]  # the schedule ran (nearly) to its end
+
+
+def test_a_training_step_that_fails_to_compile_goes_on_eager(data_dir, tmp_path, monkeypatch, capsys):
+    def broken_compile(fn, *args, **kwargs):
+        def compiled(*a, **k):
+            raise RuntimeError("inductor: no working C++ compiler")
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    out = _run(data_dir, tmp_path / "run", "--compile")
+    assert out["state"]["step"] == 6 and out["stop"] == "steps"
+    assert "eager from here" in capsys.readouterr().err

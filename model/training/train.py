@@ -101,6 +101,26 @@ def make_objective(recipe: dict, canvas_len: int) -> Objective:
     )
 
 
+FIT_FIRST, FIT_WINDOW = 3, 20  # --fit-steps times steps FIT_FIRST .. FIT_FIRST + FIT_WINDOW (the first compile)
+FIT_MARGIN = 0.97  # ... and plans for this share of the time left (evals, the checkpoint)
+
+
+def fitted_steps(step: int, seconds_per_step: float, seconds_left: float) -> int:
+    """The schedule length whose last step ends as the time does: `step` done, then as many more as
+    FIT_MARGIN of `seconds_left` holds at `seconds_per_step`."""
+    return step + max(1, int(FIT_MARGIN * seconds_left / max(seconds_per_step, 1e-9)))
+
+
+def pipeline_tok_s(data_dir: Path, obj, batch: int, seed: int, seconds: float = 2.0) -> float:
+    """Tokens/s one data-loader worker makes (batches built here, in this process, for ~`seconds`)."""
+    shard = Shard(data_dir, "train")
+    t0, n = time.perf_counter(), 0
+    while n < 2 or time.perf_counter() - t0 < seconds:
+        make_batch(shard, obj, batch, seed=seed + 777, index=n)
+        n += 1
+    return n * batch * (obj.prefix_len + obj.canvas_len) / (time.perf_counter() - t0)
+
+
 def lr_at(step: int, recipe: dict) -> float:
     """Linear warmup, then cosine from lr to lr * min_lr_ratio at `steps`."""
     lr, warm, total = recipe["lr"], recipe["warmup"], recipe["steps"]
@@ -242,7 +262,9 @@ def data_summary(data_dir: Path) -> dict:
     }
 
 
-def write_run_json(run: Path, recipe: dict, model: CanvasLM, obj: Objective, state: dict, data: dict) -> dict:
+def write_run_json(
+    run: Path, recipe: dict, model: CanvasLM, obj: Objective, state: dict, data: dict, throughput: dict | None = None
+) -> dict:
     info = {
         "recipe": recipe,
         "model": model.cfg.to_dict(),
@@ -250,6 +272,7 @@ def write_run_json(run: Path, recipe: dict, model: CanvasLM, obj: Objective, sta
         "parameters": count_parameters(model),
         "state": {k: state[k] for k in ("step", "tokens", "seconds", "last_eval")},
         "data": data,
+        "throughput": throughput or {},  # this run's: model and data-pipeline tokens/s, the fitted schedule
     }
     (run / "run.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
@@ -312,12 +335,26 @@ def export_run(
     path = save_hf_checkpoint(
         model.cpu().float(), run / "tokenizer", out, recipe["noise"], shard_size=shard_size, dtype=dt, card=card
     )
-    write_model_card(path, card, info["data"])
+    write_model_card(path, card, info["data"], info.get("throughput") or {})
     log(f"exported {path} ({sum(f.stat().st_size for f in path.iterdir()) / 1e6:.1f} MB)")
     return path
 
 
-def write_model_card(path: Path, card: dict, data: dict) -> None:
+def _throughput_line(t: dict) -> str:
+    """The model card's line on the measured training speed (what sized the run)."""
+    if not t.get("model_tok_s"):
+        return "not measured"
+    parts = [f"the model {t['model_tok_s'] / 1e3:.0f}K tokens/s"]
+    if t.get("pipeline_tok_s_per_worker"):
+        parts.append(
+            f"the data pipeline {t['pipeline_tok_s_per_worker'] / 1e3:.0f}K tokens/s per worker x {max(1, t.get('workers') or 0)}"
+        )
+    if t.get("fitted_steps"):
+        parts.append(f"the schedule sized from them to {t['fitted_steps']} steps (`--fit-steps`)")
+    return "; ".join(parts)
+
+
+def write_model_card(path: Path, card: dict, data: dict, throughput: dict | None = None) -> None:
     tmpl = Path(__file__).with_name("MODEL_CARD_TEMPLATE.md")
     if not tmpl.exists():
         return
@@ -337,6 +374,7 @@ def write_model_card(path: Path, card: dict, data: dict) -> None:
         val_acc=ev.get("val_diff_acc", float("nan")),
         licence_rows=lic,
         python=data.get("python") or "?",
+        throughput=_throughput_line(throughput or {}),
     )
     (path / "README.md").write_text(text)
 
@@ -396,6 +434,10 @@ def train(args: argparse.Namespace) -> dict:
     if not args.resume and (run / "checkpoint.pt").exists():
         raise SystemExit(f"{run} already holds a checkpoint: pass --resume, or choose another --out")
     recipe = resolve_recipe(args, ckpt["recipe"] if ckpt else None)
+    if args.fit_steps and (args.resume or not (args.minutes or args.until)):
+        raise SystemExit("--fit-steps sizes a fresh run's schedule to --minutes or --until")
+    if args.fit_steps and recipe["warmup"] <= FIT_FIRST + FIT_WINDOW:
+        raise SystemExit(f"--fit-steps measures steps {FIT_FIRST}..{FIT_FIRST + FIT_WINDOW}: give --warmup above that")
     model = build_model(recipe, vocab, device)
     if ckpt is None and args.init_from:
         init = load_weights(args.init_from)
@@ -438,6 +480,8 @@ def train(args: argparse.Namespace) -> dict:
     end_step = (
         recipe["steps"] if args.steps_this_run is None else min(recipe["steps"], state["step"] + args.steps_this_run)
     )
+    if args.fit_steps:
+        end_step = 1 << 40  # until the first steps have been timed and the schedule sized from them
     workers = (
         args.workers
         if args.workers is not None
@@ -454,9 +498,19 @@ def train(args: argparse.Namespace) -> dict:
                 prefetch_factor=4 if workers else None,
             )
         )
+    throughput = {"workers": workers}
+    if state["step"] < end_step:
+        # What the issue asks to see in the first seconds: can the data keep up with the model?
+        throughput["pipeline_tok_s_per_worker"] = round(pipeline_tok_s(data_dir, obj, recipe["batch"], recipe["seed"]))
+        log(
+            f"data pipeline: {throughput['pipeline_tok_s_per_worker'] / 1e3:.0f}K tokens/s per worker x "
+            f"{max(workers, 1)} worker(s)"
+        )
     t_start = time.time()
     seconds_before = state["seconds"]
-    deadline = t_start + args.minutes * 60 if args.minutes else None
+    deadlines = [t for t in (t_start + args.minutes * 60 if args.minutes else None, args.until) if t]
+    deadline = min(deadlines) if deadlines else None
+    fit_t0, first_step = None, state["step"]
     acc = {"loss": 0.0, "diff_loss": 0.0, "ar_loss": 0.0, "diff_acc": 0.0}
     acc_t = {k: torch.zeros((), device=device) for k in acc}
     n_acc, t_log, tok_log = 0, time.time(), state["tokens"]
@@ -472,8 +526,17 @@ def train(args: argparse.Namespace) -> dict:
         lr = lr_at(step, recipe)
         for g in opt.param_groups:
             g["lr"] = lr
-        with autocast(device):
-            out = loss_fn(model, batch, ar_weight=recipe["ar_weight"], loss_weighting=recipe["loss_weighting"])
+        try:
+            with autocast(device):
+                out = loss_fn(model, batch, ar_weight=recipe["ar_weight"], loss_weighting=recipe["loss_weighting"])
+        except Exception as exc:  # a compile that fails must not cost a GPU window: go on eager
+            if loss_fn is training_losses:
+                raise
+            log(f"torch.compile of the training step failed ({type(exc).__name__}: {str(exc)[:200]}): eager from here")
+            loss_fn = training_losses
+            opt.zero_grad(set_to_none=True)
+            with autocast(device):
+                out = loss_fn(model, batch, ar_weight=recipe["ar_weight"], loss_weighting=recipe["loss_weighting"])
         out["loss"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["grad_clip"])
         opt.step()
@@ -483,6 +546,20 @@ def train(args: argparse.Namespace) -> dict:
         n_acc += 1
         state["step"] += 1
         state["tokens"] += tokens_per_step
+        if args.fit_steps and state["step"] in (FIT_FIRST, FIT_FIRST + FIT_WINDOW):
+            float(out["loss"].detach())  # wait for the device: the steps so far have run, not just been queued
+            if state["step"] == FIT_FIRST:
+                fit_t0 = time.time()
+            else:
+                per_step = (time.time() - fit_t0) / FIT_WINDOW
+                recipe["steps"] = end_step = fitted_steps(state["step"], per_step, deadline - time.time())
+                throughput["model_tok_s"] = round(tokens_per_step / per_step)
+                throughput["fitted_steps"] = recipe["steps"]
+                log(
+                    f"model: {tokens_per_step / per_step / 1e3:.0f}K tokens/s ({1000 * per_step:.0f} ms/step): "
+                    f"schedule sized to {recipe['steps']} steps, {recipe['steps'] * tokens_per_step / 1e6:.0f}M tokens, "
+                    f"to end in {(deadline - time.time()) / 60:.1f} min"
+                )
         if args.log_every and (state["step"] % args.log_every == 0 or state["step"] == end_step):
             vals = {k: float(v) / n_acc for k, v in acc_t.items()}
             now = time.time()
@@ -505,6 +582,14 @@ def train(args: argparse.Namespace) -> dict:
             acc_t = {k: torch.zeros((), device=device) for k in acc}
             n_acc, t_log, tok_log = 0, time.time(), state["tokens"]
         if args.eval_every and val_batches and state["step"] % args.eval_every == 0:
+            if args.fit_steps and fit_t0 is not None and state["step"] > FIT_FIRST + FIT_WINDOW:
+                # Sized again from the steps so far, evaluations included: the cosine then ends with the
+                # time, not short of it (a few percent of change, so the learning rate barely moves).
+                per_step = (time.time() - fit_t0) / (state["step"] - FIT_FIRST)
+                recipe["steps"] = end_step = max(
+                    state["step"] + 1, fitted_steps(state["step"], per_step, deadline - time.time())
+                )
+                throughput["fitted_steps"] = recipe["steps"]
             ev = evaluate(model, val_batches, recipe, device)
             state["last_eval"] = {"step": state["step"], **ev}
             append_metrics(run, {"step": state["step"], "tokens": state["tokens"], **ev})
@@ -516,6 +601,9 @@ def train(args: argparse.Namespace) -> dict:
             state["seconds"] = seconds_before + time.time() - t_start
             save_checkpoint(run, model, opt, {**state, "recipe": recipe, "model_config": model.cfg.to_dict()})
     state["seconds"] = seconds_before + time.time() - t_start
+    if state["step"] > first_step:
+        ran = (state["step"] - first_step) * tokens_per_step / max(time.time() - t_start, 1e-9)
+        throughput.setdefault("model_tok_s", round(ran))  # compile and evals included: a lower bound
     if val_batches and (state["last_eval"] is None or state["last_eval"]["step"] != state["step"]):
         ev = evaluate(model, val_batches, recipe, device)
         state["last_eval"] = {"step": state["step"], **ev}
@@ -525,7 +613,7 @@ def train(args: argparse.Namespace) -> dict:
         )
     save_checkpoint(run, model, opt, {**state, "recipe": recipe, "model_config": model.cfg.to_dict()})
     save_weights(run, model)
-    write_run_json(run, recipe, model, obj, state, data_info)
+    write_run_json(run, recipe, model, obj, state, data_info, throughput)
     if (run / "metrics.jsonl").exists():
         plot_losses(run)
     log(
@@ -574,6 +662,19 @@ def build_parser() -> argparse.ArgumentParser:
         "directory (fresh optimizer: a warm restart, e.g. in a later GPU session)",
     )
     c.add_argument("--minutes", type=float, help="stop cleanly (and checkpoint) after this many minutes")
+    c.add_argument(
+        "--until",
+        type=float,
+        help="stop cleanly by this time (seconds since the epoch, as `date +%%s` prints): one command's "
+        "budget shared with the data preparation before it",
+    )
+    c.add_argument(
+        "--fit-steps",
+        action="store_true",
+        help="size the LR schedule (--steps) to the time left: from the tokens/s of the first steps after "
+        f"the compile ({FIT_FIRST}..{FIT_FIRST + FIT_WINDOW}; --warmup must be longer), so the cosine ends "
+        "when --minutes/--until does. Not with --resume",
+    )
     c.add_argument("--steps-this-run", type=int, help="stop after this many steps in this run")
     c.add_argument("--compile", action="store_true", help="torch.compile the training step")
     c.add_argument("--device", default="auto")
