@@ -195,6 +195,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "infill_eval.json")
     args = ap.parse_args()
     options = json.loads(args.settings)
+    # An evaluation measures the server's steady state: every fill after the warm-up (compiled step,
+    # measured costs), not eager fills beside it (tasks come back to back, so it would never get a pause).
+    options.setdefault("warmUp", "first")
     if args.model:
         options["modelPath"] = args.model
     sweep = [int(s) for s in args.steps_sweep.split(",")] if args.steps_sweep else [options.get("maxSteps")]
