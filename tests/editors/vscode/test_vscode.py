@@ -5,7 +5,8 @@ Installs the .vsix into a fresh code-server profile, opens a Python file with a 
 and Tab inserts it; *Canvas: Fill Function Body* from the command palette edits the function body
 (drawing the live canvas while it runs); *Canvas: Repair Selection* changes the text only inside the
 selection, or nothing ("nothing to repair"); the status bar item shows the model and device.
-Screenshots go to tests/editors/artifacts/ (or $CANVAS_ARTIFACTS).
+Screenshots go to build/editor-artifacts/ (git-ignored; or $CANVAS_ARTIFACTS). The README shows the ones
+in tests/editors/artifacts/: refresh them with CANVAS_ARTIFACTS=tests/editors/artifacts.
 
 Prerequisites: editors/vscode/test-setup.sh (apt packages, code-server, playwright, the .vsix). Without
 them the test is skipped, unless CANVAS_REQUIRE_EDITORS=1, which turns a missing piece into a failure.
@@ -28,7 +29,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 EXT_DIR = REPO / "editors" / "vscode"
-ARTIFACTS = Path(os.environ.get("CANVAS_ARTIFACTS", REPO / "tests" / "editors" / "artifacts"))
+# Not the README's copies: a test run must not rewrite tracked files.
+ARTIFACTS = Path(os.environ.get("CANVAS_ARTIFACTS", REPO / "build" / "editor-artifacts"))
 REQUIRE = os.environ.get("CANVAS_REQUIRE_EDITORS", "") not in ("", "0", "false", "no")
 
 CODE_SERVER = Path(os.environ.get("CANVAS_CODE_SERVER", EXT_DIR / ".test-env" / "node_modules" / "code-server" / "out" / "node" / "entry.js"))
