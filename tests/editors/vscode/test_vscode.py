@@ -219,13 +219,17 @@ def _go_to(page, line: int, col: int) -> None:
 
 
 def _save_and_read(page, path: Path, before: str | None = None, timeout: float = 10) -> str:
+    """Save, then the file's text once it differs from `before` and reads the same twice in a row: a save
+    truncates the file, then writes it, and a read in between saw an empty file (CI once did)."""
     page.keyboard.press("Control+S")
     deadline = time.monotonic() + timeout
-    text = path.read_text()
-    while before is not None and text == before and time.monotonic() < deadline:
-        time.sleep(0.2)
+    last = None
+    while True:
         text = path.read_text()
-    return text
+        if (text == last and text != before) or time.monotonic() > deadline:
+            return text
+        last = text
+        time.sleep(0.2)
 
 
 def _status_item(page):
