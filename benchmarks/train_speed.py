@@ -49,7 +49,7 @@ _import_canvas_ls()
 
 import torch  # noqa: E402
 
-from canvas_ls.model.training.data import Objective, Shard, make_batch  # noqa: E402
+from canvas_ls.model.training.data import Objective  # noqa: E402
 from canvas_ls.model.training.module import count_parameters, flops_per_token, preset, training_losses  # noqa: E402
 from canvas_ls.model.training.train import (  # noqa: E402
     RECIPE_DEFAULTS,
@@ -59,6 +59,7 @@ from canvas_ls.model.training.train import (  # noqa: E402
     make_objective,
     make_optimizer,
     pick_device,
+    pipeline_tok_s,
     resolve_recipe,
     to_device,
 )
@@ -164,18 +165,13 @@ def bench(args: argparse.Namespace) -> list[dict]:
         torch._dynamo.reset()
     if args.data:  # the data pipeline: batches per second per worker process
         obj = make_objective(default_recipe(results[0]["config"]), results[0]["canvas"])
-        shard = Shard(args.data, "train")
         B = results[0]["batch"]
-        make_batch(shard, obj, B, 0, 0)
-        t0 = time.time()
-        for i in range(1, 4):
-            make_batch(shard, obj, B, 0, i)
-        dt = (time.time() - t0) / 3
+        tok_s = pipeline_tok_s(Path(args.data), obj, B, seed=0, seconds=1.0)
         results.append(
             {
                 "data_pipeline": f"batch {B} x ({obj.prefix_len}+{obj.canvas_len})",
-                "s_per_batch_per_worker": round(dt, 3),
-                "tok_s_per_worker": round(B * (obj.prefix_len + obj.canvas_len) / dt),
+                "s_per_batch_per_worker": round(B * (obj.prefix_len + obj.canvas_len) / tok_s, 3),
+                "tok_s_per_worker": round(tok_s),
             }
         )
     print(f"{'config':<10} {'batch':>5} {'params(M)':>9} {'ms/step':>8} {'tok/s':>10} {'peak GB':>8} {'MFU':>6}  note")

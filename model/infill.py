@@ -163,18 +163,20 @@ class Infiller(WarmUp, LeftToRight):
     def fill(
         self, request: FillRequest, on_step: OnStep | None = None, cancelled: Cancelled | None = None
     ) -> FillResult:
-        with self.model_lock, self._a_fill():
+        with self._a_fill():
             return self._fill(request, on_step, cancelled)
 
     @contextlib.contextmanager
     def _a_fill(self):
-        """Marks a caller's fill, which a background warm-up lets finish (and waits a moment after)."""
-        self.filling = True
-        try:
-            yield
-        finally:
-            self.filling = False
-            self.last_fill_end = time.monotonic()
+        """A caller's fill: holds the model lock, and is marked so that a background warm-up lets it
+        finish (and waits a moment after)."""
+        with self.model_lock:
+            self.filling = True
+            try:
+                yield
+            finally:
+                self.filling = False
+                self.last_fill_end = time.monotonic()
 
     def close(self) -> None:
         """The host is done with this model (it loaded another): stop a background warm-up."""
@@ -268,7 +270,7 @@ class Infiller(WarmUp, LeftToRight):
         """Fill several requests in shared forward passes. They must share sampler settings.
 
         on_step(i, event) gets request i's own StepEvent after every step."""
-        with self.model_lock, self._a_fill():
+        with self._a_fill():
             return self._fill_batch(requests, on_step, cancelled)
 
     def _fill_batch(self, requests, on_step=None, cancelled=None) -> list[FillResult]:

@@ -87,15 +87,6 @@ class WarmUp:
                 self.step.skip(f"an eager pass takes {1000 * eager:.1f} ms: compiling would not pay")
         if settings.single_line_decoder == "auto":  # what choose_decoder weighs (~3 s for the 46M model)
             costs = Costs()
-            for width in (16, 32):
-                if not stage():
-                    return {}
-                with self.model_lock:
-                    costs.set_pass(width, self._time_passes(width, settings))
-            if not stage():
-                return {}
-            with self.model_lock:
-                costs.set_token(self._time_token())
             # The calibration line, both ways: how many passes the canvas takes, how many tokens the line.
             line = FillRequest(
                 WARM_TEXT,
@@ -104,12 +95,19 @@ class WarmUp:
                 single_line=True,
                 settings=replace(settings, single_line_decoder="diffusion"),
             )
-            if not stage():
-                return {}
-            with self.model_lock:
-                costs.set_line(
+            measurements = (
+                lambda: costs.set_pass(16, self._time_passes(16, settings)),
+                lambda: costs.set_pass(32, self._time_passes(32, settings)),
+                lambda: costs.set_token(self._time_token()),
+                lambda: costs.set_line(
                     self._fill_batch([line])[0].forward_passes, self.fill_autoregressive(line).forward_passes
-                )
+                ),
+            )
+            for measure in measurements:  # each in a quiet moment, holding the lock fills hold
+                if not stage():
+                    return {}
+                with self.model_lock:
+                    measure()
             self.costs = costs
         elif stage():  # one short fill: first-call allocations happen here, not in the user's first fill
             with self.model_lock:

@@ -9,8 +9,9 @@ After loading, a long-running host (the language server's and the shared engine'
 the model up on a thread of its own: the decoder step is compiled when that pays (setting `compile`) and
 a pass and a left-to-right token are timed, so single-line fills can take the faster path
 (`singleLineDecoder`). The first fills do not wait for it: they run the eager step, on the canvas,
-until the compiled step and the measured costs are in place. A one-shot caller on the main thread (`canvas-ls fill`) skips it: for one fill,
-compiling costs more than it saves.
+until the compiled step and the measured costs are in place (setting `warmUp: first` makes them wait).
+A one-shot caller on the main thread (`canvas-ls fill`) skips it: for one fill, compiling costs more
+than it saves.
 """
 
 from __future__ import annotations
