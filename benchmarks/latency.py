@@ -81,13 +81,16 @@ def _busy() -> None:
 
 def threads_sweep(infiller, base, reps: int, out: Path) -> int:
     """Single- and multi-line fills at each torch thread count, side by side, idle and while one
-    busy background process runs. The default (setting threads=0) is one fewer than the cores."""
+    busy background process runs, each count fixed (the `threads` setting's N). Auto (0) chooses among
+    these per fill (model/threads.py); --cpu-table measures it."""
     import multiprocessing as mp
-    import os
 
-    cores = os.cpu_count() or 1
-    counts = sorted({1, max(1, cores - 1), cores})
-    default = base.torch_threads()
+    from canvas_ls.model.threads import ThreadPolicy
+
+    policy = ThreadPolicy(0)
+    cores = policy.cores
+    counts = sorted({1, policy.fewest, cores})
+    default = policy.fewest  # what auto takes beside a busy process (and the fixed default before it)
     rows = []
     for load in ("idle", "one busy process"):
         neighbour = mp.Process(target=_busy, daemon=True) if load != "idle" else None
@@ -95,7 +98,7 @@ def threads_sweep(infiller, base, reps: int, out: Path) -> int:
             neighbour.start()
         try:
             for n in counts:
-                torch.set_num_threads(n)
+                infiller.threads = ThreadPolicy(n)  # fixed at n for these fills
                 for mode, slots in (("single", (24,)), ("multi", (64,))):
                     times = []
                     for _ in range(reps):
@@ -106,7 +109,7 @@ def threads_sweep(infiller, base, reps: int, out: Path) -> int:
                     cell = {
                         "load": load,
                         "threads": n,
-                        "default": n == default,
+                        "auto_when_busy": n == default,
                         "mode": mode,
                         "p50_ms": round(1000 * statistics.median(times), 1),
                         "p95_ms": round(1000 * times[min(len(times) - 1, int(0.95 * len(times)))], 1),
@@ -119,7 +122,7 @@ def threads_sweep(infiller, base, reps: int, out: Path) -> int:
     result = {
         "model": infiller.info().describe(),
         "cores": cores,
-        "default_threads": default,
+        "fewest_threads": default,
         "reps": reps,
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
@@ -139,7 +142,7 @@ def threads_sweep(infiller, base, reps: int, out: Path) -> int:
             cells = [r for r in rows if r["mode"] == mode and r["load"] == load]
             ax.plot([c["threads"] for c in cells], [c["p50_ms"] for c in cells], marker="o", label=load)
         ax.set(xlabel="torch threads", ylabel="p50 fill latency (ms)", title=f"{mode}-line fill", yscale="log")
-        ax.axvline(default, color="grey", linestyle=":", label=f"default ({default})")
+        ax.axvline(default, color="grey", linestyle=":", label=f"auto beside a busy process ({default})")
         ax.legend()
     fig.suptitle(f"{result['model']}, {cores} cores", fontsize=8)
     fig.savefig(out.with_suffix(".png"), dpi=120, bbox_inches="tight")
@@ -151,19 +154,28 @@ def threads_sweep(infiller, base, reps: int, out: Path) -> int:
 
 # The CPU defaults before issue 13, as settings (threads was already 1 on two cores).
 OLD = {
+    "threads": max(1, (__import__("os").cpu_count() or 2) - 1),  # the fixed default before: one core free
     "dtype": "float32",
     "compile": "off",
     "suffixTokens": 32,
     "singleLineSteps": 16,
     "singleLineDecoder": "diffusion",
 }
-NEW = {"dtype": "auto", "compile": "auto", "suffixTokens": 8, "singleLineSteps": 8, "singleLineDecoder": "auto"}
+NEW = {
+    "threads": 0,
+    "dtype": "auto",
+    "compile": "auto",
+    "suffixTokens": 8,
+    "singleLineSteps": 8,
+    "singleLineDecoder": "auto",
+}
 LEVERS = {  # each new default alone, on top of the old ones
     "bf16 (dtype auto)": ["dtype"],
     "compile auto": ["compile"],
     "canvas (suffixTokens 8)": ["suffixTokens"],
     "singleLineSteps 8": ["singleLineSteps"],
     "left-to-right draft (auto)": ["singleLineDecoder"],
+    "threads auto": ["threads"],
 }
 
 
@@ -204,7 +216,7 @@ def cpu_table(args) -> int:
     models = {}
     for name in args.models.split(","):
         if name == "tiny":
-            base, _ = parse_settings({"threads": 1})
+            base, _ = parse_settings({})
             load_in_process(base, warm_up=False)  # builds the demo model once if missing
             models["tiny"] = demo_model_dir()
         elif name == "small":
@@ -213,13 +225,15 @@ def cpu_table(args) -> int:
     fillers, loaded = {}, {}
     for mname, path in models.items():
         for cname, cfg in configs.items():
-            settings, problems = parse_settings({"modelPath": str(path), "threads": 1, **cfg})
+            settings, problems = parse_settings({"modelPath": str(path), **cfg})
             assert not problems, problems
             key = (mname, cfg["dtype"])
             if key not in loaded:
                 loaded[key] = load_model(path, dtype=cfg["dtype"])
             # its own Infiller: its own prompt cache, decoder step and running averages
-            inf = Infiller(dc_replace(loaded[key]), make_judge=make_judge, compile=cfg["compile"])
+            inf = Infiller(
+                dc_replace(loaded[key]), make_judge=make_judge, compile=cfg["compile"], threads=cfg["threads"]
+            )
             t0 = time.perf_counter()
             report = inf.warm_up(settings.sampler_settings())
             print(f"{mname} / {cname}: warm-up {time.perf_counter() - t0:.1f} s {report}", file=sys.stderr)
@@ -237,12 +251,14 @@ def cpu_table(args) -> int:
                         out = run_fill(inf, DOC, [(HOLE, HOLE)], "python", mode, slots, settings)
                         dt = time.perf_counter() - t0
                         cell = cells.setdefault(
-                            (mname, cname, load, mode), {"ms": [], "passes": [], "canvas": [], "paths": []}
+                            (mname, cname, load, mode),
+                            {"ms": [], "passes": [], "canvas": [], "paths": [], "threads": []},
                         )
                         cell["ms"].append(1000 * dt)
                         cell["passes"].append(out.result.forward_passes)
                         cell["canvas"].append(out.result.canvas_length)
                         cell["paths"].append(out.result.sampler)
+                        cell["threads"].append(out.result.threads)
                     print(f"[{load} {mode} {rep + 1}/{reps}]", file=sys.stderr)
         finally:
             if neighbour is not None:
@@ -262,6 +278,8 @@ def cpu_table(args) -> int:
                 "passes": statistics.median(c["passes"]),
                 "canvas": statistics.median(c["canvas"]),
                 "left_to_right": sum(p == "autoregressive" for p in c["paths"]) / len(c["paths"]),
+                "threads": statistics.median(c["threads"]),
+                "threads_seen": sorted(set(c["threads"])),
                 "dtype": inf.info().dtype,
                 "compile": inf.step.status,
                 "warm_up": report,
@@ -271,7 +289,6 @@ def cpu_table(args) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "torch": torch.__version__,
         "cores": __import__("os").cpu_count(),
-        "threads": 1,
         "cpu": platform.processor() or platform.machine(),
         "configs": configs,
         "models": {m: str(p) for m, p in models.items()},
@@ -290,7 +307,7 @@ def _ab_setup(args) -> tuple[Path, object]:
     """One torch thread; the model (--model, else the `small` preset) and its settings at the new defaults."""
     torch.set_num_threads(1)
     path = Path(args.model) if args.model else small_model_dir(ROOT)
-    settings, problems = parse_settings({"modelPath": str(path), "threads": 1, **NEW})
+    settings, problems = parse_settings({"modelPath": str(path), **NEW, "threads": 1})
     assert not problems, problems
     return path, settings
 
@@ -331,7 +348,7 @@ def statistics_ab(args) -> int:
     from canvas_ls.server.pipeline import make_judge
 
     path, settings = _ab_setup(args)
-    inf = Infiller(load_model(path, dtype=NEW["dtype"]), make_judge=make_judge, compile=NEW["compile"])
+    inf = Infiller(load_model(path, dtype=NEW["dtype"]), make_judge=make_judge, compile=NEW["compile"], threads=1)
     print(f"warm-up: {inf.warm_up(settings.sampler_settings())}", file=sys.stderr)
     compiled = inf.step._compiled_statistics
     if compiled is None:
@@ -358,7 +375,9 @@ def packed_ab(args) -> int:
     path, settings = _ab_setup(args)
     fillers = {}
     for name, pack in (("plain", False), ("packed", True)):
-        inf = Infiller(load_model(path, dtype=NEW["dtype"], pack=pack), make_judge=make_judge, compile=NEW["compile"])
+        inf = Infiller(
+            load_model(path, dtype=NEW["dtype"], pack=pack), make_judge=make_judge, compile=NEW["compile"], threads=1
+        )
         print(f"{name}: warm-up {inf.warm_up(settings.sampler_settings())}", file=sys.stderr)
         fillers[name] = inf
     cells: dict[tuple, list[float]] = {}
@@ -399,8 +418,10 @@ def cpu_markdown(rows: list[dict]) -> str:
                         cells.append("")
                         continue
                     ltr = f", {100 * r['left_to_right']:.0f}% left to right" if r["left_to_right"] else ""
+                    threads = "/".join(map(str, r.get("threads_seen", [1])))
                     cells.append(
-                        f"{r['p50_ms']:.0f} / {r['p95_ms']:.0f} ms ({r['passes']:g} passes, canvas {r['canvas']:g}{ltr})"
+                        f"{r['p50_ms']:.0f} / {r['p95_ms']:.0f} ms ({r['passes']:g} passes, canvas {r['canvas']:g},"
+                        f" {threads} thr{ltr})"
                     )
             lines.append(f"| {model} | {cname} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -439,7 +460,7 @@ def _cpu_plot(rows: list[dict], png: Path) -> None:
             if mode == "single" and model == "small":
                 ax.axvline(150, color="grey", linestyle=":", label="target 150 ms")
             ax.legend(fontsize=8)
-    fig.suptitle("CPU defaults, 1 torch thread, side by side in one run", fontsize=9)
+    fig.suptitle("CPU defaults side by side in one run (torch threads as each configuration says)", fontsize=9)
     fig.tight_layout()
     fig.savefig(png, dpi=120, bbox_inches="tight")
 

@@ -53,6 +53,7 @@ from .reference import ReferenceParams, make_generators, reference_denoise
 from .sampler import denoise
 from .settings import SamplerSettings
 from .step import DecoderStep
+from .threads import ThreadPolicy, use_threads
 from .warm_up import WarmUp
 
 log = logging.getLogger("canvas_ls.model.infill")
@@ -72,6 +73,7 @@ class Infiller(WarmUp, LeftToRight):
         min_suffix_tokens: int = 32,
         make_judge: JudgeFactory | None = None,
         compile: str = "off",
+        threads: int = 0,
     ):
         self.loaded = loaded
         self.make_judge = make_judge  # the server's syntax judge, for requests that name a language
@@ -81,6 +83,8 @@ class Infiller(WarmUp, LeftToRight):
         self.min_suffix_tokens = min_suffix_tokens
         self.prefix = PrefixEncoder(loaded.model)
         self.step = DecoderStep(loaded.model, compile=compile)  # eager until warm_up compiles it
+        # torch threads per fill (model/threads.py): 0 = all cores while the machine is otherwise idle
+        self.threads = ThreadPolicy.for_device(threads, loaded.device.type)
         self.costs = Costs()  # what a pass and a left-to-right token cost (warm_up), how long lines are
         # Held by every fill and by each warm-up measurement (warm_up may run on its own thread): the
         # prompt cache and the sampler's running state are one fill's at a time.
@@ -155,6 +159,7 @@ class Infiller(WarmUp, LeftToRight):
             pass_ms=self.costs.pass_ms(32),
             token_ms=self.costs.token_ms(),
             warming_up=self.warming_up,
+            threads=self.threads.describe(),
         )
 
     def forget(self, document: str) -> None:
@@ -164,7 +169,7 @@ class Infiller(WarmUp, LeftToRight):
         self, request: FillRequest, on_step: OnStep | None = None, cancelled: Cancelled | None = None
     ) -> FillResult:
         with self._a_fill():
-            return self._fill(request, on_step, cancelled)
+            return replace(self._fill(request, on_step, cancelled), threads=torch.get_num_threads())
 
     @contextlib.contextmanager
     def _a_fill(self):
@@ -172,6 +177,7 @@ class Infiller(WarmUp, LeftToRight):
         finish (and waits a moment after)."""
         with self.model_lock:
             self.filling = True
+            use_threads(self.threads.choose())
             try:
                 yield
             finally:
@@ -271,7 +277,7 @@ class Infiller(WarmUp, LeftToRight):
 
         on_step(i, event) gets request i's own StepEvent after every step."""
         with self._a_fill():
-            return self._fill_batch(requests, on_step, cancelled)
+            return [replace(r, threads=torch.get_num_threads()) for r in self._fill_batch(requests, on_step, cancelled)]
 
     def _fill_batch(self, requests, on_step=None, cancelled=None) -> list[FillResult]:
         t0 = time.perf_counter()
@@ -337,10 +343,17 @@ class Infiller(WarmUp, LeftToRight):
     ) -> DenoiseOutput:
         device = self.loaded.device
         batch, keep, cache, positions, masks = self._step_inputs(rows)
-        step = self.step
+        step, policy, width = self.step, self.threads, batch.ids.shape[1]
+        watch = device.type == "cpu" and not policy.fixed  # CPU ops are synchronous: a pass can be timed
 
         def step_fn(canvas: torch.Tensor, sc_logits: torch.Tensor | None) -> torch.Tensor:
-            return step(canvas, sc_logits, keep, cache, positions, masks)
+            if not watch:
+                return step(canvas, sc_logits, keep, cache, positions, masks)
+            n, t0 = torch.get_num_threads(), time.perf_counter()
+            logits = step(canvas, sc_logits, keep, cache, positions, masks)
+            if policy.observe(n, width, time.perf_counter() - t0):  # a load came up mid-fill
+                use_threads(policy.fewest)
+            return logits
 
         errors_found = [0] * len(rows)
 

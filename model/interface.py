@@ -91,6 +91,7 @@ class FillResult:
     # why this path filled a single line ("auto: autoregressive (estimated: canvas 140 ms, left to
     # right 60 ms)"); "" when nothing was chosen (the path was fixed)
     choice: str = ""
+    threads: int = 0  # CPU threads the in-process model ran this fill on at its end (0: another backend)
 
     @property
     def tokens_per_pass(self) -> float:
@@ -133,6 +134,7 @@ class FillerInfo:
     pass_ms: float | None = None  # a denoising step on a 32-token canvas, as measured at warm-up
     token_ms: float | None = None  # a left-to-right token, as measured at warm-up
     warming_up: bool = False  # warm-up (compile, costs) still running beside fills: they run eager meanwhile
+    threads: str = ""  # the in-process model's CPU threads: "auto (2 of 2 cores last)", "1" ("" another backend)
 
     def describe(self) -> str:
         kind = " (random weights: output is noise)" if self.random_weights else ""

@@ -30,6 +30,7 @@ import torch
 
 from .packed_linear import soft_embedding
 from .reference import position_statistics
+from .threads import use_threads
 
 log = logging.getLogger("canvas_ls.model.step")
 
@@ -158,9 +159,11 @@ class DecoderStep:
             return sc_logits, torch.ones(canvas.shape, dtype=dtype, device=canvas.device)
         return sc_logits, keep.to(dtype)
 
-    def warm_up(self, examples) -> bool:
+    def warm_up(self, examples, thread_counts: list[int] | None = None) -> bool:
         """Compile the step and run it on each of `examples` (the arguments of real calls, without the
-        model). Returns whether the compiled step is in use; on failure logs one line and stays eager."""
+        model), once per torch thread count in `thread_counts` (default: this thread's): inductor writes
+        the count into its kernels, and torch.compile's guards pick the variant of the caller's count.
+        Returns whether the compiled step is in use; on failure logs one line and stays eager."""
         if not self.wants_compile():
             return self.compiled
         if self.model.device.type != "cpu":
@@ -170,26 +173,28 @@ class DecoderStep:
             self._give_up("no C++ compiler found (install g++ or clang++, or set CXX)")
             return False
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compile_cache_dir()))
-        t0 = time.perf_counter()
+        t0, before = time.perf_counter(), torch.get_num_threads()
         # Calls meanwhile (from other threads: the warm-up may compile in the background) run eager;
         # the compiled functions are put in place only once they have passed the checks below.
         self.status = "compiling"
         try:
-            import torch._dynamo
+            import torch._dynamo as dynamo
             import torch.fx.experimental._config as fx_config
 
-            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)
+            dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 16)
             # Tracing transformers' MoE warns that dynamo traces through a functools.lru_cache (a
             # version check): harmless, and on stderr editors such as Neovim file it as an error.
             warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
             # Module floats (norm eps, scales) as constants: symbolic floats make dynamo trace twice.
-            torch._dynamo.config.specialize_float = True
+            dynamo.config.specialize_float = True
             # No duck sizing: a canvas as wide as a head (32, 64) must not become that constant.
             fx_config.use_duck_shape = False
             fn = torch.compile(_compiled_form, dynamic=True)
             stats = torch.compile(position_statistics, dynamic=True)
+            calls = [(n, example) for n in thread_counts or [before] for example in examples]
             with torch.inference_mode():
-                for canvas, sc_logits, keep, cache, positions, _masks in examples:
+                for n, (canvas, sc_logits, keep, cache, positions, _masks) in calls:
+                    use_threads(n)
                     sc, weight = self._tensor_inputs(canvas, sc_logits, keep)
                     out = fn(self.model, canvas, sc, weight, cache, positions)
                     if out.shape[:2] != canvas.shape or not bool(torch.isfinite(out).all()):
@@ -204,8 +209,10 @@ class DecoderStep:
                         if not torch.equal(at_argmax, ref[3]):
                             raise RuntimeError("the compiled sampler statistics disagree on the argmax")
         except Exception as exc:
+            use_threads(before)
             self._give_up(f"could not compile the decoder step ({type(exc).__name__}: {_first_line(exc)})")
             return False
+        use_threads(before)
         self.compile_seconds = time.perf_counter() - t0
         self._compiled = fn
         self._compiled_statistics = stats

@@ -22,6 +22,7 @@ from .canvas import Row, lay_out
 from .costs import Costs
 from .interface import FillRequest
 from .settings import SamplerSettings
+from .threads import use_threads
 
 log = logging.getLogger("canvas_ls.model.infill")
 
@@ -67,6 +68,8 @@ class WarmUp:
         canvas. A closed Infiller (the host loaded another model) stops at the next stage."""
         t0 = time.perf_counter()
         settings = settings or SamplerSettings()
+        # Costs are measured on as many threads as fills on an otherwise idle machine get.
+        use_threads(self.threads.counts()[0])
 
         def stage() -> bool:
             """Wait for a quiet moment (beside fills); False: the model was dropped, stop."""
@@ -82,9 +85,17 @@ class WarmUp:
                 example = self._step_example(32, with_sc=True)
                 eager = self._time_step(example)
             if self.step.compile == "on" or eager >= COMPILE_MIN_PASS_S:
-                self.step.warm_up([example])
+                # A compile beside fills keeps a core busy: they run on fewer threads meanwhile.
+                self.threads.busy_elsewhere = beside_fills
+                try:
+                    self.step.warm_up([example], self.threads.counts())
+                finally:
+                    self.threads.busy_elsewhere = False
             else:
                 self.step.skip(f"an eager pass takes {1000 * eager:.1f} ms: compiling would not pay")
+        if len(self.threads.counts()) > 1 and stage():  # threads auto adapts only where it changes no fill
+            with self.model_lock:
+                self.threads.verify(self._same_on_every_count())
         if settings.single_line_decoder == "auto":  # what choose_decoder weighs (~3 s for the 46M model)
             costs = Costs()
             # The calibration line, both ways: how many passes the canvas takes, how many tokens the line.
@@ -115,6 +126,7 @@ class WarmUp:
         report = {
             "compile": self.step.status,
             "compile_s": self.step.compile_seconds,
+            "threads": self.threads.describe(),
             "pass_ms": {w: round(1000 * v, 2) for w, v in sorted(self.costs.pass_s.items())},
             "token_ms": self.costs.token_ms(),
             "line_passes": self.costs.line_passes,
@@ -192,6 +204,30 @@ class WarmUp:
             2,
             10,
         )
+
+    @torch.inference_mode()
+    def _same_on_every_count(self) -> bool:
+        """Whether every thread count `threads: auto` may pick computes bitwise the same prompt K/V and
+        decoder step (the compiled one, once compiled) as the first: a fill must not depend on the load."""
+        gen = torch.Generator().manual_seed(0)
+        req = self._warm_request(24, SamplerSettings(), 2)
+        ids = self.prompt_ids(req.text[: req.holes[0][0]])
+        before, seen = torch.get_num_threads(), []
+        try:
+            for n in self.threads.counts():
+                use_threads(n)
+                state = self.prefix.encode(ids)
+                middles, suffix, options, own = self._plan(req, 8, False)
+                lay = lay_out(options[0], middles, suffix, own, self.loaded.pad_id)
+                batch, keep, cache, positions, masks = self._step_inputs([Row(0, lay, state, 0, own)])
+                if not seen:
+                    sc = torch.randn(*batch.ids.shape, self.loaded.vocab_size, generator=gen).to(self.loaded.device) * 3
+                logits = self.step(batch.ids, sc, keep, cache, positions, masks)
+                seen.append((state.keys + state.values, logits))
+        finally:
+            use_threads(before)
+        (kv, logits), rest = seen[0], seen[1:]
+        return all(torch.equal(logits, b) and all(map(torch.equal, kv, other)) for other, b in rest)
 
     @torch.inference_mode()
     def _step_example(self, width: int, with_sc: bool):

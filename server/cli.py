@@ -224,6 +224,7 @@ def cmd_fill(args: argparse.Namespace) -> int:
                     "model": filler.info().describe(),
                     "sampler": r.sampler if r else None,
                     "decoderChoice": r.choice if r else "",
+                    "threads": r.threads if r else 0,
                     "denoisingSteps": r.steps if r else 0,
                     "errorsFound": r.errors_found if r else 0,
                     "syntaxErrors": r.syntax_errors if r else 0,

@@ -60,6 +60,7 @@ async def _apply(ls, uri: str, outcome: FillOutcome, version: int, text: str) ->
         "errorsFound": r.errors_found if r else 0,
         "sampler": r.sampler if r else "",
         "decoderChoice": r.choice if r else "",
+        "threads": r.threads if r else 0,
         "tokensPerPass": round(r.tokens_per_pass, 2) if r else 0,
         "seconds": round(r.seconds, 3) if r else 0,
         **extra,
@@ -277,6 +278,7 @@ def status(ls, *args: Any) -> dict:
         "passMs": info.pass_ms if info else None,
         "tokenMs": info.token_ms if info else None,
         "warmingUp": info.warming_up if info else None,  # fills run eager, on the canvas, until it is done
+        "threads": info.threads if info else None,  # CPU threads: auto (as many as other processes leave) or fixed
         "busy": ls.jobs.running > 0,
         "error": ls.host.error,
         # What the server holds on to (a long session must keep these small): requests in flight,

@@ -64,14 +64,11 @@ def load_in_process(settings: ServerSettings, warm_up: bool | None = None) -> Fi
     thread of its own while the first fills run, or before returning); on the main thread (`canvas-ls
     fill`), and False: none."""
     t0 = time.perf_counter()
-    import torch
 
     from canvas_ls.model.infill import Infiller
     from canvas_ls.model.loading import load_model
     from canvas_ls.model.tiny import build_tiny_checkpoint
 
-    if torch.get_num_threads() != settings.torch_threads():
-        torch.set_num_threads(settings.torch_threads())
     path = model_dir_for(settings)
     if path == demo_model_dir() and not _current_demo(path):
         log.warning("no model configured and none bundled: building a tiny random-weight model at %s", path)
@@ -89,7 +86,9 @@ def load_in_process(settings: ServerSettings, warm_up: bool | None = None) -> Fi
     prompt = settings.maxPromptTokens
     if loaded.trained_prompt_tokens:  # a checkpoint trained on shorter prompts gets no longer ones
         prompt = min(prompt, int(loaded.trained_prompt_tokens))
-    filler = Infiller(loaded, max_prompt_tokens=prompt, make_judge=make_judge, compile=settings.compile)
+    filler = Infiller(
+        loaded, max_prompt_tokens=prompt, make_judge=make_judge, compile=settings.compile, threads=settings.threads
+    )
     log.info("model loaded in %.1f s", time.perf_counter() - t0)
     if warm_up is None and threading.current_thread() is not threading.main_thread():
         warm_up = settings.warmUp == "first"  # else in the background (next line)

@@ -8,7 +8,6 @@ and the editor clients mirror these names.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -152,7 +151,7 @@ class ServerSettings:
     logFile: str = _setting("", "Also write the log to this file (the log never goes to stdout).")
     threads: int = _setting(
         0,
-        "CPU threads for the model (torch.set_num_threads). 0: one fewer than the cores, at least 1, so the server's own threads keep a core (two torch threads fighting them on a 2-core machine made fills 10-50x slower).",
+        "CPU threads for the in-process model. 0: auto, per fill: every core while other processes leave them free, one fewer for each core they keep busy (two threads beside a busy process made fills 10-30x slower on a 2-core machine); a fill that meets a new load mid-way finishes on fewer. N: always N.",
         lo=0,
         hi=1024,
     )
@@ -179,10 +178,6 @@ class ServerSettings:
             suffix_tokens=self.suffixTokens,
         )
 
-    def torch_threads(self) -> int:
-        """The threads setting resolved: 0 means one fewer than the cores, at least 1."""
-        return self.threads or max(1, (os.cpu_count() or 2) - 1)
-
     def model_key(self) -> tuple:
         """Changing any of these means loading the model (or connecting to its server) again."""
         if self.backend == "vllm":
@@ -194,6 +189,7 @@ class ServerSettings:
             self.dtype,
             self.compile,
             self.warmUp,
+            self.threads,
             self.maxPromptTokens,
             self.canvasLength,
         )

@@ -292,10 +292,10 @@ def test_fills_run_eager_beside_a_background_warm_up_and_take_the_compiled_step_
     compiling, release = threading.Event(), threading.Event()
     real = inf.step.warm_up
 
-    def held_compile(examples):  # the compile, held open until the fill below has run beside it
+    def held_compile(examples, thread_counts=None):  # the compile, held open until the fill below has run beside it
         compiling.set()
         assert release.wait(60)
-        return real(examples)
+        return real(examples, thread_counts)
 
     monkeypatch.setattr(inf.step, "warm_up", held_compile)
     settings = replace(LINE, single_line_decoder="auto")
@@ -307,6 +307,7 @@ def test_fills_run_eager_beside_a_background_warm_up_and_take_the_compiled_step_
         eager_before = inf.step.eager_calls
         result = inf.fill(req)  # would hang here if fills waited for the warm-up
         assert inf.step.eager_calls > eager_before and inf.step.compiled_calls == 0
+        assert result.threads == inf.threads.fewest  # the compile keeps a core busy: fewer threads
         assert result.sampler != "autoregressive" and inf.costs.token_s is None  # no costs yet: the canvas
     finally:
         release.set()
