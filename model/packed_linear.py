@@ -111,26 +111,29 @@ def _packed_experts_op():
 
 
 def _experts_forward(packed, x, top_k_index, top_k_weights):
-    """transformers' grouped_mm experts forward, row for row (the same products in the same order, so
-    bitwise the same), with each expert's weights packed. x (N, H); top_k_index, top_k_weights (N, K)."""
+    """transformers' grouped_mm experts forward, row for row (the same products on the same rows in the
+    same order, so bitwise the same), with each expert's weights packed. x (N, H); top_k_index,
+    top_k_weights (N, K). The (token, choice) pairs are sorted by expert once, so each expert's rows are
+    one contiguous slice: ~15 small ops a layer instead of ~30 (a `small` layer's 547 -> 382 us on two
+    threads, 208 us of it the products)."""
     gate_up, down, act = packed
     n, k = top_k_index.shape
     expert_ids, weights = top_k_index.reshape(-1), top_k_weights.reshape(-1)  # (N*K,)
-    rows_out = None  # (N*K, H): each (token, choice) pair's weighted expert output
-    for e in range(len(gate_up)):
-        rows = (expert_ids == e).nonzero().squeeze(1)
-        if rows.numel() == 0:
-            continue
-        h = _product(x[rows // k], gate_up[e])
-        gate, up = h.chunk(2, dim=-1)
-        y = _product(act(gate) * up, down[e])
-        y = y * weights[rows].unsqueeze(-1)
-        if rows_out is None:
-            rows_out = y.new_zeros((n * k, y.shape[-1]))
-        rows_out[rows] = y
-    if rows_out is None:
+    order = torch.argsort(expert_ids, stable=True)  # pairs grouped by expert, each group in row order
+    counts = torch.bincount(expert_ids, minlength=len(gate_up)).tolist()
+    rows = x[order // k]  # (N*K, H)
+    outs, start = [], 0
+    for e, count in enumerate(counts):
+        if count:
+            gate, up = _product(rows[start : start + count], gate_up[e]).chunk(2, dim=-1)
+            outs.append(_product(act(gate) * up, down[e]))
+            start += count
+    if not outs:  # no rows
         return torch.zeros_like(x)
-    return rows_out.view(n, k, -1).sum(dim=1).to(x.dtype)
+    y = (torch.cat(outs) if len(outs) > 1 else outs[0]) * weights[order].unsqueeze(-1)
+    pairs = torch.empty_like(y)  # (N*K, H): each pair's weighted expert output, back in pair order
+    pairs[order] = y
+    return pairs.view(n, k, -1).sum(dim=1).to(x.dtype)
 
 
 class PackedExperts(torch.nn.Module):
