@@ -365,6 +365,8 @@ def test_server_settings_carry_the_new_defaults():
     bad, problems = parse_settings({"compile": "maybe", "singleLineDecoder": "left", "suffixTokens": -1})
     assert len(problems) == 3 and (bad.compile, bad.singleLineDecoder, bad.suffixTokens) == ("auto", "auto", 8)
     assert ServerSettings(compile="off").model_key() != s.model_key()  # compile is part of loading
+    assert s.threads == 0  # auto (model/threads.py)
+    assert ServerSettings(threads=2).model_key() != s.model_key()  # compiled once per thread count
     for name in ("compile", "singleLineSteps", "suffixTokens", "singleLineDecoder"):
         assert f"`{name}`" in settings_table()
 

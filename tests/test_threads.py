@@ -91,6 +91,16 @@ def test_without_proc_auto_keeps_one_core_free(tmp_path):
     assert ThreadPolicy(0, load=CpuLoad(str(tmp_path / "none"), str(tmp_path / "none")), n_cores=1).choose() == 1
 
 
+def test_a_container_cpu_quota_caps_the_cores(tmp_path):
+    quota = tmp_path / "cpu.max"
+    quota.write_text("100000 100000\n")  # docker --cpus=1
+    assert cores(str(quota)) == 1
+    quota.write_text("150000 100000\n")  # --cpus=1.5: a second thread may run half the time
+    assert cores(str(quota)) == min(2, cores(str(tmp_path / "none")))
+    quota.write_text("max 100000\n")
+    assert cores(str(quota)) == cores(str(tmp_path / "none")) >= 1
+
+
 def test_a_pass_far_slower_than_usual_means_a_load_came_up(tmp_path):
     proc = FakeProc(tmp_path)
     policy = ThreadPolicy(0, load=CpuLoad(str(proc.stat), str(proc.own)), n_cores=2)
