@@ -124,8 +124,11 @@ def _spin(seconds: float) -> None:
 @pytest.mark.skipif(not LINUX, reason="reads /proc")
 def test_the_real_proc_shows_a_busy_neighbour_and_not_this_process():
     load = CpuLoad()
-    _spin(0.3)  # this process's own work is not another's
-    assert load.look() < 0.5
+    seen = []
+    for _ in range(3):  # this process's own work is not another's (three tries: a stray daemon may wake)
+        _spin(0.3)
+        seen.append(load.look())
+    assert min(seen) < 0.5, seen
     neighbour = mp.get_context("spawn").Process(target=_spin, args=(1.5,))
     neighbour.start()
     try:
