@@ -83,6 +83,7 @@ export interface ServerStatus {
   busy?: boolean;
   error?: string | null;
   warmingUp?: boolean | null; // the model's warm-up (compile, timing) still runs: fills are eager meanwhile
+  threads?: string | null; // the in-process model's CPU threads: "auto (2 cores, 2 last)", or a fixed count
 }
 
 export interface StatusView {
@@ -106,6 +107,7 @@ export function statusView(
     `canvas-ls ${status?.version ?? ""}`.trim(),
     status?.model ? `model: ${status.model}${status.randomWeights ? " (random weights: fills are noise)" : ""}` : "model: loading…",
     status?.device ? `device: ${status.device}${status.dtype ? `, ${status.dtype}` : ""}` : "",
+    status?.threads ? `CPU threads: ${status.threads}` : "",
     status?.warmingUp ? "warming up (compiling in the pauses between fills; fills meanwhile run eager)" : "",
   ].filter(Boolean);
   if (state.busy || status?.busy) {

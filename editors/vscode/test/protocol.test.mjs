@@ -82,6 +82,9 @@ describe("settings", () => {
     assert.match(ok.text, /tiny-model · cpu/);
     assert.match(ok.tooltip, /random weights/);
     assert.doesNotMatch(ok.tooltip, /warming up/);
+    assert.doesNotMatch(ok.tooltip, /CPU threads/); // another backend: no threads line
+    const threads = config.statusView({ model: "m", device: "cpu", threads: "auto (2 cores, 2 last)" }, { running: true, busy: false });
+    assert.match(threads.tooltip, /CPU threads: auto \(2 cores, 2 last\)/);
     assert.match(config.statusView({ model: "m", warmingUp: true }, { running: true, busy: false }).tooltip, /warming up/);
     assert.match(config.statusView({ model: "m" }, { running: true, busy: true, step: { step: 3, maxSteps: 8 } }).text, /filling… 3\/8/);
     assert.equal(config.statusView(undefined, { running: false, busy: false }).kind, "stopped");
