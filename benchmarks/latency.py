@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from canvas_ls.model.threads import cores
 from canvas_ls.server.model_host import ModelHost
 from canvas_ls.server.pipeline import run_fill
 from canvas_ls.server.settings import parse_settings
@@ -88,8 +89,8 @@ def threads_sweep(infiller, base, reps: int, out: Path) -> int:
     from canvas_ls.model.threads import ThreadPolicy
 
     policy = ThreadPolicy(0)
-    cores = policy.cores
-    counts = sorted({1, policy.fewest, cores})
+    n_cores = policy.cores
+    counts = sorted({1, policy.fewest, n_cores})
     default = policy.fewest  # what auto takes beside a busy process (and the fixed default before it)
     rows = []
     for load in ("idle", "one busy process"):
@@ -121,7 +122,7 @@ def threads_sweep(infiller, base, reps: int, out: Path) -> int:
                 neighbour.terminate()
     result = {
         "model": infiller.info().describe(),
-        "cores": cores,
+        "cores": n_cores,
         "fewest_threads": default,
         "reps": reps,
         "torch": torch.__version__,
@@ -144,7 +145,7 @@ def threads_sweep(infiller, base, reps: int, out: Path) -> int:
         ax.set(xlabel="torch threads", ylabel="p50 fill latency (ms)", title=f"{mode}-line fill", yscale="log")
         ax.axvline(default, color="grey", linestyle=":", label=f"auto beside a busy process ({default})")
         ax.legend()
-    fig.suptitle(f"{result['model']}, {cores} cores", fontsize=8)
+    fig.suptitle(f"{result['model']}, {n_cores} cores", fontsize=8)
     fig.savefig(out.with_suffix(".png"), dpi=120, bbox_inches="tight")
     print(f"wrote {out} and {out.with_suffix('.png')}", file=sys.stderr)
     return 0
@@ -154,7 +155,7 @@ def threads_sweep(infiller, base, reps: int, out: Path) -> int:
 
 # The CPU defaults before issue 13, as settings (threads was already 1 on two cores).
 OLD = {
-    "threads": max(1, (__import__("os").cpu_count() or 2) - 1),  # the fixed default before: one core free
+    "threads": max(1, cores() - 1),  # the fixed default before: one core free
     "dtype": "float32",
     "compile": "off",
     "suffixTokens": 32,
@@ -288,7 +289,7 @@ def cpu_table(args) -> int:
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "torch": torch.__version__,
-        "cores": __import__("os").cpu_count(),
+        "cores": cores(),
         "cpu": platform.processor() or platform.machine(),
         "configs": configs,
         "models": {m: str(p) for m, p in models.items()},

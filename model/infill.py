@@ -198,7 +198,7 @@ class Infiller(WarmUp, LeftToRight):
             result = self.fill_autoregressive(request, cancelled=cancelled)
         else:
             per_request = (lambda i, event: on_step(event)) if on_step is not None else None
-            result = self.fill_batch([request], on_step=per_request, cancelled=cancelled)[0]
+            result = self._fill_batch([request], per_request, cancelled)[0]  # inside fill's own _a_fill
         return replace(result, choice=why) if why else result
 
     # ---- the canvas or left to right --------------------------------------------------------

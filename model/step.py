@@ -30,7 +30,7 @@ import torch
 
 from .packed_linear import soft_embedding
 from .reference import position_statistics
-from .threads import use_threads
+from .threads import on_threads
 
 log = logging.getLogger("canvas_ls.model.step")
 
@@ -173,7 +173,7 @@ class DecoderStep:
             self._give_up("no C++ compiler found (install g++ or clang++, or set CXX)")
             return False
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compile_cache_dir()))
-        t0, before = time.perf_counter(), torch.get_num_threads()
+        t0 = time.perf_counter()
         # Calls meanwhile (from other threads: the warm-up may compile in the background) run eager;
         # the compiled functions are put in place only once they have passed the checks below.
         self.status = "compiling"
@@ -191,28 +191,26 @@ class DecoderStep:
             fx_config.use_duck_shape = False
             fn = torch.compile(_compiled_form, dynamic=True)
             stats = torch.compile(position_statistics, dynamic=True)
-            calls = [(n, example) for n in thread_counts or [before] for example in examples]
+            calls = [(n, example) for n in thread_counts or [torch.get_num_threads()] for example in examples]
             with torch.inference_mode():
                 for n, (canvas, sc_logits, keep, cache, positions, _masks) in calls:
-                    use_threads(n)
-                    sc, weight = self._tensor_inputs(canvas, sc_logits, keep)
-                    out = fn(self.model, canvas, sc, weight, cache, positions)
-                    if out.shape[:2] != canvas.shape or not bool(torch.isfinite(out).all()):
-                        raise RuntimeError("the compiled step returned logits of the wrong shape or not finite")
-                    banned = torch.zeros(out.shape[-1], dtype=torch.bool, device=out.device)
-                    banned[0] = True
-                    t = torch.tensor(0.5, device=out.device)
-                    for logits in (out, torch.cat([out, out])):  # one row, and several (length candidates)
-                        mine, ref = stats(logits, banned, t), position_statistics(logits, banned, t)
-                        # bf16 logits tie often: any id holding the largest value is the argmax
-                        at_argmax = ref[0].gather(-1, mine[4][..., None]).squeeze(-1)
-                        if not torch.equal(at_argmax, ref[3]):
-                            raise RuntimeError("the compiled sampler statistics disagree on the argmax")
+                    with on_threads(n):
+                        sc, weight = self._tensor_inputs(canvas, sc_logits, keep)
+                        out = fn(self.model, canvas, sc, weight, cache, positions)
+                        if out.shape[:2] != canvas.shape or not bool(torch.isfinite(out).all()):
+                            raise RuntimeError("the compiled step returned logits of the wrong shape or not finite")
+                        banned = torch.zeros(out.shape[-1], dtype=torch.bool, device=out.device)
+                        banned[0] = True
+                        t = torch.tensor(0.5, device=out.device)
+                        for logits in (out, torch.cat([out, out])):  # one row, and several (length candidates)
+                            mine, ref = stats(logits, banned, t), position_statistics(logits, banned, t)
+                            # bf16 logits tie often: any id holding the largest value is the argmax
+                            at_argmax = ref[0].gather(-1, mine[4][..., None]).squeeze(-1)
+                            if not torch.equal(at_argmax, ref[3]):
+                                raise RuntimeError("the compiled sampler statistics disagree on the argmax")
         except Exception as exc:
-            use_threads(before)
             self._give_up(f"could not compile the decoder step ({type(exc).__name__}: {_first_line(exc)})")
             return False
-        use_threads(before)
         self.compile_seconds = time.perf_counter() - t0
         self._compiled = fn
         self._compiled_statistics = stats

@@ -28,6 +28,7 @@ Without /proc (macOS, Windows), auto keeps the earlier policy: one fewer than th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -108,8 +109,7 @@ class ThreadPolicy:
         self.busy_elsewhere = False  # this process keeps a core busy itself (a background compile)
         # auto adapts only once warm-up found every count computing the same logits (`verify`)
         self.verified: bool | None = None
-        self._fastest: dict[tuple[int, int], float] = {}  # (threads, width) -> fastest pass seen
-        self._seen: dict[tuple[int, int], int] = {}
+        self._passes: dict[tuple[int, int], tuple[float, int]] = {}  # (threads, width) -> (fastest, how many)
         self.last: int | None = None  # the count `choose` gave last
 
     @classmethod
@@ -134,8 +134,9 @@ class ThreadPolicy:
         if self.fixed:
             n = self.fixed
         else:
-            others = self.load.look() if self.load is not None else None
-            if not self.verified or others is None or self.busy_elsewhere or time.monotonic() < self.contended_until:
+            held = not self.verified or self.busy_elsewhere or time.monotonic() < self.contended_until
+            others = None if held or self.load is None else self.load.look()  # /proc read only when it decides
+            if others is None:
                 n = self.fewest
             else:  # leave other processes the cores they use, a little of one free
                 n = max(1, min(self.cores, self.cores - math.ceil(others - IDLE_SLACK)))
@@ -167,15 +168,23 @@ class ThreadPolicy:
     def observe(self, threads: int, width: int, seconds: float) -> bool:
         """Record a decoder pass; True when it was contended (far slower than the fastest seen on this
         many threads at this width) and the fill should go on with `fewest` threads."""
-        key = (threads, width)
-        fastest = self._fastest.get(key, math.inf)
-        seen = self._seen.get(key, 0)
-        self._seen[key] = seen + 1
-        self._fastest[key] = min(fastest, seconds)
+        fastest, seen = self._passes.get((threads, width), (math.inf, 0))
+        self._passes[threads, width] = (min(fastest, seconds), seen + 1)
         if self.fixed or threads <= self.fewest or seen < 3 or seconds < CONTENDED_RATIO * fastest:
             return False
         self.contended_until = time.monotonic() + CONTENDED_S
         return True
+
+
+@contextlib.contextmanager
+def on_threads(n: int):
+    """This OS thread's torch thread count set to n for the block, then back to what it was."""
+    before = torch.get_num_threads()
+    use_threads(n)
+    try:
+        yield
+    finally:
+        use_threads(before)
 
 
 def use_threads(n: int) -> None:

@@ -22,7 +22,7 @@ from .canvas import Row, lay_out
 from .costs import Costs
 from .interface import FillRequest
 from .settings import SamplerSettings
-from .threads import use_threads
+from .threads import on_threads, use_threads
 
 log = logging.getLogger("canvas_ls.model.infill")
 
@@ -209,33 +209,28 @@ class WarmUp:
     def _same_on_every_count(self) -> bool:
         """Whether every thread count `threads: auto` may pick computes bitwise the same prompt K/V and
         decoder step (the compiled one, once compiled) as the first: a fill must not depend on the load."""
-        gen = torch.Generator().manual_seed(0)
-        req = self._warm_request(24, SamplerSettings(), 2)
-        ids = self.prompt_ids(req.text[: req.holes[0][0]])
-        before, seen = torch.get_num_threads(), []
-        try:
-            for n in self.threads.counts():
-                use_threads(n)
-                state = self.prefix.encode(ids)
-                middles, suffix, options, own = self._plan(req, 8, False)
-                lay = lay_out(options[0], middles, suffix, own, self.loaded.pad_id)
-                batch, keep, cache, positions, masks = self._step_inputs([Row(0, lay, state, 0, own)])
+        seen = []
+        for n in self.threads.counts():
+            with on_threads(n):
+                state, (ids, _, keep, cache, positions, masks) = self._example(32, with_sc=False)
                 if not seen:
-                    sc = torch.randn(*batch.ids.shape, self.loaded.vocab_size, generator=gen).to(self.loaded.device) * 3
-                logits = self.step(batch.ids, sc, keep, cache, positions, masks)
-                seen.append((state.keys + state.values, logits))
-        finally:
-            use_threads(before)
+                    gen = torch.Generator().manual_seed(0)
+                    sc = torch.randn(*ids.shape, self.loaded.vocab_size, generator=gen).to(self.loaded.device) * 3
+                seen.append((state.keys + state.values, self.step(ids, sc, keep, cache, positions, masks)))
         (kv, logits), rest = seen[0], seen[1:]
         return all(torch.equal(logits, b) and all(map(torch.equal, kv, other)) for other, b in rest)
 
-    @torch.inference_mode()
     def _step_example(self, width: int, with_sc: bool):
         """The arguments of a real decoder pass on a `width` canvas (what the step is compiled on)."""
+        return self._example(width, with_sc)[1]
+
+    @torch.inference_mode()
+    def _example(self, width: int, with_sc: bool):
+        """(the prompt's freshly encoded state, the arguments of a real decoder pass on a `width` canvas)."""
         req = self._warm_request(width // 2, SamplerSettings(), 2)
         state = self.prefix.encode(self.prompt_ids(req.text[: req.holes[0][0]]))
         middles, suffix, options, own = self._plan(req, width, False)
         lay = lay_out(options[0], middles, suffix, own, self.loaded.pad_id)
         batch, keep, cache, positions, masks = self._step_inputs([Row(0, lay, state, 0, own)])
         sc = torch.zeros(*batch.ids.shape, self.loaded.vocab_size, device=self.loaded.device) if with_sc else None
-        return batch.ids, sc, keep, cache, positions, masks
+        return state, (batch.ids, sc, keep, cache, positions, masks)

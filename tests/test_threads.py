@@ -18,7 +18,7 @@ from canvas_ls.model.interface import FillRequest
 from canvas_ls.model.loading import load_model
 from canvas_ls.model.settings import SamplerSettings
 from canvas_ls.model.step import DecoderStep, cpp_compiler, decoder_logits
-from canvas_ls.model.threads import CpuLoad, ThreadPolicy, cores
+from canvas_ls.model.threads import CpuLoad, ThreadPolicy, cores, on_threads
 from canvas_ls.model.tiny import build_random_checkpoint
 
 DOC = "import os\n\n\ndef read(path):\n    with open(path) as f:\n        data = f.read()\n    return data\n"
@@ -160,12 +160,8 @@ def _inputs(inf: Infiller, width: int, seed: int):
 
 
 def _on_threads(n: int, fn):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
+    with on_threads(n):
         return fn()
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.mark.skipif(cpp_compiler() is None, reason="no C++ compiler: torch.compile cannot run here")
