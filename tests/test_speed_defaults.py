@@ -22,6 +22,7 @@ from canvas_ls.model.loading import load_model, resolve_dtype
 from canvas_ls.model.reference import ReferenceParams, make_generators, position_statistics, reference_denoise
 from canvas_ls.model.settings import SamplerSettings
 from canvas_ls.model.step import DecoderStep, cpp_compiler, decoder_logits
+from canvas_ls.model.threads import on_threads
 
 DOC = '''import math
 
@@ -372,6 +373,30 @@ def test_server_settings_carry_the_new_defaults():
 
 
 @pytest.mark.skipif(not packed_linear._available(), reason="this torch has no oneDNN linear ops")
+def test_dense_experts_compute_bitwise_what_the_routed_rows_do(tiny_dir):
+    """The compiled step's experts (PackedExperts._dense: every expert on every row, weighted by the
+    routing) give each row what the routed form (the custom op, transformers' row gathering) gives:
+    run eagerly they are bitwise equal, on one and on two threads, for canvases of 1 to 64 rows,
+    whichever experts the rows were routed to."""
+    model = load_model(tiny_dir, dtype="bfloat16").model
+    experts = [m for m in model.modules() if isinstance(m, packed_linear.PackedExperts)]
+    assert experts and all(m.num_experts <= packed_linear.DENSE_EXPERTS for m in experts)
+    gen = torch.Generator().manual_seed(0)
+    hidden = experts[0].down_proj.shape[1]
+    with torch.inference_mode():
+        for threads in (1, 2):
+            with on_threads(threads):
+                for m in experts:
+                    for rows in (1, 3, 16, 32, 64):
+                        x = torch.randn(rows, hidden, generator=gen).to(torch.bfloat16)
+                        index = torch.randint(0, m.num_experts, (rows, 1), generator=gen)
+                        index[0] = 0  # some rows on expert 0, the rest as drawn (all on one expert, at times)
+                        weights = torch.rand(rows, 1, generator=gen).to(torch.bfloat16)
+                        routed = m(x, index, weights)  # not compiling: the custom op
+                        assert torch.equal(m._dense(x, index, weights), routed), (threads, rows)
+
+
+@pytest.mark.skipif(not packed_linear._available(), reason="this torch has no oneDNN linear ops")
 def test_prepacked_bf16_weights_compute_bitwise_what_the_plain_ones_do(tiny_dir, tmp_path, monkeypatch):
     """bf16 on a CPU loads with its linear, experts and self-conditioning weights prepacked for oneDNN
     (model/packed_linear.py): every decoder pass, the prompt's K/V and a whole fill are bitwise what
@@ -415,7 +440,7 @@ def test_prepacked_bf16_weights_compute_bitwise_what_the_plain_ones_do(tiny_dir,
             assert step.compiled_calls == 1
             assert _agreement(compiled, decoder_logits(packed.model, canvas, sc, keep, cache, positions, masks)) >= 0.97
 
-    keys = {m.key for m in layers + experts} | {soft_key}
+    keys = {m.key for m in layers + experts} | {soft_key} | {k for m in experts for k in m.gate_up_keys + m.down_keys}
     del a, packed, layers, experts, embed, step
     gc.collect()
     assert not keys & set(packed_linear._packed)
