@@ -229,6 +229,42 @@ class PackedLinear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, packed for oneDNN"
 
 
+# transformers' gated MLPs whose forward is down_proj(act_fn(gate_proj(x)) * up_proj(x)), which PackedMLP reproduces
+GATED_MLPS = ("DiffusionGemmaText4MLP",)
+
+
+class PackedMLP(torch.nn.Module):
+    """A gated MLP, down(act(gate(x)) * up(x)), with gate and up as one packed product of the two weights
+    stacked: each output column is computed as the separate products compute it (bitwise, tested), in
+    one oneDNN call instead of two (a `small` layer on a 32 canvas, two threads: 302 -> 266 us). Keeps
+    the original submodules (state_dict keys stay); down_proj is packed as any linear layer."""
+
+    def __init__(self, mlp: torch.nn.Module):
+        super().__init__()
+        self.gate_proj, self.up_proj, self.down_proj = mlp.gate_proj, mlp.up_proj, mlp.down_proj
+        self.act_fn = mlp.act_fn
+        self.intermediate = mlp.gate_proj.out_features
+        self.key = _register(self, _pack(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = _packed_linear_op()(x, self.key, 2 * self.intermediate, None).chunk(2, dim=-1)
+        return self.down_proj(self.act_fn(gate) * up)
+
+    def extra_repr(self) -> str:
+        return "gate and up packed as one product"
+
+
+def _fusable_mlp(module: torch.nn.Module) -> bool:
+    parts = [getattr(module, name, None) for name in ("gate_proj", "up_proj", "down_proj")]
+    return (
+        type(module).__name__ in GATED_MLPS
+        and all(isinstance(p, torch.nn.Linear) and p.bias is None for p in parts)
+        and all(p.weight.dtype == torch.bfloat16 and p.weight.device.type == "cpu" for p in parts)
+        and parts[0].weight.shape == parts[1].weight.shape
+        and hasattr(module, "act_fn")
+    )
+
+
 def _text_modules(model: torch.nn.Module, wanted) -> list[tuple[torch.nn.Module, str, torch.nn.Module]]:
     """(parent, attribute, module) for every module outside the vision tower with wanted(module), each once."""
     out, seen = [], set()
@@ -262,14 +298,22 @@ def pack_linears(model: torch.nn.Module) -> int:
     packed. Does nothing (0) on another device or dtype, without oneDNN, or past MAX_PACKED_BYTES."""
     if not _available():
         return 0
+    mlps = _text_modules(model, _fusable_mlp)
+    fused = {id(m.gate_proj) for _, _, m in mlps} | {id(m.up_proj) for _, _, m in mlps}  # packed as one, in PackedMLP
     found = _text_modules(
         model,
-        lambda m: isinstance(m, torch.nn.Linear) and m.weight.dtype == torch.bfloat16 and m.weight.device.type == "cpu",
+        lambda m: (
+            isinstance(m, torch.nn.Linear)
+            and m.weight.dtype == torch.bfloat16
+            and m.weight.device.type == "cpu"
+            and id(m) not in fused
+        ),
     )
     experts = _text_modules(model, _packable_experts)
     embeds = _soft_embeddings(model)
     size = (
         sum(lin.weight.numel() * lin.weight.element_size() for _, _, lin in found)
+        + sum((m.gate_proj.weight.numel() + m.up_proj.weight.numel()) * 2 for _, _, m in mlps)
         + sum((m.gate_up_proj.numel() + m.down_proj.numel()) * 2 for _, _, m in experts)
         + sum(m.weight.numel() * 2 for m in embeds)
     )
@@ -280,11 +324,15 @@ def pack_linears(model: torch.nn.Module) -> int:
     try:
         for parent, attr, lin in found:
             setattr(parent, attr, PackedLinear(lin))
+        for parent, attr, mlp in mlps:  # after its down_proj was packed above
+            setattr(parent, attr, PackedMLP(mlp))
         for parent, attr, module in experts:
             setattr(parent, attr, PackedExperts(module))
         for embed in embeds:  # (V, H) -> a packed (H, V) linear weight: probs @ E == linear(probs, E^T)
             setattr(embed, SOFT_KEY, _register(embed, _pack(embed.weight.t())))
     except Exception as exc:  # an old or unusual torch: the plain layers still work
+        for parent, attr, mlp in mlps:
+            setattr(parent, attr, mlp)
         for parent, attr, lin in found:
             setattr(parent, attr, lin)
         for parent, attr, module in experts:
@@ -294,4 +342,4 @@ def pack_linears(model: torch.nn.Module) -> int:
                 delattr(embed, SOFT_KEY)
         log.info("weights not prepacked (%s: %s)", type(exc).__name__, str(exc).splitlines()[0])
         return 0
-    return len(found) + sum(m.num_experts * 2 for _, _, m in experts) + len(embeds)
+    return len(found) + len(mlps) + sum(m.num_experts * 2 for _, _, m in experts) + len(embeds)

@@ -407,6 +407,9 @@ def test_prepacked_bf16_weights_compute_bitwise_what_the_plain_ones_do(tiny_dir,
     assert layers and not any(isinstance(m, packed_linear.PackedLinear) for m in plain.model.modules())
     experts = [m for m in packed.model.modules() if isinstance(m, packed_linear.PackedExperts)]
     assert len(experts) == 2 * 2  # encoder and decoder layers' experts, each once
+    mlps = [m for m in packed.model.modules() if isinstance(m, packed_linear.PackedMLP)]
+    assert len(mlps) == 2 * 2  # their gated MLPs: gate and up as one product
+    assert not any(isinstance(m.gate_proj, packed_linear.PackedLinear) for m in mlps)
     embed = packed.model.model.decoder.embed_tokens  # its transpose, for the self-conditioning product
     soft_key = getattr(embed, packed_linear.SOFT_KEY)
     assert not hasattr(plain.model.model.decoder.embed_tokens, packed_linear.SOFT_KEY)
@@ -440,7 +443,11 @@ def test_prepacked_bf16_weights_compute_bitwise_what_the_plain_ones_do(tiny_dir,
             assert step.compiled_calls == 1
             assert _agreement(compiled, decoder_logits(packed.model, canvas, sc, keep, cache, positions, masks)) >= 0.97
 
-    keys = {m.key for m in layers + experts} | {soft_key} | {k for m in experts for k in m.gate_up_keys + m.down_keys}
-    del a, packed, layers, experts, embed, step
+    keys = (
+        {m.key for m in layers + experts + mlps}
+        | {soft_key}
+        | {k for m in experts for k in m.gate_up_keys + m.down_keys}
+    )
+    del a, packed, layers, experts, mlps, embed, step
     gc.collect()
     assert not keys & set(packed_linear._packed)
