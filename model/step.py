@@ -84,11 +84,39 @@ def decoder_logits(model, canvas, sc_logits, keep, cache, positions, masks):
     return logits
 
 
-def _compiled_form(model, canvas, sc_logits, weight, cache, positions):
+def _compiled_form(model, canvas, sc_logits, weight, free, cache, positions):
     """decoder_logits with every input a tensor, so that one compiled graph serves every step: the
     first step's missing self-conditioning input is zero logits with a zero weight (the same zero
-    signal), a step without held positions has a weight of ones."""
-    return decoder_logits(model, canvas, sc_logits, weight, cache, positions, None)
+    signal), a step without held positions has a weight of ones. free (F,): the canvas positions that
+    are not held. Only their rows go through the two vocabulary-wide products (the self-conditioning
+    input and the LM head): a held position's self-conditioning input is zero whatever its logits, and
+    its logits are never read (they come out 0). oneDNN computes a row of a product alike whatever rows
+    stand beside it, so the free rows' logits are what the whole canvas's product gives them."""
+    dec = model.model.decoder
+    embed = dec.embed_tokens
+    inputs_embeds = embed(canvas)  # (1, C, H)
+    probs = sc_logits[:, free].softmax(dim=-1, dtype=torch.float32).to(embed.weight.dtype)  # (1, F, V)
+    soft = soft_embedding(probs, embed) * embed.embed_scale.to(inputs_embeds.dtype)  # (1, F, H)
+    soft = soft * weight[:, free, None]
+    soft = torch.zeros_like(inputs_embeds).index_copy(1, free, soft)  # (1, C, H)
+    hidden = dec.self_conditioning(inputs_embeds, soft)
+    cfg = dec.text_config
+    rope = {t: dec.rotary_emb(hidden, positions, t) for t in dec.unique_layer_types}
+    for i, layer in enumerate(dec.layers[: cfg.num_hidden_layers]):
+        hidden = layer(
+            hidden,
+            position_embeddings=rope[cfg.layer_types[i]],
+            attention_mask=None,
+            position_ids=positions,
+            cache=cache,
+        )
+    hidden = dec.norm(hidden)
+    logits = model.lm_head(hidden[:, free]).to(torch.float32)  # (1, F, V)
+    cap = model.final_logit_softcapping
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    vocab = logits.shape[-1]
+    return logits.new_zeros(canvas.shape[0], canvas.shape[1], vocab).index_copy(1, free, logits)  # (1, C, V)
 
 
 class DecoderStep:
@@ -122,9 +150,9 @@ class DecoderStep:
         fn = self._compiled
         if fn is not None and canvas.shape[0] == 1 and masks is None:
             try:
-                sc, weight = self._tensor_inputs(canvas, sc_logits, keep)
+                sc, weight, free = self._tensor_inputs(canvas, sc_logits, keep)
                 with torch.compiler.set_stance("fail_on_recompile"):
-                    out = fn(self.model, canvas, sc, weight, cache, positions)
+                    out = fn(self.model, canvas, sc, weight, free, cache, positions)
                 self.compiled_calls += 1
                 return out
             except Exception as exc:
@@ -149,15 +177,16 @@ class DecoderStep:
         return position_statistics(logits, banned, temperature)
 
     def _tensor_inputs(self, canvas, sc_logits, keep):
-        """(self-conditioning logits, weight) for the compiled form (see `_compiled_form`)."""
+        """(self-conditioning logits, weight, free positions) for the compiled form (see `_compiled_form`)."""
         dtype = self.model.dtype
+        free = torch.arange(canvas.shape[1], device=canvas.device) if keep is None else keep[0].nonzero().squeeze(1)
         if sc_logits is None:  # float32, as the samplers pass them
             vocab = self.model.config.text_config.vocab_size
             sc_logits = torch.zeros(*canvas.shape, vocab, device=canvas.device)
-            return sc_logits, torch.zeros(canvas.shape, dtype=dtype, device=canvas.device)
+            return sc_logits, torch.zeros(canvas.shape, dtype=dtype, device=canvas.device), free
         if keep is None:
-            return sc_logits, torch.ones(canvas.shape, dtype=dtype, device=canvas.device)
-        return sc_logits, keep.to(dtype)
+            return sc_logits, torch.ones(canvas.shape, dtype=dtype, device=canvas.device), free
+        return sc_logits, keep.to(dtype), free
 
     def warm_up(self, examples, thread_counts: list[int] | None = None) -> bool:
         """Compile the step and run it on each of `examples` (the arguments of real calls, without the
@@ -195,8 +224,8 @@ class DecoderStep:
             with torch.inference_mode():
                 for n, (canvas, sc_logits, keep, cache, positions, _masks) in calls:
                     with on_threads(n):
-                        sc, weight = self._tensor_inputs(canvas, sc_logits, keep)
-                        out = fn(self.model, canvas, sc, weight, cache, positions)
+                        sc, weight, free = self._tensor_inputs(canvas, sc_logits, keep)
+                        out = fn(self.model, canvas, sc, weight, free, cache, positions)
                         if out.shape[:2] != canvas.shape or not bool(torch.isfinite(out).all()):
                             raise RuntimeError("the compiled step returned logits of the wrong shape or not finite")
                         banned = torch.zeros(out.shape[-1], dtype=torch.bool, device=out.device)
