@@ -133,6 +133,7 @@ class DecoderStep:
         self.compile = compile  # "auto" (the caller decides whether it pays), "on", "off"
         self._compiled = None  # the compiled function, once warm_up has run it successfully
         self._compiled_statistics = None  # the sampler's statistics of a step's logits, compiled beside it
+        self._signature = None  # the compiled step's inputs' `_signature`, from warm-up
         # pending | compiling | compiled | eager (why) | off
         self.status = "off" if compile == "off" else "pending"
         self.compile_seconds: float | None = None
@@ -151,7 +152,8 @@ class DecoderStep:
         if fn is not None and canvas.shape[0] == 1 and masks is None:
             try:
                 sc, weight, free = self._tensor_inputs(canvas, sc_logits, keep)
-                with torch.compiler.set_stance("fail_on_recompile"):
+                skip = _guards_hold(self._signature, canvas, sc, weight, free, cache, positions)
+                with _stance(skip_guards=skip):
                     out = fn(self.model, canvas, sc, weight, free, cache, positions)
                 self.compiled_calls += 1
                 return out
@@ -226,6 +228,7 @@ class DecoderStep:
                     with on_threads(n):
                         sc, weight, free = self._tensor_inputs(canvas, sc_logits, keep)
                         out = fn(self.model, canvas, sc, weight, free, cache, positions)
+                        signature = _signature(canvas, sc, weight, free, cache, positions)
                         if out.shape[:2] != canvas.shape or not bool(torch.isfinite(out).all()):
                             raise RuntimeError("the compiled step returned logits of the wrong shape or not finite")
                         banned = torch.zeros(out.shape[-1], dtype=torch.bool, device=out.device)
@@ -243,6 +246,7 @@ class DecoderStep:
         self.compile_seconds = time.perf_counter() - t0
         self._compiled = fn
         self._compiled_statistics = stats
+        self._signature = signature
         self.status = "compiled"
         log.info("decoder step compiled in %.1f s", self.compile_seconds)
         return True
@@ -258,13 +262,65 @@ class DecoderStep:
         log.warning("%s: the decoder runs eager (slower; compile: off skips trying)", why)
 
 
+def _signature(canvas, sc_logits, weight, free, cache, positions) -> tuple | None:
+    """What torch.compile's guards check of a compiled step's inputs that `_guards_hold` does not:
+    each tensor's dtype, device and number of dimensions, the cache's type and layers; None for inputs
+    of another kind (the guarded call sorts them out)."""
+    layers = getattr(cache, "layers", None)
+    if layers is None:
+        return None
+    tensors = [canvas, sc_logits, weight, free, positions]
+    for layer in layers:
+        tensors += [getattr(layer, "keys", None), getattr(layer, "values", None)]
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        return None
+    return type(cache), tuple(type(layer) for layer in layers), tuple((t.dtype, t.device, t.dim()) for t in tensors)
+
+
+def _guards_hold(expected: tuple | None, canvas, sc_logits, weight, free, cache, positions) -> bool:
+    """Whether every check torch.compile's guards make on the compiled step holds for this call, so that
+    they need not run (~0.5-1 ms a call: ~4,500 lines of checks over the model's modules, the cache and
+    the inputs). The inputs have the signature of the warm-up's (`expected`: dtypes, devices, dimensions,
+    the cache's type and layers), are made under inference mode as there, are contiguous, and every
+    size the graph keeps dynamic (canvas width, free positions, each cache layer's length) is at least
+    2, as it was compiled for (a size of 1 would be specialised); one row. The rest of what the guards
+    check is fixed for a loaded model (its module tree, the attention functions). The torch thread
+    count and the model, which tell several compiled variants apart, are still checked: torch's
+    skip_guard_eval_unsafe keeps the guards that ever failed."""
+    if expected is None or not torch.is_inference_mode_enabled():
+        return False
+    if canvas.shape[0] != 1 or canvas.shape[1] < 2 or free.shape[0] < 2:
+        return False
+    if _signature(canvas, sc_logits, weight, free, cache, positions) != expected:
+        return False
+    tensors = [canvas, sc_logits, weight, free, positions]
+    for layer in cache.layers:
+        if layer.keys.shape[2] < 2:
+            return False
+        tensors += [layer.keys, layer.values]
+    return all(t.is_contiguous() and t.is_inference() for t in tensors)
+
+
+def _stance(skip_guards: bool):
+    """torch.compile's stance for a compiled step's call: never recompile (a call that would runs
+    eager), and with skip_guards only the guards that tell compiled variants apart."""
+    if skip_guards:
+        try:
+            return torch.compiler.set_stance("fail_on_recompile", skip_guard_eval_unsafe=True)
+        except TypeError:  # a torch before 2.6: no such flag
+            pass
+    return torch.compiler.set_stance("fail_on_recompile")
+
+
 def _is_recompile(exc: BaseException) -> bool:
-    """A call the compiled step would have to recompile for (under the fail_on_recompile stance)."""
+    """A call the compiled step would have to recompile for (under the fail_on_recompile stance; with
+    skip_guard_eval_unsafe, a call none of the guards that tell variants apart admits)."""
     try:
         from torch._dynamo.exc import RecompileError
     except ImportError:  # pragma: no cover
         RecompileError = ()  # noqa: N806
-    return isinstance(exc, RecompileError) or "Detected recompile" in str(exc)
+    text = str(exc)
+    return isinstance(exc, RecompileError) or "Detected recompile" in text or "Recompilation triggered" in text
 
 
 def _first_line(exc: BaseException) -> str:

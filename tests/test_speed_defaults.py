@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from canvas_ls.model import packed_linear, warm_up
+from canvas_ls.model import step as step_module
 from canvas_ls.model.canvas import BUCKETS, CanvasBatch, NoiseSpec
 from canvas_ls.model.costs import Costs
 from canvas_ls.model.infill import Infiller
@@ -126,6 +127,27 @@ def test_compiled_and_eager_agree_and_serve_every_width(tiny, tmp_path, monkeypa
                 free = keep[0]  # held positions' logits are never read: the compiled step leaves them 0
                 assert _agreement(eager[:, free], compiled[:, free]) >= 0.97
                 assert not compiled[:, ~free].any()
+    # Calls whose inputs are what warm-up compiled for skip torch.compile's guards (model/step.py
+    # `_guards_hold`), with bitwise the logits the guarded call gives; others keep them.
+    with torch.inference_mode():
+        canvas, sc, keep, cache, positions, masks = _canvases(inf, width=32)[1]
+        inputs = inf.step._tensor_inputs(canvas, sc, keep)
+        assert step_module._guards_hold(inf.step._signature, canvas, *inputs, cache, positions)
+        with torch.compiler.set_stance("fail_on_recompile"):
+            guarded = inf.step._compiled(tiny.model, canvas, *inputs, cache, positions)
+        assert torch.equal(inf.step(canvas, sc, keep, cache, positions, masks), guarded)
+        assert not step_module._guards_hold(inf.step._signature, canvas, *inputs[:2], inputs[2][:1], cache, positions)
+        assert not step_module._guards_hold(None, canvas, *inputs, cache, positions)  # not compiled yet
+        one = inf.prefix.encode(inf.prompt_ids(""))  # a prompt of <bos> alone: a cache of length 1
+        cache1, _, lengths1 = inf.prefix.decoder_cache([one], 32)
+        positions1 = lengths1[:, None] + torch.arange(32)[None]
+        assert not step_module._guards_hold(inf.step._signature, canvas, *inputs, cache1, positions1)
+        before = inf.step.eager_calls
+        assert inf.step(canvas, sc, keep, cache1, positions1, None).shape == guarded.shape
+        assert inf.step.eager_calls == before + 1 and inf.step.status == "compiled"  # a size-1 prompt runs eager
+    assert not step_module._guards_hold(
+        inf.step._signature, canvas, *inputs, cache, positions
+    )  # outside inference mode
     # A fill through the compiled step, and a batch (several rows: eager, never a recompilation).
     plain = Infiller(tiny)
     req = FillRequest(DOC, holes=((HOLE, HOLE),), max_tokens=24, settings=LINE, single_line=True)
