@@ -51,22 +51,28 @@ def cpp_compiler() -> str | None:
     return None
 
 
-def decoder_logits(model, canvas, sc_logits, keep, cache, positions, masks):
+def decoder_logits(model, canvas, sc_logits, keep, cache, positions, masks, free=None):
     """One decoder pass: logits (B, C, V) float32, soft-capped.
 
     canvas (B, C) ids; sc_logits (B, C, V) or None (the first step); keep (B, C) bool or None: where the
     self-conditioning input is kept (False at held positions: zeroed); cache: the prompt's read-only
-    DynamicCache; positions (B, C); masks: per layer type 4D boolean masks, or None (no padding)."""
+    DynamicCache; positions (B, C); masks: per layer type 4D boolean masks, or None (no padding).
+    free (F,) or None: the positions whose rows go through the two vocabulary-wide products (the
+    self-conditioning input and the LM head), the compiled step's form (`_compiled_form`); the other
+    rows' self-conditioning input is zero and their logits come out 0."""
     dec = model.model.decoder
     embed = dec.embed_tokens
-    inputs_embeds = embed(canvas)
+    inputs_embeds = embed(canvas)  # (B, C, H)
     if sc_logits is not None:
-        soft = soft_embedding(sc_logits.softmax(dim=-1, dtype=torch.float32).to(embed.weight.dtype), embed)
+        rows = sc_logits if free is None else sc_logits[:, free]  # (B, C or F, V)
+        soft = soft_embedding(rows.softmax(dim=-1, dtype=torch.float32).to(embed.weight.dtype), embed)
         soft = soft * embed.embed_scale.to(inputs_embeds.dtype)
+        if keep is not None:
+            soft = soft * (keep if free is None else keep[:, free])[..., None].to(soft.dtype)
+        if free is not None:
+            soft = torch.zeros_like(inputs_embeds).index_copy(1, free, soft)  # (B, C, H)
     else:
         soft = torch.zeros_like(inputs_embeds)
-    if keep is not None:
-        soft = soft * keep[..., None].to(soft.dtype)
     hidden = dec.self_conditioning(inputs_embeds, soft)
     cfg = dec.text_config
     mapping = masks if masks is not None else {"full_attention": None, "sliding_attention": None}
@@ -77,10 +83,12 @@ def decoder_logits(model, canvas, sc_logits, keep, cache, positions, masks):
             hidden, position_embeddings=rope[t], attention_mask=mapping[t], position_ids=positions, cache=cache
         )
     hidden = dec.norm(hidden)
-    logits = model.lm_head(hidden).to(torch.float32)
+    logits = model.lm_head(hidden if free is None else hidden[:, free]).to(torch.float32)  # (B, C or F, V)
     cap = model.final_logit_softcapping
     if cap:
         logits = torch.tanh(logits / cap) * cap
+    if free is not None:
+        logits = logits.new_zeros(*canvas.shape, logits.shape[-1]).index_copy(1, free, logits)  # (B, C, V)
     return logits
 
 
@@ -88,35 +96,11 @@ def _compiled_form(model, canvas, sc_logits, weight, free, cache, positions):
     """decoder_logits with every input a tensor, so that one compiled graph serves every step: the
     first step's missing self-conditioning input is zero logits with a zero weight (the same zero
     signal), a step without held positions has a weight of ones. free (F,): the canvas positions that
-    are not held. Only their rows go through the two vocabulary-wide products (the self-conditioning
-    input and the LM head): a held position's self-conditioning input is zero whatever its logits, and
-    its logits are never read (they come out 0). oneDNN computes a row of a product alike whatever rows
-    stand beside it, so the free rows' logits are what the whole canvas's product gives them."""
-    dec = model.model.decoder
-    embed = dec.embed_tokens
-    inputs_embeds = embed(canvas)  # (1, C, H)
-    probs = sc_logits[:, free].softmax(dim=-1, dtype=torch.float32).to(embed.weight.dtype)  # (1, F, V)
-    soft = soft_embedding(probs, embed) * embed.embed_scale.to(inputs_embeds.dtype)  # (1, F, H)
-    soft = soft * weight[:, free, None]
-    soft = torch.zeros_like(inputs_embeds).index_copy(1, free, soft)  # (1, C, H)
-    hidden = dec.self_conditioning(inputs_embeds, soft)
-    cfg = dec.text_config
-    rope = {t: dec.rotary_emb(hidden, positions, t) for t in dec.unique_layer_types}
-    for i, layer in enumerate(dec.layers[: cfg.num_hidden_layers]):
-        hidden = layer(
-            hidden,
-            position_embeddings=rope[cfg.layer_types[i]],
-            attention_mask=None,
-            position_ids=positions,
-            cache=cache,
-        )
-    hidden = dec.norm(hidden)
-    logits = model.lm_head(hidden[:, free]).to(torch.float32)  # (1, F, V)
-    cap = model.final_logit_softcapping
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    vocab = logits.shape[-1]
-    return logits.new_zeros(canvas.shape[0], canvas.shape[1], vocab).index_copy(1, free, logits)  # (1, C, V)
+    are not held. Only their rows go through the two vocabulary-wide products: a held position's
+    self-conditioning input is zero whatever its logits, and its logits are never read (they come out
+    0). oneDNN computes a row of a product alike whatever rows stand beside it, so the free rows'
+    logits are what the whole canvas's product gives them."""
+    return decoder_logits(model, canvas, sc_logits, weight, cache, positions, None, free=free)
 
 
 class DecoderStep:
@@ -223,6 +207,7 @@ class DecoderStep:
             fn = torch.compile(_compiled_form, dynamic=True)
             stats = torch.compile(position_statistics, dynamic=True)
             calls = [(n, example) for n in thread_counts or [torch.get_num_threads()] for example in examples]
+            signature = None  # the inputs' `_signature` (every example's alike)
             with torch.inference_mode():
                 for n, (canvas, sc_logits, keep, cache, positions, _masks) in calls:
                     with on_threads(n):
