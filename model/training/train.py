@@ -51,6 +51,7 @@ PER_CONFIG = {  # batch, prefix length, peak learning rate
     "tiny": (8, 48, 3e-3),
     "toy": (16, 192, 3e-3),
     "small": (64, 768, 2e-3),
+    "compact": (64, 768, 2e-3),
     "small-e1": (64, 768, 2e-3),
     "medium": (48, 768, 1.5e-3),
 }
@@ -379,8 +380,12 @@ def write_model_card(path: Path, card: dict, data: dict, throughput: dict | None
     (path / "README.md").write_text(text)
 
 
+# What one GPU command can return: at most 8 files of 16 MiB, 64 MiB together (less a log file's share).
+PACK_MAX_BYTES = 64 * 2**20 - 2_000_000
+
+
 def pack(
-    run: Path, dest: Path, export_dir: Path | None, part_bytes: int = 15_000_000, max_parts: int = 8
+    run: Path, dest: Path, export_dir: Path | None, part_bytes: int = 15_000_000, max_parts: int = 7
 ) -> list[Path]:
     """Split what a GPU command must bring back into <= max_parts files of <= part_bytes:
     run.json, metrics.jsonl, loss.png, bench.json, tokenizer/ and the export (if any) or the bf16 weights.
@@ -399,9 +404,9 @@ def pack(
             tar.add(run / "weights.safetensors", arcname="weights.safetensors")
     data = buf.getvalue()
     n = -(-len(data) // part_bytes)
-    if n > max_parts:
+    if n > max_parts or len(data) > PACK_MAX_BYTES:
         raise SystemExit(
-            f"pack is {len(data) / 1e6:.0f} MB: {n} parts of {part_bytes / 1e6:.0f} MB, more than {max_parts}"
+            f"pack is {len(data) / 1e6:.0f} MB ({n} parts of {part_bytes / 1e6:.0f} MB): more than {max_parts} parts or {PACK_MAX_BYTES / 1e6:.0f} MB"
         )
     dest.mkdir(parents=True, exist_ok=True)
     parts = []
@@ -439,6 +444,12 @@ def train(args: argparse.Namespace) -> dict:
     if args.fit_steps and recipe["warmup"] <= FIT_FIRST + FIT_WINDOW:
         raise SystemExit(f"--fit-steps measures steps {FIT_FIRST}..{FIT_FIRST + FIT_WINDOW}: give --warmup above that")
     model = build_model(recipe, vocab, device)
+    bf16_bytes = 2 * sum(t.numel() for t in model.state_dict().values())
+    if args.pack and bf16_bytes > PACK_MAX_BYTES - 4_000_000:  # fail before the GPU time is spent
+        raise SystemExit(
+            f"--pack: {recipe['config']}'s bf16 weights are {bf16_bytes / 1e6:.0f} MB; with the tokenizer and "
+            f"metrics they would not fit the {PACK_MAX_BYTES / 2**20:.0f} MiB a GPU command returns"
+        )
     if ckpt is None and args.init_from:
         init = load_weights(args.init_from)
         if init.cfg != model.cfg:
@@ -619,10 +630,16 @@ def train(args: argparse.Namespace) -> dict:
     log(
         f"stopped ({stop_reason}) at step {state['step']}/{recipe['steps']}, {state['tokens'] / 1e6:.1f}M tokens; checkpoint {run / 'checkpoint.pt'}"
     )
-    if args.export:
-        export_run(run, Path(args.export), model=model, dtype=args.export_dtype, shard_size=args.shard_size)
+    export_dir = Path(args.export) if args.export else None
+    if export_dir is not None:
+        try:
+            export_run(run, export_dir, model=model, dtype=args.export_dtype, shard_size=args.shard_size)
+        except Exception as exc:  # e.g. another transformers on the GPU image: the weights still come back
+            log(f"export failed ({type(exc).__name__}: {str(exc)[:300]}): packing the bf16 weights instead")
+            shutil.rmtree(export_dir, ignore_errors=True)
+            export_dir = None
     if args.pack:
-        pack(run, Path(args.pack), Path(args.export) if args.export else None)
+        pack(run, Path(args.pack), export_dir)
     return {"state": state, "recipe": recipe, "last_loss": last_step_loss, "stop": stop_reason}
 
 

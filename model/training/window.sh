@@ -30,9 +30,9 @@ if [ -n "${WINDOW_TOY:-}" ]; then  # the rehearsal: a few MB of the stdlib, the 
   STD=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['stdlib'])")
   DATA_ARGS=(--vocab-size 4096 --roots "$STD" --max-bytes 6e6 --val-percent 4)
   TRAIN_ARGS=(--config toy --warmup 40 --eval-every 50 --eval-batches 4 --threads 2)
-else  # ~395 MB of stdlib + site-packages .py (1-2 min on 16 cores), the 46M-parameter `small` preset
+else  # ~395 MB of stdlib + site-packages .py (1-2 min on 16 cores), the 28.7M-parameter `compact` preset
   DATA_ARGS=(--vocab-size 12288)
-  TRAIN_ARGS=(--config small --warmup 200 --eval-every 500 --compile)
+  TRAIN_ARGS=(--config "${WINDOW_CONFIG:-compact}" --warmup 200 --eval-every 500 --compile)
 fi
 RUN="$B/runs/window"
 rm -rf "$B/data" "$RUN"
