@@ -44,7 +44,7 @@ class Edit:
 @dataclass(frozen=True)
 class FillOutcome:
     edits: tuple[Edit, ...]
-    mode: str  # "single", "multi", "body", "selection" or "none"
+    mode: str  # "single", "multi", "line", "body", "selection" or "none"
     result: FillResult | None = None
     note: str = ""  # why there is no edit, when there is none
 
@@ -71,7 +71,7 @@ def _finish(
     edits, notes = [], []
     for (start, end), raw in zip(holes, fills):
         ctx = FillContext(
-            prefix=text[:start], suffix=text[end:], lang=lang, mode="single" if mode == "single" else "multi"
+            prefix=text[:start], suffix=text[end:], lang=lang, mode=mode if mode in ("single", "line") else "multi"
         )
         fill = run_pipeline(raw, ctx, disabled)
         if lang is not None and fill:
@@ -133,9 +133,13 @@ def plan_at_cursor(text: str, offset: int, lang: str | None, settings: ServerSet
     """(mode, slot counts) for a completion at the cursor; mode "none" means do not call the model."""
     check_span(text, offset, offset)
     if lang is None:
-        # No grammar: single line unless the cursor's line is empty.
+        # No grammar: whole lines at a line's start with text after it, else single line unless the
+        # cursor's line is empty.
         line = line_span(text, offset)
-        mode = "multi" if not text[line.start : line.end].strip() else "single"
+        if offset == line.start and text[line.start : line.end].strip():
+            mode = "line"
+        else:
+            mode = "multi" if not text[line.start : line.end].strip() else "single"
     else:
         local, base = local_window(text, offset)
         mode = completion_mode(local, lang, offset - base)

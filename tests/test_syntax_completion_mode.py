@@ -13,6 +13,12 @@ def mode(doc: str, lang: str) -> str:
 @pytest.mark.parametrize(
     ("doc", "lang", "expected"),
     [
+        # rule 0: the start of a line with code after the cursor -> whole lines above it
+        ("def f():\n    a = 1\n<C>    return a\n", "python", "line"),  # HumanEval-Infilling's holes
+        ("x = 1\n<C>def f():\n    pass\n", "python", "line"),
+        ("<C>}\n", "javascript", "line"),
+        ('s = """\n<C>text\n"""\n', "python", "none"),  # inside a string: rules 1-2 as before
+        ('s = """\n<C> text\n"""\n', "python", "single"),
         # rule 1: a word character right after the cursor -> none
         ("foo = ba<C>r\n", "python", "none"),
         ("x = (<C>bar)\n", "python", "none"),

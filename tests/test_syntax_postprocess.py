@@ -9,6 +9,7 @@ from canvas_ls.server.syntax import (
     run_pipeline,
     single_line,
     trim_trailing_whitespace,
+    whole_lines,
 )
 
 CURSOR = "<C>"
@@ -45,6 +46,35 @@ def test_single_line_cuts_at_first_newline():
 
 def test_single_line_leaves_multi_mode_alone():
     assert single_line("foo(1)\nbar()", ctx("x = <C>")) == "foo(1)\nbar()"
+
+
+# --- whole_lines (line mode: the cursor at a line's start, code after it) ------------------
+
+
+@pytest.mark.parametrize(
+    ("fill", "expected"),
+    [
+        ("    a = 1", "    a = 1\n"),  # the model ended the span inside the line: the line break is added
+        ("    a = 1\n", "    a = 1\n"),
+        ("    a = 1\n    b = 2\n    ", "    a = 1\n    b = 2\n"),  # the next line's indentation goes
+        ("    a = 1\n\n", "    a = 1\n"),
+        (" \n\t\n", ""),
+    ],
+)
+def test_whole_lines_end_with_a_line_break(fill, expected):
+    assert whole_lines(fill, ctx("def f():\n<C>    return a\n", mode="line")) == expected
+
+
+def test_whole_lines_leaves_other_modes_alone():
+    assert whole_lines("a = 1", ctx("def f():\n<C>    return a\n")) == "a = 1"
+
+
+def test_line_mode_pipeline_keeps_the_cursor_line_intact():
+    c = ctx("def f(a):\n<C>    return b\n", mode="line")
+    assert run_pipeline("    b = a + 1", c) == "    b = a + 1\n"
+    assert run_pipeline("    b = a + 1\r\n    return", ctx("def f(a):\r\n<C>    return b\r\n", mode="line")).endswith(
+        "\r\n"
+    )
 
 
 # --- drop_suffix_repeat -----------------------------------------------------------------

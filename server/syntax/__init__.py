@@ -25,6 +25,7 @@ from .postprocess import (
     run_pipeline,
     single_line,
     trim_trailing_whitespace,
+    whole_lines,
 )
 from .span import Span, line_span, line_start
 
@@ -53,4 +54,5 @@ __all__ = [
     "single_line",
     "line_start",
     "trim_trailing_whitespace",
+    "whole_lines",
 ]

@@ -2,6 +2,10 @@
 
 Rules, first match wins (offsets are str offsets, "line" is the cursor's line):
 
+0. ``"line"`` when the cursor is at the start of a line that holds code after it (not inside a
+   string or comment): the fill is whole lines inserted above that line, each ending with a
+   newline, as many as the model writes (HumanEval-Infilling's holes sit exactly here: the
+   prompt ends with a newline and the suffix starts with the next line).
 1. ``"none"`` when a word character (letter, digit, ``_``) follows the cursor: we are in
    the middle or at the start of an identifier/number, and anything we insert would be
    glued onto it. Exception: Lua's ``end`` closing an empty block (rule 3b).
@@ -33,7 +37,7 @@ from .functions import enclosing_function
 from .parsed import Parsed, parsed
 from .span import line_start
 
-CompletionMode = Literal["none", "single", "multi"]
+CompletionMode = Literal["none", "single", "multi", "line"]
 
 _STRING_TYPES = frozenset(
     {
@@ -54,10 +58,13 @@ def completion_mode(text: str, lang: str, offset: int) -> CompletionMode:
     nl = text.find("\n", offset)
     before = text[here:offset]
     after = text[offset : len(text) if nl < 0 else nl]
+    p = parsed(text, lang)
+    in_text = _in_comment_or_string(p, offset)
+    if not before and after.strip() and not in_text:
+        return "line"
     if after[:1] and _is_word_char(after[0]) and not (lang == "lua" and after.strip() == "end"):
         return "none"
-    p = parsed(text, lang)
-    if _in_comment_or_string(p, offset):
+    if in_text:
         return "single"
     if not before.strip() and not after.strip():
         if opens_block(_previous_code_line(p, here), lang):

@@ -13,7 +13,9 @@ Every filter is ``f(fill, ctx) -> str``. ``run_pipeline`` applies them in this o
 7. ``drop_suffix_repeat`` again: re-indented lines may now match the suffix exactly;
 8. ``end_before_closer``: a ``}``/``end`` right after the hole keeps its own line;
 9. ``trim_trailing_whitespace``;
-10. ``normalize_newlines``: back to the document's newline style.
+10. ``whole_lines``: in line mode (cursor at a line's start) the fill ends with a newline, so the
+    cursor's line stays a line of its own;
+11. ``normalize_newlines``: back to the document's newline style.
 
 The filters other than normalize_newlines expect ``\\n`` newlines; run_pipeline sees to it.
 """
@@ -34,7 +36,7 @@ class FillContext:
     prefix: str  # document text before the hole
     suffix: str  # document text after the hole
     lang: str | None
-    mode: Literal["single", "multi"]
+    mode: Literal["single", "multi", "line"]
 
 
 Filter = Callable[[str, FillContext], str]
@@ -57,6 +59,15 @@ def normalize_newlines(fill: str, ctx: FillContext) -> str:
 def single_line(fill: str, ctx: FillContext) -> str:
     """Single mode keeps text up to the first newline (possibly nothing)."""
     return fill.split("\n", 1)[0] if ctx.mode == "single" else fill
+
+
+def whole_lines(fill: str, ctx: FillContext) -> str:
+    """Line mode inserts whole lines above the cursor's line: a fill that ends inside a line
+    gets its newline (the model ended the span there); trailing blank lines and one of blank
+    lines only are dropped."""
+    if ctx.mode != "line":
+        return fill
+    return fill.rstrip() + "\n" if fill.strip() else ""
 
 
 def newline_after_held_line(fill: str, ctx: FillContext) -> str:
@@ -227,6 +238,7 @@ PIPELINE: tuple[Filter, ...] = (
     drop_suffix_repeat,
     end_before_closer,
     trim_trailing_whitespace,
+    whole_lines,
 )
 
 
