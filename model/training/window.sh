@@ -22,7 +22,6 @@ B=${WINDOW_BUILD:-build/train}
 SHIM=$(mktemp -d)
 mkdir -p "$SHIM/canvas_ls" && touch "$SHIM/canvas_ls/__init__.py" && ln -sfn "$PWD/model" "$SHIM/canvas_ls/model"
 export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
-export TOKENIZERS_PARALLELISM=false
 
 "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(), 'transformers', transformers.__version__)"
 
@@ -36,11 +35,14 @@ else  # ~395 MB of stdlib + site-packages .py (1-2 min on 16 cores), the 28.7M-p
 fi
 RUN="$B/runs/window"
 rm -rf "$B/data" "$RUN"
-"$PY" -m canvas_ls.model.training.data --out "$B/data" "${DATA_ARGS[@]}"
+# tokenizers' encode_batch runs on every core only with TOKENIZERS_PARALLELISM unset or true: set to
+# false (as training needs, for its DataLoader workers) the 2026-11-30 window tokenized at 1.4 MB/s,
+# 290 s of its 550.
+TOKENIZERS_PARALLELISM=true "$PY" -m canvas_ls.model.training.data --out "$B/data" "${DATA_ARGS[@]}"
 echo "data ready after $(($(date +%s) - START)) s"
 
 UNTIL=$((START + BUDGET_S - RESERVE_S))
-"$PY" -m canvas_ls.model.training.train --data "$B/data" --out "$RUN" "${TRAIN_ARGS[@]}" \
+TOKENIZERS_PARALLELISM=false "$PY" -m canvas_ls.model.training.train --data "$B/data" --out "$RUN" "${TRAIN_ARGS[@]}" \
   --fit-steps --until "$UNTIL" --export "$RUN/export" --pack "$OUT"
 echo "window done after $(($(date +%s) - START)) s of $BUDGET_S"
 ls -l "$OUT"
