@@ -4,6 +4,7 @@
 # the first steps: --fit-steps), export the HF checkpoint and pack it into $OUT (<= 8 parts of <= 15 MB).
 #
 #   OUT=... bash model/training/window.sh                       # on the device machine (python3, CUDA)
+#   WINDOW_INIT=DIR|none                                       # warm start (default model/bundled) or not
 #   WINDOW_TOY=1 PYTHON=.venv/bin/python OUT=/tmp/window-out WINDOW_SECONDS=240 \
 #       bash model/training/window.sh                           # the same flags at toy scale on a CPU
 #
@@ -32,6 +33,15 @@ if [ -n "${WINDOW_TOY:-}" ]; then  # the rehearsal: a few MB of the stdlib, the 
 else  # ~395 MB of stdlib + site-packages .py (1-2 min on 16 cores), the 28.7M-parameter `compact` preset
   DATA_ARGS=(--vocab-size 12288)
   TRAIN_ARGS=(--config "${WINDOW_CONFIG:-compact}" --warmup 200 --eval-every 500 --compile)
+fi
+# Warm start (default: the bundled model, when there is one): its weights and its tokenizer, so each
+# window adds to the last one's training instead of starting over. WINDOW_INIT=none starts fresh.
+INIT=${WINDOW_INIT:-}
+if [ -z "$INIT" ] && [ -z "${WINDOW_TOY:-}" ] && [ -f model/bundled/config.json ]; then INIT=model/bundled; fi
+if [ -n "$INIT" ] && [ "$INIT" != none ]; then
+  DATA_ARGS+=(--tokenizer "$INIT")
+  TRAIN_ARGS+=(--init-from "$INIT")
+  echo "warm start from $INIT (its weights and tokenizer)"
 fi
 RUN="$B/runs/window"
 rm -rf "$B/data" "$RUN"
