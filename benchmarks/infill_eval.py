@@ -126,6 +126,7 @@ async def run_split(split: str, tasks: list[dict], options: dict, progress: bool
                     "parses": ok,
                     "adds_errors": not ok and parses(prompt + task["canonical_solution"] + suffix),
                     "pass": passes(task, filled),
+                    "fill": fill,  # what was inserted: to read a model's mistakes, not to tune on them
                 }
             )
             client.text_document_did_close(
