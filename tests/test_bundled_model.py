@@ -12,8 +12,8 @@ from canvas_ls.server.client import inline_params, open_doc, start, stop
 
 CURSOR = "<C>"
 
-# Easy holes the bundled model fills correctly with the server's defaults (seeded, so the same fill
-# every time). What it must write is the only name that fits.
+# Easy holes the bundled model fills correctly (seeded, so the same fill every time). What it must
+# write is the only name that fits.
 EASY = [
     ("import os\n\n\ndef exists(path):\n    return os.path.exists(<C>)\n", "path"),
     (

@@ -444,7 +444,7 @@ def train(args: argparse.Namespace) -> dict:
     if args.fit_steps and recipe["warmup"] <= FIT_FIRST + FIT_WINDOW:
         raise SystemExit(f"--fit-steps measures steps {FIT_FIRST}..{FIT_FIRST + FIT_WINDOW}: give --warmup above that")
     model = build_model(recipe, vocab, device)
-    bf16_bytes = 2 * sum(t.numel() for t in model.state_dict().values())
+    bf16_bytes = 2 * count_parameters(model)["total"]
     if args.pack and bf16_bytes > PACK_MAX_BYTES - 4_000_000:  # fail before the GPU time is spent
         raise SystemExit(
             f"--pack: {recipe['config']}'s bf16 weights are {bf16_bytes / 1e6:.0f} MB; with the tokenizer and "

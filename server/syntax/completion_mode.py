@@ -58,13 +58,12 @@ def completion_mode(text: str, lang: str, offset: int) -> CompletionMode:
     nl = text.find("\n", offset)
     before = text[here:offset]
     after = text[offset : len(text) if nl < 0 else nl]
-    p = parsed(text, lang)
-    in_text = _in_comment_or_string(p, offset)
-    if not before and after.strip() and not in_text:
+    if not before and after.strip() and not _in_comment_or_string(parsed(text, lang), offset):
         return "line"
     if after[:1] and _is_word_char(after[0]) and not (lang == "lua" and after.strip() == "end"):
-        return "none"
-    if in_text:
+        return "none"  # decided without a parse: this is most keystrokes
+    p = parsed(text, lang)  # the same parse as above when there was one (parsed keeps the last few)
+    if _in_comment_or_string(p, offset):
         return "single"
     if not before.strip() and not after.strip():
         if opens_block(_previous_code_line(p, here), lang):
