@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import difflib
 import gzip
 import json
 import os
@@ -46,8 +47,8 @@ SPLITS = {
 }
 
 
-def load(split: str, limit: int | None, data_dir: Path) -> list[dict]:
-    with gzip.open(data_dir / SPLITS[split], "rt") as f:
+def load(split: str, limit: int | None, data_dir: Path, tasks_file: Path | None = None) -> list[dict]:
+    with gzip.open(tasks_file or data_dir / SPLITS[split], "rt") as f:
         tasks = [json.loads(line) for line in f]
     if limit and limit < len(tasks):
         step = len(tasks) / limit
@@ -61,7 +62,9 @@ def position(text: str, offset: int) -> tuple[int, int]:
     return line, len(text[offset - col : offset].encode("utf-16-le")) // 2
 
 
-def passes(task: dict, filled: str, timeout: float = 15.0) -> bool:
+def passes(task: dict, filled: str, timeout: float = 15.0) -> bool | None:
+    if not task.get("test"):
+        return None  # a development task (benchmarks/dev_tasks.py): no tests, only exact match and similarity
     program = filled + "\n\n" + task["test"] + f"\n\ncheck({task['entry_point']})\n"
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(program)
@@ -123,6 +126,9 @@ async def run_split(split: str, tasks: list[dict], options: dict, progress: bool
                     "empty": not fill,
                     "error": error,
                     "exact": fill.strip() == task["canonical_solution"].strip(),
+                    "similarity": difflib.SequenceMatcher(
+                        None, fill.strip(), task["canonical_solution"].strip()
+                    ).ratio(),
                     "parses": ok,
                     "adds_errors": not ok and parses(prompt + task["canonical_solution"] + suffix),
                     "pass": passes(task, filled),
@@ -135,7 +141,7 @@ async def run_split(split: str, tasks: list[dict], options: dict, progress: bool
             if progress:
                 done = rows[-1]
                 print(
-                    f"\r{split}: {i + 1}/{len(tasks)} pass={sum(r['pass'] for r in rows)} last={done['seconds']:.2f}s",
+                    f"\r{split}: {i + 1}/{len(tasks)} pass={sum(bool(r['pass']) for r in rows)} exact={sum(r['exact'] for r in rows)} last={done['seconds']:.2f}s",
                     end="",
                     file=sys.stderr,
                     flush=True,
@@ -152,8 +158,9 @@ async def run_split(split: str, tasks: list[dict], options: dict, progress: bool
         "split": split,
         "sampler": options.get("sampler", "auto"),
         "n": n,
-        "pass@1": sum(r["pass"] for r in rows) / n,
+        "pass@1": sum(r["pass"] for r in rows) / n if rows[0]["pass"] is not None else None,
         "exact": sum(r["exact"] for r in rows) / n,
+        "similarity": statistics.fmean(r["similarity"] for r in rows),
         "parses": sum(r["parses"] for r in rows) / n,
         "adds_errors": sum(r["adds_errors"] for r in rows) / n,
         "empty": sum(r["empty"] for r in rows) / n,
@@ -167,14 +174,18 @@ async def run_split(split: str, tasks: list[dict], options: dict, progress: bool
 
 
 def side_by_side(summaries: list[dict]) -> str:
-    """A plain-text table: one line per (split, maxSteps, sampler)."""
-    head = f"{'split':<13}{'steps':>6}  {'sampler':<10}{'pass@1':>8}{'adds errors':>13}{'passes/fill':>13}{'p50 s':>8}"
+    """A plain-text table: one line per (split, maxSteps, sampler, variant)."""
+    head = (
+        f"{'split':<13}{'steps':>6}  {'sampler':<10}{'pass@1':>8}{'exact':>7}{'sim':>6}{'empty':>7}{'adds errors':>13}"
+        f"{'passes/fill':>13}{'p50 s':>8}  variant"
+    )
     lines = [head, "-" * len(head)]
-    for s in sorted(summaries, key=lambda s: (s["split"], s["maxSteps"], s["sampler"])):
+    for s in summaries:
         passes = f"{s['passes_mean']:.1f}" if s["passes_mean"] is not None else "-"
+        p1 = f"{s['pass@1']:.3f}" if s["pass@1"] is not None else "-"
         lines.append(
-            f"{s['split']:<13}{s['maxSteps']:>6}  {s['sampler']:<10}{s['pass@1']:>8.3f}{s['adds_errors']:>13.3f}"
-            f"{passes:>13}{s['latency_p50']:>8.2f}"
+            f"{s['split']:<13}{s['maxSteps']:>6}  {s['sampler']:<10}{p1:>8}{s['exact']:>7.3f}{s['similarity']:>6.3f}"
+            f"{s['empty']:>7.3f}{s['adds_errors']:>13.3f}{passes:>13}{s['latency_p50']:>8.2f}  {json.dumps(s.get('variant', {}))}"
         )
     return "\n".join(lines)
 
@@ -193,6 +204,17 @@ def main() -> int:
         "reference, commit, auto (default: the server's setting)",
     )
     ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument(
+        "--tasks",
+        type=Path,
+        help="a .jsonl.gz of tasks instead of a HumanEval split, e.g. benchmarks/dev_tasks.py's development "
+        "set (tasks without tests report exact match and similarity, no pass@1)",
+    )
+    ap.add_argument(
+        "--variants",
+        help="a JSON list of settings objects to compare side by side, each on top of --settings, e.g. "
+        "'[{}, {\"repairRounds\": 0}]'",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "infill_eval.json")
     args = ap.parse_args()
     options = json.loads(args.settings)
@@ -206,18 +228,25 @@ def main() -> int:
     for name in samplers:
         if name not in (None, "auto", "reference", "commit"):
             ap.error(f"--sampler: unknown sampler {name!r} (reference, commit or auto)")
+    variants = json.loads(args.variants) if args.variants else [{}]
+    splits = [args.tasks.name.split(".")[0]] if args.tasks else args.split
     summaries = []
     for steps in sweep:
         for sampler in samplers:
             opts = dict(options, **({"maxSteps": steps} if steps else {}), **({"sampler": sampler} if sampler else {}))
-            for split in args.split:
-                s = asyncio.run(run_split(split, load(split, args.limit, args.data), opts, progress=True))
-                s["maxSteps"] = steps or 16
-                summaries.append(s)
-                print(
-                    json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items() if k != "rows"})
-                )
-    if len(samplers) > 1 or len(sweep) > 1:
+            for variant in variants:
+                for split in splits:
+                    tasks = load(split, args.limit, args.data, args.tasks)
+                    s = asyncio.run(run_split(split, tasks, {**opts, **variant}, progress=True))
+                    s["maxSteps"] = variant.get("maxSteps", steps or 16)
+                    s["variant"] = variant
+                    summaries.append(s)
+                    print(
+                        json.dumps(
+                            {k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items() if k != "rows"}
+                        )
+                    )
+    if len(samplers) > 1 or len(sweep) > 1 or len(variants) > 1:
         print(side_by_side(summaries))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"settings": options, "results": summaries}, indent=1) + "\n")

@@ -1,0 +1,106 @@
+"""A development set of single-line holes, for choosing decoding settings without touching evaluation data.
+
+HumanEval-Infilling (../shared/benchmarks) is for reporting only: nothing may be tuned on it. Decoding
+choices (steps, slots, repair) are compared on these tasks instead. They come from Python packages that
+were never in the bundled model's training data: the GPU machine that prepared the data
+(model/TRAINING.md) has none of them installed, so every file here is unseen code.
+
+Each task is one whole statement line of a function body removed, the cursor at the start of the line
+that followed it: the shape of HumanEval's single-line split and of the server's "line" completion
+mode. The file's text around it is cut to at most 60 lines before and 30 after. Tasks carry no tests,
+so infill_eval.py reports exact match, parse rate, empty rate and character similarity for them.
+
+    .venv/bin/python benchmarks/dev_tasks.py                      # -> benchmarks/results/tmp/dev_single.jsonl.gz
+    .venv/bin/python benchmarks/infill_eval.py --tasks benchmarks/results/tmp/dev_single.jsonl.gz --limit 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import gzip
+import importlib.util
+import json
+import random
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Installed here (the server's and the tests' own dependencies) but not on the training machine.
+PACKAGES = ["pydantic", "cattrs", "pygls", "annotated_types", "pytest_asyncio", "pytest_lsp", "playwright"]
+BEFORE, AFTER = 60, 30
+
+
+def package_files(name: str) -> list[Path]:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return sorted(p for loc in spec.submodule_search_locations for p in Path(loc).rglob("*.py"))
+
+
+def holes_in(path: Path) -> list[dict]:
+    """Every removable single-line statement of a function body in this file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        tree = ast.parse(text)
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        return []
+    lines = text.splitlines(keepends=True)
+    out = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(fn):
+            body = getattr(node, "body", None)
+            if not isinstance(body, list):
+                continue
+            for stmt in body:
+                if not isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return, ast.Expr, ast.Raise)):
+                    continue
+                if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+                    continue  # a docstring
+                if stmt.lineno != stmt.end_lineno or stmt is fn.body[-1] and len(fn.body) == 1:
+                    continue
+                i = stmt.lineno - 1
+                line = lines[i]
+                if len(line.strip()) < 8 or len(line) > 100 or i + 1 >= len(lines):
+                    continue
+                out.append({"path": path, "line": i, "lines": lines})
+    return out
+
+
+def make_task(h: dict, task_id: str) -> dict:
+    lines, i = h["lines"], h["line"]
+    return {
+        "task_id": task_id,
+        "prompt": "".join(lines[max(0, i - BEFORE) : i]),
+        "canonical_solution": lines[i],
+        "suffix": "".join(lines[i + 1 : i + 1 + AFTER]),
+        "source": f"{h['path'].parent.name}/{h['path'].name}:{i + 1}",
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tmp" / "dev_single.jsonl.gz")
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    by_file = [hs for name in PACKAGES for p in package_files(name) if (hs := holes_in(p))]
+    rng.shuffle(by_file)
+    # One hole per file first, round robin, so no single large file dominates.
+    tasks, k = [], 0
+    while len(tasks) < args.n and any(by_file):
+        for hs in by_file:
+            if hs and len(tasks) < args.n:
+                tasks.append(make_task(hs.pop(rng.randrange(len(hs))), f"dev/{len(tasks)}"))
+        k += 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(args.out, "wt") as f:
+        for task in tasks:
+            f.write(json.dumps(task) + "\n")
+    print(f"{len(tasks)} tasks from {len(by_file)} files -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
