@@ -233,12 +233,15 @@ def main() -> int:
     summaries = []
     for steps in sweep:
         for sampler in samplers:
-            opts = dict(options, **({"maxSteps": steps} if steps else {}), **({"sampler": sampler} if sampler else {}))
+            # a sweep's step count caps every mode: HumanEval's holes are line-mode fills (lineSteps)
+            capped = {"maxSteps": steps, "lineSteps": steps} if steps else {}
+            opts = dict(options, **capped, **({"sampler": sampler} if sampler else {}))
             for variant in variants:
                 for split in splits:
                     tasks = load(split, args.limit, args.data, args.tasks)
                     s = asyncio.run(run_split(split, tasks, {**opts, **variant}, progress=True))
-                    s["maxSteps"] = variant.get("maxSteps", steps or 16)
+                    s["maxSteps"] = variant.get("maxSteps", steps or opts.get("maxSteps", 16))
+                    s["lineSteps"] = variant.get("lineSteps", opts.get("lineSteps"))
                     s["variant"] = variant
                     summaries.append(s)
                     print(

@@ -129,3 +129,7 @@ class DenoiseOutput:
     steps: list[int] = field(default_factory=list)  # forward passes each row took part in while denoising
     errors_found: list[int] = field(default_factory=list)  # syntax errors the judge found while denoising
     stopped_early: list[bool] = field(default_factory=list)  # reference: stopped by the stopping criteria
+    # reference with keep_last: the argmax canvases of the last steps before the final one, each as
+    # (ids (batch, canvas) with held tokens in place, log-probability of each argmax token (batch, canvas),
+    # the rows still denoising at that step): fills that compete with the final one (Infiller._pick)
+    history: list[tuple[torch.Tensor, torch.Tensor, list[bool]]] = field(default_factory=list)

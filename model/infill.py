@@ -395,6 +395,7 @@ class Infiller(WarmUp, LeftToRight):
                 ends=self.hole_ends(single or [False] * len(rows)),
                 fast_draws=True,
                 statistics=self.step.statistics,
+                keep_last=settings.step_candidates,
             )
         ends = self.hole_ends(single) if single and any(single) else None
         out = denoise(
@@ -510,28 +511,36 @@ class Infiller(WarmUp, LeftToRight):
     def _pick(
         self, requests, rows, out: DenoiseOutput, judges: list[Judge | None], prompt_info, sampler: str, seconds
     ) -> list[FillResult]:
-        all_ids = out.ids.tolist()
-        logps = out.token_logp.tolist()
+        # Candidate canvases: each row's final one, then (step_candidates) its argmax at earlier steps.
+        canvases = [(out.ids.tolist(), out.token_logp.tolist(), [True] * len(rows))]
+        canvases += [(ids.tolist(), logp.tolist(), active) for ids, logp, active in reversed(out.history)]
         results = []
         for i, req in enumerate(requests):
             best = None
             cands = [k for k, r in enumerate(rows) if r.request == i]
-            for k in cands:
-                layout, row_ids = rows[k].layout, all_ids[k]
-                fills = self._fills(layout, row_ids)
-                errors = sum(len(b) for b in judges[i](fills)) if judges[i] is not None else 0
-                scored, ntok = [], 0
-                for h in range(len(layout.slots)):
-                    toks, end_pos = self.hole_ids(row_ids, layout, h)
-                    ntok += len(toks)
-                    positions = [p for p, hh in enumerate(layout.hole) if hh == h][: len(toks)]
-                    if end_pos >= 0:
-                        positions.append(end_pos)
-                    scored += [logps[k][p] for p in positions]
-                score = sum(scored) / len(scored) if scored else float("-inf")
-                key = (errors, -score)
-                if best is None or key < best[0]:
-                    best = (key, k, fills, score, ntok, errors)
+            seen: set[tuple[int, tuple[str, ...]]] = set()
+            for all_ids, logps, active in canvases:
+                for k in cands:
+                    if not active[k]:
+                        continue
+                    layout, row_ids = rows[k].layout, all_ids[k]
+                    fills = self._fills(layout, row_ids)
+                    if (k, fills) in seen:  # the same fill at another step: judged and scored once
+                        continue
+                    seen.add((k, fills))
+                    errors = sum(len(b) for b in judges[i](fills)) if judges[i] is not None else 0
+                    scored, ntok = [], 0
+                    for h in range(len(layout.slots)):
+                        toks, end_pos = self.hole_ids(row_ids, layout, h)
+                        ntok += len(toks)
+                        positions = [p for p, hh in enumerate(layout.hole) if hh == h][: len(toks)]
+                        if end_pos >= 0:
+                            positions.append(end_pos)
+                        scored += [logps[k][p] for p in positions]
+                    score = sum(scored) / len(scored) if scored else float("-inf")
+                    key = (errors, -score)
+                    if best is None or key < best[0]:
+                        best = (key, k, fills, score, ntok, errors)
             _, k, fills, score, ntok, errors = best
             results.append(
                 FillResult(

@@ -283,6 +283,7 @@ def reference_denoise(
     ends: torch.Tensor | None = None,
     fast_draws: bool = False,
     statistics: Statistics = position_statistics,
+    keep_last: int = 0,
 ) -> DenoiseOutput:
     """Denoise every row of `batch` as generate() does; see the module docstring.
 
@@ -292,6 +293,8 @@ def reference_denoise(
     at most max_corrections times per row. Without it (and without `ends`) this is exactly generate()'s loop.
     ends: (B, V) bool, the tokens that end a hole in each row, or None: every free position counts for
     the stopping criteria (see the module docstring, 5.).
+    keep_last: also return the argmax canvases of up to this many steps before the last (DenoiseOutput's
+    history) so that a caller can choose among them; the loop itself is unchanged.
     fast_draws (per-row generators only): `statistics` (`position_statistics` or the step's compiled
     form of it) and `draw_rows` instead of generate()'s computations: the same distributions, other
     random draws, a fraction of the sampler's time (the Infiller's choice).
@@ -320,6 +323,7 @@ def reference_denoise(
     barring = 0  # steps some position stays barred (host side: no device read to know it)
     judged: list[tuple | None] = [None] * n_rows  # the argmax fill last shown to `correct`, per row
     forward_passes = 0
+    history: list[tuple[torch.Tensor, torch.Tensor, list[bool]]] = []  # the last keep_last argmax canvases
 
     for cur_step in reversed(range(1, params.steps + 1)):
         if cancelled is not None and cancelled():
@@ -390,6 +394,9 @@ def reference_denoise(
             accepted = accepted & ~finished[:, None]
         out_logp = torch.where(finished[:, None], out_logp, logp)
 
+        if keep_last:  # this step's argmax of the rows still denoising: a candidate fill (see keep_last)
+            shown_now = new_argmax if free is None else torch.where(held, batch.ids, new_argmax)
+            history = (history + [(shown_now, logp, [not d for d in done])])[-(keep_last + 1) :]
         canvas, argmax, entropy = new_canvas, new_argmax, new_entropy
         finished = finished | stops
         sc_logits = processed if sc_dtype is None else processed.to(sc_dtype)
@@ -424,4 +431,5 @@ def reference_denoise(
         steps=steps,
         errors_found=errors_found,
         stopped_early=finished.tolist(),
+        history=history[:-1],  # the last entry is the final step's: that is `ids`
     )

@@ -108,6 +108,10 @@ class SamplerSettings:
     # and denoised again. reference: how many times, while denoising, the positions the syntax judge
     # blames are barred from acceptance (so re-noised) for a few steps.
     repair_rounds: int = 2
+    # reference only: the argmax fills of up to this many steps before the last compete with the last
+    # step's fill (fewest syntax errors, then the highest mean log-probability of its tokens; no extra
+    # forward passes). 0: the last step's fill alone, as generate() returns it.
+    step_candidates: int = 0
     seed: int = 0
     # Single-line completions (FillRequest.single_line). single_line_steps caps max_steps for them (None:
     # no cap): a line of ~12 tokens needs fewer steps than a block. single_line_decoder: "diffusion"

@@ -52,6 +52,8 @@ def _settings(args: argparse.Namespace):
         value = getattr(args, flag, None)
         if value is not None:
             raw[name] = value
+    if getattr(args, "steps", None) is not None:
+        raw["lineSteps"] = args.steps  # --steps caps every fill, a line's too
     for item in args.set or ():
         name, _, value = item.partition("=")
         raw[name.strip()] = _setting_value(value)
@@ -360,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         p.add_argument("--device", help="setting device: auto, cpu, cuda, cuda:N or mps")
         p.add_argument("--dtype", help="setting dtype: auto, float32, bfloat16 or float16")
-        p.add_argument("--steps", type=int, help="setting maxSteps: most denoising steps per round")
+        p.add_argument("--steps", type=int, help="settings maxSteps and lineSteps: most denoising steps per round")
         p.add_argument("--seed", type=int, help="setting seed")
         p.add_argument(
             "--set",

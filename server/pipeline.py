@@ -106,7 +106,7 @@ def run_fill(
         holes=tuple(holes),
         max_tokens=max(slots),
         length_candidates=tuple(slots) if len(holes) == 1 and len(slots) > 1 else (),
-        settings=settings.sampler_settings(),
+        settings=settings.sampler_settings(mode),
         document=document,
         language=lang,
         decoder=settings.decoder,  # type: ignore[arg-type]
@@ -145,7 +145,8 @@ def plan_at_cursor(text: str, offset: int, lang: str | None, settings: ServerSet
         mode = completion_mode(local, lang, offset - base)
     if mode == "none":
         return mode, ()
-    return mode, tuple(settings.singleLineSlots if mode == "single" else settings.multiLineSlots)
+    slots = {"single": settings.singleLineSlots, "line": settings.lineSlots}.get(mode, settings.multiLineSlots)
+    return mode, tuple(slots)
 
 
 def complete_at(

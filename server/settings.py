@@ -96,6 +96,12 @@ class ServerSettings:
         lo=0.0,
         hi=1.0,
     )
+    stepCandidates: int = _setting(
+        0,
+        "Sampler reference: the fills the last steps before the final one showed (their most likely tokens) compete with the final fill: the one with the fewest syntax errors, then the highest mean token probability, is shown. No extra forward passes. 0: the final step's fill, as transformers' generate() returns it.",
+        lo=0,
+        hi=1024,
+    )
     seed: int = _setting(0, "Random seed; the same seed and document give the same fill.", lo=0, hi=2**31 - 1)
     disabledFilters: tuple = _setting(
         (),
@@ -108,6 +114,16 @@ class ServerSettings:
         (24,), "Canvas slot counts tried (as one batch) for a single-line completion; the model ends the span itself."
     )
     multiLineSlots: tuple = _setting((64,), "Slot counts tried for multi-line completions and selections.")
+    lineSlots: tuple = _setting(
+        (64,),
+        "Slot counts tried for a completion at the start of a line with code after it (whole lines inserted above that line; usually one): 24 with the suffix tokens fits a 32-token canvas.",
+    )
+    lineSteps: int = _setting(
+        16,
+        "Most denoising steps for that completion (instead of maxSteps): on its narrow canvas a step costs about a third of a multi-line one, and more steps write better lines.",
+        lo=1,
+        hi=1024,
+    )
     bodySlots: int = _setting(128, "Slots for a regenerated function body.", lo=1, hi=4096)
     suffixTokens: int = _setting(
         8,
@@ -161,17 +177,19 @@ class ServerSettings:
         choices=("debug", "info", "warning", "error"),
     )
 
-    def sampler_settings(self) -> SamplerSettings:
-        """The sampler settings of a fill ("auto" is resolved against the checkpoint by the backend)."""
+    def sampler_settings(self, mode: str | None = None) -> SamplerSettings:
+        """The sampler settings of a fill ("auto" is resolved against the checkpoint by the backend); a
+        completion at a line's start (`mode` "line") takes lineSteps."""
         return SamplerSettings(
             sampler=self.sampler,  # type: ignore[arg-type]
-            max_steps=self.maxSteps,
+            max_steps=self.lineSteps if mode == "line" else self.maxSteps,
             acceptance=self.acceptance,  # type: ignore[arg-type]
             entropy_bound=float(self.entropyBound),
             confidence_threshold=float(self.confidenceThreshold),
             temperature_start=float(self.temperatureStart),
             temperature_end=float(self.temperatureEnd),
             repair_rounds=self.repairRounds,
+            step_candidates=self.stepCandidates,
             seed=self.seed,
             single_line_steps=self.singleLineSteps,
             single_line_decoder=self.singleLineDecoder,  # type: ignore[arg-type]
@@ -279,6 +297,7 @@ def parse_settings(raw: Any, base: ServerSettings | None = None) -> tuple[Server
             "temperatureStart",
             "temperatureEnd",
             "repairRounds",
+            "stepCandidates",
             "seed",
         )
         settings = replace(settings, **{k: getattr(ServerSettings(), k) for k in sampler_fields})

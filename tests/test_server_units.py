@@ -60,13 +60,21 @@ PY = "def f(x):\n    total = x\n    \n    return \n"
         (PY.index("    \n") + 4, "python", "multi"),  # a blank line in a block: statements may follow
         (PY.index("return ") + 7, None, "single"),  # no grammar: a line with text
         (PY.index("    \n") + 4, None, "multi"),  # no grammar: an empty line
+        (PY.index("    return"), "python", "line"),  # a line's start with code after it: lines above
+        (PY.index("    return"), None, "line"),
     ],
 )
 def test_cursor_planning_decides_before_the_model_runs(where, lang, mode):
-    settings = ServerSettings(singleLineSlots=(8,), multiLineSlots=(32, 64))
+    settings = ServerSettings(singleLineSlots=(8,), multiLineSlots=(32, 64), lineSlots=(16,))
     got_mode, slots = plan_at_cursor(PY, where, lang, settings)
     assert got_mode == mode
-    assert slots == {"single": (8,), "multi": (32, 64), "none": ()}[mode]
+    assert slots == {"single": (8,), "multi": (32, 64), "line": (16,), "none": ()}[mode]
+
+
+def test_a_line_completion_takes_its_own_step_budget():
+    settings = ServerSettings(maxSteps=12, lineSteps=40)
+    assert settings.sampler_settings("line").max_steps == 40
+    assert settings.sampler_settings("multi").max_steps == settings.sampler_settings().max_steps == 12
 
 
 # ---- the judge's error attribution ----------------------------------------------------------------

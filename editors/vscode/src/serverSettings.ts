@@ -20,6 +20,7 @@ export const SERVER_SETTING_DEFAULTS: Readonly<Record<string, unknown>> = {
   "temperatureEnd": 0.4,
   "repairRounds": 2,
   "repairThreshold": 0.05,
+  "stepCandidates": 0,
   "seed": 0,
   "disabledFilters": [],
   "singleLineSlots": [
@@ -28,6 +29,10 @@ export const SERVER_SETTING_DEFAULTS: Readonly<Record<string, unknown>> = {
   "multiLineSlots": [
     64
   ],
+  "lineSlots": [
+    64
+  ],
+  "lineSteps": 16,
   "bodySlots": 128,
   "suffixTokens": 8,
   "maxPromptTokens": 1024,
