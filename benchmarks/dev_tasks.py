@@ -11,6 +11,7 @@ mode. The file's text around it is cut to at most 60 lines before and 30 after. 
 so infill_eval.py reports exact match, parse rate, empty rate and character similarity for them.
 
     .venv/bin/python benchmarks/dev_tasks.py                      # -> benchmarks/results/tmp/dev_single.jsonl.gz
+    .venv/bin/python benchmarks/dev_tasks.py --lines 3            # three consecutive lines: dev_lines3.jsonl.gz
     .venv/bin/python benchmarks/infill_eval.py --tasks benchmarks/results/tmp/dev_single.jsonl.gz --limit 200
 """
 
@@ -37,8 +38,8 @@ def package_files(name: str) -> list[Path]:
     return sorted(p for loc in spec.submodule_search_locations for p in Path(loc).rglob("*.py"))
 
 
-def holes_in(path: Path) -> list[dict]:
-    """Every removable single-line statement of a function body in this file."""
+def holes_in(path: Path, lines_per_hole: int = 1) -> list[dict]:
+    """Every removable run of `lines_per_hole` consecutive single-line statements of a function body."""
     try:
         text = path.read_text(encoding="utf-8")
         tree = ast.parse(text)
@@ -53,28 +54,37 @@ def holes_in(path: Path) -> list[dict]:
             body = getattr(node, "body", None)
             if not isinstance(body, list):
                 continue
-            for stmt in body:
-                if not isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return, ast.Expr, ast.Raise)):
+            ok = [_removable(stmt, lines) and not (stmt is fn.body[-1] and len(fn.body) == 1) for stmt in body]
+            for j in range(len(body) - lines_per_hole + 1):
+                run = body[j : j + lines_per_hole]
+                if not all(ok[j : j + lines_per_hole]):
                     continue
-                if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
-                    continue  # a docstring
-                if stmt.lineno != stmt.end_lineno or stmt is fn.body[-1] and len(fn.body) == 1:
+                if any(b.lineno != a.end_lineno + 1 for a, b in zip(run, run[1:])):
+                    continue  # blank lines or comments between them
+                i = run[0].lineno - 1
+                if run[-1].end_lineno >= len(lines):
                     continue
-                i = stmt.lineno - 1
-                line = lines[i]
-                if len(line.strip()) < 8 or len(line) > 100 or i + 1 >= len(lines):
-                    continue
-                out.append({"path": path, "line": i, "lines": lines})
+                out.append({"path": path, "line": i, "n": lines_per_hole, "lines": lines})
     return out
 
 
+def _removable(stmt: ast.stmt, lines: list[str]) -> bool:
+    """A simple statement on one line of moderate length (not a docstring)."""
+    if not isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return, ast.Expr, ast.Raise)):
+        return False
+    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+        return False  # a docstring
+    line = lines[stmt.lineno - 1]
+    return stmt.lineno == stmt.end_lineno and len(line.strip()) >= 8 and len(line) <= 100
+
+
 def make_task(h: dict, task_id: str) -> dict:
-    lines, i = h["lines"], h["line"]
+    lines, i, n = h["lines"], h["line"], h["n"]
     return {
         "task_id": task_id,
         "prompt": "".join(lines[max(0, i - BEFORE) : i]),
-        "canonical_solution": lines[i],
-        "suffix": "".join(lines[i + 1 : i + 1 + AFTER]),
+        "canonical_solution": "".join(lines[i : i + n]),
+        "suffix": "".join(lines[i + n : i + n + AFTER]),
         "source": f"{h['path'].parent.name}/{h['path'].name}:{i + 1}",
     }
 
@@ -83,10 +93,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tmp" / "dev_single.jsonl.gz")
+    ap.add_argument("--lines", type=int, default=1, help="consecutive statement lines per hole (2-3: multi-line)")
+    ap.add_argument(
+        "--out", type=Path, help="default: benchmarks/results/tmp/dev_single.jsonl.gz (dev_lines3... with --lines)"
+    )
     args = ap.parse_args()
+    name = "dev_single" if args.lines == 1 else f"dev_lines{args.lines}"
+    args.out = args.out or ROOT / "benchmarks" / "results" / "tmp" / f"{name}.jsonl.gz"
     rng = random.Random(args.seed)
-    by_file = [hs for name in PACKAGES for p in package_files(name) if (hs := holes_in(p))]
+    by_file = [hs for name in PACKAGES for p in package_files(name) if (hs := holes_in(p, args.lines))]
     rng.shuffle(by_file)
     # One hole per file first, round robin, so no single large file dominates.
     tasks, k = [], 0

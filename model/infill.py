@@ -516,8 +516,8 @@ class Infiller(WarmUp, LeftToRight):
         canvases += [(ids.tolist(), logp.tolist(), active) for ids, logp, active in reversed(out.history)]
         results = []
         for i, req in enumerate(requests):
-            best = None
             cands = [k for k, r in enumerate(rows) if r.request == i]
+            scored_fills = []  # (score, k, fills, tokens), each distinct fill of a row once
             seen: set[tuple[int, tuple[str, ...]]] = set()
             for all_ids, logps, active in canvases:
                 for k in cands:
@@ -525,10 +525,9 @@ class Infiller(WarmUp, LeftToRight):
                         continue
                     layout, row_ids = rows[k].layout, all_ids[k]
                     fills = self._fills(layout, row_ids)
-                    if (k, fills) in seen:  # the same fill at another step: judged and scored once
+                    if (k, fills) in seen:  # the same fill at another step: scored (and judged) once
                         continue
                     seen.add((k, fills))
-                    errors = sum(len(b) for b in judges[i](fills)) if judges[i] is not None else 0
                     scored, ntok = [], 0
                     for h in range(len(layout.slots)):
                         toks, end_pos = self.hole_ids(row_ids, layout, h)
@@ -538,10 +537,17 @@ class Infiller(WarmUp, LeftToRight):
                             positions.append(end_pos)
                         scored += [logps[k][p] for p in positions]
                     score = sum(scored) / len(scored) if scored else float("-inf")
-                    key = (errors, -score)
-                    if best is None or key < best[0]:
-                        best = (key, k, fills, score, ntok, errors)
-            _, k, fills, score, ntok, errors = best
+                    scored_fills.append((score, k, fills, ntok))
+            # The fewest syntax errors, then the highest score: judged best score first (a stable sort:
+            # the final canvas wins a tie), stopping at the first clean fill, which nothing after beats.
+            best = None
+            for score, k, fills, ntok in sorted(scored_fills, key=lambda c: -c[0]):
+                errors = sum(len(b) for b in judges[i](fills)) if judges[i] is not None else 0
+                if best is None or errors < best[-1]:
+                    best = (k, fills, score, ntok, errors)
+                if errors == 0:
+                    break
+            k, fills, score, ntok, errors = best
             results.append(
                 FillResult(
                     fills=fills,

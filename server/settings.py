@@ -80,7 +80,10 @@ class ServerSettings:
         choices=("entropy", "confidence"),
     )
     entropyBound: float = _setting(
-        0.1, "Entropy-bound acceptance: the bound on (sum of entropies - the largest).", lo=1e-6, hi=1e6
+        0.5,
+        "Entropy-bound acceptance: the bound on (sum of entropies - the largest). 0.5 was chosen with the bundled model on the development set (benchmarks/dev_tasks.py); transformers' DiffusionGemma publishes 0.1.",
+        lo=1e-6,
+        hi=1e6,
     )
     confidenceThreshold: float = _setting(
         0.9, "Confidence acceptance: the top probability a position needs.", lo=1e-6, hi=1.0
@@ -88,7 +91,10 @@ class ServerSettings:
     temperatureStart: float = _setting(0.8, "Sampling temperature at the first step (falls linearly).", lo=0.0, hi=10.0)
     temperatureEnd: float = _setting(0.4, "Sampling temperature at the last step.", lo=0.0, hi=10.0)
     repairRounds: int = _setting(
-        2, "Times a fill that adds syntax errors is re-noised from the first error and denoised again.", lo=0, hi=8
+        0,
+        "Times a fill that adds syntax errors is re-noised from the first error and denoised again (sampler reference: while denoising). 0 by default: with the bundled model, re-noising while denoising made fills worse on the development set (benchmarks/dev_tasks.py), and stepCandidates chooses by syntax errors instead.",
+        lo=0,
+        hi=8,
     )
     repairThreshold: float = _setting(
         0.05,
@@ -97,8 +103,8 @@ class ServerSettings:
         hi=1.0,
     )
     stepCandidates: int = _setting(
-        0,
-        "Sampler reference: the fills the last steps before the final one showed (their most likely tokens) compete with the final fill: the one with the fewest syntax errors, then the highest mean token probability, is shown. No extra forward passes. 0: the final step's fill, as transformers' generate() returns it.",
+        16,
+        "Sampler reference: the fills the last steps before the final one showed (their most likely tokens) compete with the final fill: the one with the fewest syntax errors, then the highest mean token probability, is shown. No extra forward passes. 0: the final step's fill, as transformers' generate() returns it. 16 was chosen with the bundled model on the development set (benchmarks/dev_tasks.py).",
         lo=0,
         hi=1024,
     )
@@ -115,11 +121,11 @@ class ServerSettings:
     )
     multiLineSlots: tuple = _setting((64,), "Slot counts tried for multi-line completions and selections.")
     lineSlots: tuple = _setting(
-        (64,),
+        (24,),
         "Slot counts tried for a completion at the start of a line with code after it (whole lines inserted above that line; usually one): 24 with the suffix tokens fits a 32-token canvas.",
     )
     lineSteps: int = _setting(
-        16,
+        32,
         "Most denoising steps for that completion (instead of maxSteps): on its narrow canvas a step costs about a third of a multi-line one, and more steps write better lines.",
         lo=1,
         hi=1024,

@@ -14,13 +14,13 @@ export const SERVER_SETTING_DEFAULTS: Readonly<Record<string, unknown>> = {
   "maxSteps": 16,
   "singleLineSteps": 8,
   "acceptance": "entropy",
-  "entropyBound": 0.1,
+  "entropyBound": 0.5,
   "confidenceThreshold": 0.9,
   "temperatureStart": 0.8,
   "temperatureEnd": 0.4,
-  "repairRounds": 2,
+  "repairRounds": 0,
   "repairThreshold": 0.05,
-  "stepCandidates": 0,
+  "stepCandidates": 16,
   "seed": 0,
   "disabledFilters": [],
   "singleLineSlots": [
@@ -30,9 +30,9 @@ export const SERVER_SETTING_DEFAULTS: Readonly<Record<string, unknown>> = {
     64
   ],
   "lineSlots": [
-    64
+    24
   ],
-  "lineSteps": 16,
+  "lineSteps": 32,
   "bodySlots": 128,
   "suffixTokens": 8,
   "maxPromptTokens": 1024,

@@ -43,7 +43,9 @@
   (let* ((exe (getenv "CANVAS_LS"))
          (file (getenv "CANVAS_FILE"))
          (opts (list :modelPath (getenv "CANVAS_MODEL") :maxSteps 8 :seed 1
-                     :singleLineSlots [16] :multiLineSlots [32] :bodySlots 32 :device "cpu"))
+                     :singleLineSlots [16] :multiLineSlots [32] :bodySlots 32 :device "cpu"
+                     ;; random weights: the fewest-errors step candidate is mostly the empty fill
+                     :stepCandidates 0))
          server uri)
     ;; What a user puts in their init file (see editors/README-editors.md).
     (setq eglot-server-programs

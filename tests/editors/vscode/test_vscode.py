@@ -159,6 +159,9 @@ def code_server(prerequisites, tiny_dir, tmp_path_factory):
             "canvas.modelPath": str(tiny_dir),
             "canvas.maxSteps": 8,
             "canvas.seed": 0,
+            # random weights: the step candidate with the fewest syntax errors is mostly the empty
+            # fill, and these tests need fills to show; 0 keeps the final step's fill alone
+            "canvas.stepCandidates": 0,
             "canvas.logLevel": "debug",
             "canvas.trace.server": "messages",
         },
