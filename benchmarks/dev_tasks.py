@@ -104,12 +104,11 @@ def main() -> None:
     by_file = [hs for name in PACKAGES for p in package_files(name) if (hs := holes_in(p, args.lines))]
     rng.shuffle(by_file)
     # One hole per file first, round robin, so no single large file dominates.
-    tasks, k = [], 0
+    tasks = []
     while len(tasks) < args.n and any(by_file):
         for hs in by_file:
             if hs and len(tasks) < args.n:
                 tasks.append(make_task(hs.pop(rng.randrange(len(hs))), f"dev/{len(tasks)}"))
-        k += 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(args.out, "wt") as f:
         for task in tasks:
