@@ -191,28 +191,57 @@ def test_prefix_cache_is_reused_across_requests_of_one_document(tiny64):
     assert fresh.fills == r2.fills  # a reused cache gives the same fill as a fresh one
 
 
-def test_left_to_right_baseline_matches_a_plain_greedy_loop(tiny):
-    """The AR baseline equals greedy decoding by re-running the encoder on the whole sequence each time."""
+def _greedy(inf, ids: list[int], steps: int, first_allowed=None) -> list[int]:
+    """Greedy decoding by re-running the encoder on the whole sequence each time (no cache reuse)."""
     from transformers.cache_utils import DynamicCache
 
-    inf = Infiller(tiny)
-    r = inf.fill_autoregressive(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=6))
-    assert r.forward_passes == r.tokens or r.forward_passes == r.tokens + 1  # one token per pass
-    ids = inf.prompt_ids(TEXT[:HOLE])
-    model, out = tiny.model, []
+    model, out = inf.loaded.model, []
     with torch.no_grad():
-        for _ in range(6):
+        for _ in range(steps):
             cache = DynamicCache(config=model.config)
             h = model.model.encoder(
                 input_ids=torch.tensor([ids + out]), past_key_values=cache, use_cache=True
             ).last_hidden_state
             logits = model.lm_head(h[:, -1])
             logits = torch.tanh(logits / 30.0) * 30.0
+            if first_allowed is not None and not out:
+                logits = logits.masked_fill(~first_allowed, float("-inf"))
             tok = int(logits.argmax(-1))
             if tok in inf._end | inf._special:
                 break
             out.append(tok)
-    assert r.fills[0] == inf._decode(out)
+    return out
+
+
+def test_left_to_right_baseline_matches_a_plain_greedy_loop(tiny):
+    """The AR baseline equals greedy decoding by re-running the encoder on the whole sequence each time,
+    from the prompt less its healed last token (a prefix ending in a word: nothing special about it)."""
+    inf = Infiller(tiny)
+    hole = TEXT.index("return") + len("return")
+    r = inf.fill_autoregressive(FillRequest(TEXT, holes=((hole, hole),), max_tokens=6))
+    assert r.forward_passes == r.tokens or r.forward_passes == r.tokens + 1  # one token per pass
+    ids = inf.prompt_ids(TEXT[:hole])
+    healed = inf._decode(ids[-1:])
+    allowed = torch.tensor([inf._decode([i]).startswith(healed) for i in range(tiny.vocab_size)])
+    allowed[list(inf._end | inf._special)] = False
+    assert inf._decode(_greedy(inf, ids[:-1], 6, allowed))[len(healed) :] == r.fills[0]
+
+
+def test_left_to_right_heals_a_prompt_ending_in_a_space(tiny):
+    """ "return " ends in a lone space token: the draft takes it back and its first token must start with
+    a space, so the fill is what follows the cursor and never rewrites text before it."""
+    inf = Infiller(tiny)
+    ids = inf.prompt_ids(TEXT[:HOLE])
+    assert inf._decode(ids[-1:]) == " "  # the case healing is for
+    prompt, healed, allowed = inf._heal(ids)
+    assert prompt == ids[:-1] and healed == " "
+    texts = [inf._decode([i]) for i in range(tiny.vocab_size)]
+    assert all(texts[i].startswith(" ") for i in allowed.nonzero().flatten().tolist())
+    assert not allowed[list(inf._end | inf._special)].any()
+    r = inf.fill_autoregressive(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=6))
+    assert r.fills[0] == inf._decode(_greedy(inf, prompt, 6, allowed))[1:]
+    # nothing to heal when only <bos> would be left
+    assert inf._heal(ids[:2]) == (ids[:2], "", None)
 
 
 # ---- the reference sampler through the Infiller ------------------------------------------------------
