@@ -123,9 +123,15 @@ class SamplerSettings:
     # Tokens of the text after the last hole held on the canvas at least (the canvas bucket's spare room
     # holds more); None: the backend's default. Small enough that a single line fits a small canvas.
     suffix_tokens: int | None = None
+    # Left-to-right drafts: the prompt's last token is taken back and the first new token must start
+    # with its text (model/autoregressive.py says why); False: the prompt ends exactly at the cursor.
+    # The canvas never heals: it was trained on text cut at any character, tokenized piece by piece.
+    token_healing: bool = True
 
     def __post_init__(self) -> None:
         problems = []
+        if not isinstance(self.token_healing, bool):
+            problems.append(f"token_healing must be true or false, got {self.token_healing!r}")
         if self.sampler not in SAMPLERS:
             problems.append(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.max_steps is not None and (

@@ -108,6 +108,10 @@ class ServerSettings:
         lo=0,
         hi=1024,
     )
+    tokenHealing: bool = _setting(
+        True,
+        "Left-to-right drafts (in process): the prompt's last token is taken back and the first new token must start with its text, as in the text the model learned to continue (without it the bundled model continued '    return ' with a comment). The canvas needs none: it was trained on text cut at any character.",
+    )
     seed: int = _setting(0, "Random seed; the same seed and document give the same fill.", lo=0, hi=2**31 - 1)
     disabledFilters: tuple = _setting(
         (),
@@ -200,6 +204,7 @@ class ServerSettings:
             single_line_steps=self.singleLineSteps,
             single_line_decoder=self.singleLineDecoder,  # type: ignore[arg-type]
             suffix_tokens=self.suffixTokens,
+            token_healing=self.tokenHealing,
         )
 
     def model_key(self) -> tuple:

@@ -242,6 +242,9 @@ def test_left_to_right_heals_a_prompt_ending_in_a_space(tiny):
     assert r.fills[0] == inf._decode(_greedy(inf, prompt, 6, allowed))[1:]
     # nothing to heal when only <bos> would be left
     assert inf._heal(ids[:2]) == (ids[:2], "", None)
+    # tokenHealing false: the prompt ends at the cursor, a plain greedy continuation
+    off = FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=6, settings=SamplerSettings(token_healing=False))
+    assert inf.fill_autoregressive(off).fills[0] == inf._decode(_greedy(inf, ids, 6))
 
 
 # ---- the reference sampler through the Infiller ------------------------------------------------------

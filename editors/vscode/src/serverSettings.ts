@@ -21,6 +21,7 @@ export const SERVER_SETTING_DEFAULTS: Readonly<Record<string, unknown>> = {
   "repairRounds": 0,
   "repairThreshold": 0.05,
   "stepCandidates": 16,
+  "tokenHealing": true,
   "seed": 0,
   "disabledFilters": [],
   "singleLineSlots": [
