@@ -8,12 +8,13 @@ prompt's K/V on the next keystroke. Writes JSON and a PNG.
     .venv/bin/python benchmarks/latency.py                       # default model, CPU
     .venv/bin/python benchmarks/latency.py --model DIR --device cuda --reps 10
     .venv/bin/python benchmarks/latency.py --threads-sweep     # torch threads, idle and under a background load
-    .venv/bin/python benchmarks/latency.py --cpu-table         # the CPU speed levers (issue 13), tiny and "small"
+    .venv/bin/python benchmarks/latency.py --cpu-table         # the CPU speed levers (issue 13): tiny, "small", bundled
     .venv/bin/python benchmarks/latency.py --statistics-ab     # the sampler's statistics compiled vs eager
     .venv/bin/python benchmarks/latency.py --packed-ab         # bf16 linear weights prepacked vs plain
 
---cpu-table: p50/p95 of single- and multi-line fills for the tiny model and a random-weight model of the
-`small` training preset (the bundled size, built once into benchmarks/results/tmp/small-model), under
+--cpu-table: p50/p95 of single- and multi-line fills for the tiny model, a random-weight model of the
+`small` training preset (8 layers, built once into benchmarks/results/tmp/small-model) and the bundled
+model (trained, the `compact` preset: 6 layers, narrower MLPs; model/bundled/), under
 the old CPU defaults, each new default alone and all of them together, idle and beside one busy
 process, every configuration side by side in one run (round robin, so load changes hit all alike).
 Writes results/latency_cpu.json and .png.
@@ -180,11 +181,16 @@ LEVERS = {  # each new default alone, on top of the old ones
 }
 
 
+MODELS = ["tiny", "small", "bundled"]  # --cpu-table's models, in table order
+
+
 def cpu_configs() -> dict[str, dict]:
     configs = {"old defaults": dict(OLD)}
     for name, keys in LEVERS.items():
         configs[name] = {**OLD, **{k: NEW[k] for k in keys}}
     configs["new defaults (all)"] = dict(NEW)
+    # the same, single lines always on the canvas: what the canvas alone costs at <= 8 passes
+    configs["new defaults, canvas only"] = {**NEW, "singleLineDecoder": "diffusion"}
     return configs
 
 
@@ -222,6 +228,10 @@ def cpu_table(args) -> int:
             models["tiny"] = demo_model_dir()
         elif name == "small":
             models["small"] = small_model_dir(ROOT)
+        elif name == "bundled":
+            from canvas_ls.model import BUNDLED_DIR
+
+            models["bundled"] = BUNDLED_DIR
     configs = cpu_configs()
     fillers, loaded = {}, {}
     for mname, path in models.items():
@@ -402,7 +412,7 @@ def cpu_markdown(rows: list[dict]) -> str:
     )
     lines = [head, "|" + " --- |" * (2 + 2 * len(loads))]
     order = list(cpu_configs())
-    for model in sorted({r["model"] for r in rows}, key=["tiny", "small"].index):
+    for model in sorted({r["model"] for r in rows}, key=MODELS.index):
         for cname in order:
             cells = []
             for load in loads:
@@ -434,7 +444,7 @@ def _cpu_plot(rows: list[dict], png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = sorted({r["model"] for r in rows}, key=["tiny", "small"].index)
+    models = sorted({r["model"] for r in rows}, key=MODELS.index)
     loads = sorted({r["load"] for r in rows}, key=["idle", "busy"].index)
     order = list(cpu_configs())
     fig, axes = plt.subplots(len(models), 2, figsize=(13, 4.2 * len(models)), squeeze=False)
@@ -458,7 +468,7 @@ def _cpu_plot(rows: list[dict], png: Path) -> None:
             ax.set_yticks([y + width * (len(loads) - 1) / 2 for y in range(len(order))], order, fontsize=8)
             ax.invert_yaxis()
             ax.set(xlabel="p50 fill latency (ms)", title=f"{model}: {mode}-line fill")
-            if mode == "single" and model == "small":
+            if mode == "single" and model != "tiny":
                 ax.axvline(150, color="grey", linestyle=":", label="target 150 ms")
             ax.legend(fontsize=8)
     fig.suptitle("CPU defaults side by side in one run (torch threads as each configuration says)", fontsize=9)
@@ -481,7 +491,7 @@ def main() -> int:
     ap.add_argument(
         "--cpu-table", action="store_true", help="the CPU speed levers side by side (results/latency_cpu.json)"
     )
-    ap.add_argument("--models", default="tiny,small", help="--cpu-table: tiny and/or small")
+    ap.add_argument("--models", default=",".join(MODELS), help="--cpu-table: any of tiny, small, bundled")
     ap.add_argument(
         "--single-reps", type=int, default=15, help="--cpu-table: single-line fills per configuration and load"
     )

@@ -540,8 +540,10 @@ class Infiller(WarmUp, LeftToRight):
                     scored_fills.append((score, k, fills, ntok))
             # The fewest syntax errors, then the highest score: judged best score first (a stable sort:
             # the final canvas wins a tie), stopping at the first clean fill, which nothing after beats.
+            # An empty fill comes after every other: it wins only when each one that writes something
+            # adds syntax errors (the bundled model often scores "nothing" highest after `return `).
             best = None
-            for score, k, fills, ntok in sorted(scored_fills, key=lambda c: -c[0]):
+            for score, k, fills, ntok in sorted(scored_fills, key=lambda c: (not any(c[2]), -c[0])):
                 errors = sum(len(b) for b in judges[i](fills)) if judges[i] is not None else 0
                 if best is None or errors < best[-1]:
                     best = (k, fills, score, ntok, errors)

@@ -107,3 +107,42 @@ def test_zero_candidates_is_the_final_step_alone(infiller):
         )
     )
     assert a.fills == b.fills and a.score == b.score
+
+
+def _one_row_pick(inf: Infiller, fills_logp: list[tuple[str, float]], judge):
+    """_pick over one row whose final canvas and history hold these fills (each token's log-probability
+    the given one); returns the chosen fill."""
+    from canvas_ls.model.canvas import DenoiseOutput, Row, RowLayout
+
+    n = 8
+    end = next(iter(inf._end))
+    canvases = []
+    for text, logp in fills_logp:
+        ids = (inf._encode(text) + [end] * n)[:n]
+        canvases.append((torch.tensor([ids]), torch.full((1, n), logp)))
+    (final_ids, final_logp), *hist = canvases
+    out = DenoiseOutput(
+        ids=final_ids,
+        token_logp=final_logp,
+        forward_passes=len(canvases),
+        repairs=[0],
+        steps=[len(canvases)],
+        errors_found=[0],
+        history=[(ids, logp, [True]) for ids, logp in reversed(hist)],
+    )
+    row = Row(0, RowLayout(ids=(-1,) * n, hole=(0,) * n, slots=(n,)), None, 0, n)
+    req = FillRequest("x = \n", holes=((4, 4),), max_tokens=n)
+    return inf._pick([req], [row], out, [judge], [(1, 0)], "reference", 0.0)[0].fills[0]
+
+
+def test_an_empty_fill_ranks_after_every_clean_one(tiny):
+    """The bundled model often scores "nothing" highest after `return `: a clean fill that writes
+    something wins over it, whatever the scores; the empty one wins only when every other adds errors."""
+    inf = Infiller(tiny)
+    clean = lambda fills: [[]]  # noqa: E731
+    assert _one_row_pick(inf, [("", -0.1), ("a", -2.0), ("b", -3.0)], clean) == "a"
+    assert _one_row_pick(inf, [("b", -3.0), ("", -0.1), ("a", -2.0)], clean) == "a"
+    broken = lambda fills: [[(0, 1)]] if fills[0] else [[]]  # noqa: E731
+    assert _one_row_pick(inf, [("a", -2.0), ("", -0.1)], broken) == ""
+    # between non-empty fills the score still decides
+    assert _one_row_pick(inf, [("a", -2.0), ("b", -1.0)], clean) == "b"
