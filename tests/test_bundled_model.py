@@ -8,6 +8,7 @@ import json
 from lsprotocol import types as t
 
 from canvas_ls.model import BUNDLED_DIR, default_model_path
+from canvas_ls.model.checkpoint import TRAINED_GENERATION
 from canvas_ls.server.client import inline_params, open_doc, start, stop
 
 CURSOR = "<C>"
@@ -30,7 +31,9 @@ def test_bundled_model_ships_as_the_default():
     weights = sum(p.stat().st_size for p in BUNDLED_DIR.glob("*.safetensors"))
     assert weights <= 100_000_000  # the size limit
     assert (BUNDLED_DIR / "MODEL_CARD.md").read_text().count("pass@1") >= 1
-    assert json.loads((BUNDLED_DIR / "generation_config.json").read_text())["max_denoising_steps"] > 0
+    gen = json.loads((BUNDLED_DIR / "generation_config.json").read_text())
+    assert gen["max_denoising_steps"] > 0
+    assert gen["confidence_threshold"] == TRAINED_GENERATION["confidence_threshold"]  # as an export writes it
 
 
 async def test_bundled_model_completes_easy_holes():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import write_canvas_card, write_generation_config
+from ..checkpoint import TRAINED_GENERATION, write_canvas_card, write_generation_config
 from .module import CanvasLM, ModelConfig
 
 DEC = "model.decoder."
@@ -105,7 +105,7 @@ def save_hf_checkpoint(
 
     hf = build_hf_model(model, dtype=dtype)
     hf.save_pretrained(out, max_shard_size=limit)  # config.json + safetensors shards
-    write_generation_config(out, model.cfg.canvas_length)
+    write_generation_config(out, model.cfg.canvas_length, TRAINED_GENERATION)
     tok_dir = Path(tokenizer_dir)
     for name in TOKENIZER_FILES:
         if (tok_dir / name).exists():
