@@ -12,6 +12,11 @@ so infill_eval.py reports exact match, parse rate, empty rate and character simi
 
     .venv/bin/python benchmarks/dev_tasks.py                      # -> benchmarks/results/tmp/dev_single.jsonl.gz
     .venv/bin/python benchmarks/dev_tasks.py --lines 3            # three consecutive lines: dev_lines3.jsonl.gz
+    .venv/bin/python benchmarks/dev_tasks.py --mid-line           # the rest of a line: dev_midline.jsonl.gz
+
+With --mid-line the line's start stays in the prompt, up to its first "= ", "return ", "raise ",
+"yield " or call's "(" (e.g. "        value = "): the cursor sits mid-line, the server's "single" mode
+(the canvas or the left-to-right draft), and the task is the rest of the line.
     .venv/bin/python benchmarks/infill_eval.py --tasks benchmarks/results/tmp/dev_single.jsonl.gz --limit 200
 """
 
@@ -23,12 +28,15 @@ import gzip
 import importlib.util
 import json
 import random
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Installed here (the server's and the tests' own dependencies) but not on the training machine.
 PACKAGES = ["pydantic", "cattrs", "pygls", "annotated_types", "pytest_asyncio", "pytest_lsp", "playwright"]
 BEFORE, AFTER = 60, 30
+# Where a --mid-line task's cursor goes: after the line's first of these (a typical pause while typing).
+MID_LINE = re.compile(r"^\s*(?:return |raise |yield |[^=()\n]*?[^=!<>+\-*/%&|^:]= |[\w.]+\()")
 
 
 def package_files(name: str) -> list[Path]:
@@ -78,8 +86,20 @@ def _removable(stmt: ast.stmt, lines: list[str]) -> bool:
     return stmt.lineno == stmt.end_lineno and len(line.strip()) >= 8 and len(line) <= 100
 
 
-def make_task(h: dict, task_id: str) -> dict:
+def make_task(h: dict, task_id: str, mid_line: bool = False) -> dict | None:
     lines, i, n = h["lines"], h["line"], h["n"]
+    if mid_line:  # the cursor after the line's start; the rest of the line is the task
+        m = MID_LINE.match(lines[i])
+        rest = lines[i][m.end() : len(lines[i].rstrip("\n"))] if m else ""
+        if not rest.strip():
+            return None
+        return {
+            "task_id": task_id,
+            "prompt": "".join(lines[max(0, i - BEFORE) : i]) + lines[i][: m.end()],
+            "canonical_solution": rest,
+            "suffix": "\n" + "".join(lines[i + 1 : i + 1 + AFTER]),
+            "source": f"{h['path'].parent.name}/{h['path'].name}:{i + 1}",
+        }
     return {
         "task_id": task_id,
         "prompt": "".join(lines[max(0, i - BEFORE) : i]),
@@ -94,11 +114,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lines", type=int, default=1, help="consecutive statement lines per hole (2-3: multi-line)")
+    ap.add_argument("--mid-line", action="store_true", help="the rest of a line after its start (single mode)")
     ap.add_argument(
         "--out", type=Path, help="default: benchmarks/results/tmp/dev_single.jsonl.gz (dev_lines3... with --lines)"
     )
     args = ap.parse_args()
-    name = "dev_single" if args.lines == 1 else f"dev_lines{args.lines}"
+    name = "dev_midline" if args.mid_line else "dev_single" if args.lines == 1 else f"dev_lines{args.lines}"
     args.out = args.out or ROOT / "benchmarks" / "results" / "tmp" / f"{name}.jsonl.gz"
     rng = random.Random(args.seed)
     by_file = [hs for name in PACKAGES for p in package_files(name) if (hs := holes_in(p, args.lines))]
@@ -108,7 +129,9 @@ def main() -> None:
     while len(tasks) < args.n and any(by_file):
         for hs in by_file:
             if hs and len(tasks) < args.n:
-                tasks.append(make_task(hs.pop(rng.randrange(len(hs))), f"dev/{len(tasks)}"))
+                task = make_task(hs.pop(rng.randrange(len(hs))), f"dev/{len(tasks)}", args.mid_line)
+                if task is not None:
+                    tasks.append(task)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(args.out, "wt") as f:
         for task in tasks:

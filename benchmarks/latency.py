@@ -223,8 +223,8 @@ def cpu_table(args) -> int:
     models = {}
     for name in args.models.split(","):
         if name == "tiny":
-            base, _ = parse_settings({})
-            load_in_process(base, warm_up=False)  # builds the demo model once if missing
+            base, _ = parse_settings({"modelPath": str(demo_model_dir())})
+            load_in_process(base, warm_up=False)  # builds the tiny demo model once if missing
             models["tiny"] = demo_model_dir()
         elif name == "small":
             models["small"] = small_model_dir(ROOT)

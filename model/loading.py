@@ -50,6 +50,10 @@ class LoadedModel:
     # picks the fill's length (one row per fill); otherwise a fill tries batched length candidates
     end_closes_hole: bool = False
     default_sampler: str = "reference"  # canvas_ls.json "sampler": what sampler "auto" means
+    # canvas_ls.json "single_line_decoder": what single_line_decoder "auto" takes for a line whose rest
+    # is empty (the draft never sees the suffix), when its fills were measured better ("diffusion" or
+    # "autoregressive"); None: auto goes by the measured costs alone
+    single_line_decoder: str | None = None
 
     def describe(self) -> str:
         kind = " (random weights: output is noise)" if self.random_weights else ""
@@ -153,6 +157,8 @@ def check_model_dir(path: str | os.PathLike) -> list[str]:
                 problems.append(f"{card}: sampler must be 'reference' or 'commit'")
             if not isinstance(meta.get("end_closes_hole", False), bool):
                 problems.append(f"{card}: end_closes_hole must be true or false")
+            if meta.get("single_line_decoder") not in (None, "diffusion", "autoregressive"):
+                problems.append(f"{card}: single_line_decoder must be 'diffusion' or 'autoregressive'")
         except ValueError as exc:
             problems.append(f"{card} is not valid JSON: {exc}")
     gen = p / "generation_config.json"
@@ -226,6 +232,7 @@ def load_model(path: str | os.PathLike, device: str = "auto", dtype: str = "auto
         generation=read_generation(p),
         end_closes_hole=bool(meta.get("end_closes_hole", False)),
         default_sampler=meta.get("sampler", "reference"),
+        single_line_decoder=meta.get("single_line_decoder"),
     )
 
 

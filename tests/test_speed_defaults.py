@@ -292,6 +292,32 @@ def test_the_left_to_right_draft_fills_when_expected_faster_and_says_so(tiny):
     assert inf.fill(replace(req, single_line=False)).sampler == "reference"  # blocks: the canvas
 
 
+def test_auto_takes_the_checkpoints_choice_where_the_draft_can_serve(tiny):
+    """canvas_ls.json "single_line_decoder": the bundled model's measured choice. Left to right only
+    where the rest of the line is empty (the draft never sees the suffix); elsewhere auto weighs costs."""
+    end_of_line = DOC.index("math.sqrt(") + len("math.sqrt(dx * dx + dy * dy)")  # nothing after it
+    mid_line = DOC.index("dx * dx")  # "dx * dx + dy * dy)" after it
+    req = FillRequest(
+        DOC,
+        holes=((end_of_line, end_of_line),),
+        max_tokens=8,
+        single_line=True,
+        settings=replace(LINE, single_line_decoder="auto"),
+    )
+    prefers_draft = Infiller(replace(tiny, single_line_decoder="autoregressive"))
+    r = prefers_draft.fill(req)
+    assert r.sampler == "autoregressive" and "checkpoint's choice" in r.choice
+    r = prefers_draft.fill(replace(req, holes=((mid_line, mid_line),)))
+    assert r.sampler == "reference" and "costs not measured" in r.choice  # no warm-up: the canvas
+    assert prefers_draft.fill(replace(req, single_line=False)).sampler == "reference"  # blocks: the canvas
+    forced = prefers_draft.fill(replace(req, settings=replace(req.settings, single_line_decoder="diffusion")))
+    assert forced.sampler == "reference"  # the setting still overrides the checkpoint
+    prefers_canvas = Infiller(replace(tiny, single_line_decoder="diffusion"))
+    prefers_canvas.costs.set_pass(32, 0.050)
+    prefers_canvas.costs.set_token(0.001)  # the draft would be far faster, yet the checkpoint says canvas
+    assert prefers_canvas.fill(req).sampler == "reference"
+
+
 def test_warm_up_measures_costs_and_does_not_compile_a_model_too_small_to_gain(tiny, monkeypatch):
     # "Too small to gain" is a measured time: on a loaded 2-core machine the tiny model's eager pass can
     # exceed the threshold, so the threshold is raised here to what the rule means, not timing luck.
