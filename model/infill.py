@@ -206,8 +206,9 @@ class Infiller(WarmUp, LeftToRight):
     def choose_decoder(self, request: FillRequest) -> tuple[str, str]:
         """("diffusion" | "autoregressive", why) for a request filled alone. A single-line request whose
         settings say single_line_decoder "auto" takes the checkpoint's choice where it states one
-        (canvas_ls.json "single_line_decoder"; left to right only when the rest of the line is empty,
-        since the draft never sees the suffix), else the path expected to be faster: the canvas costs
+        (canvas_ls.json "single_line_decoder"; left to right only with code before the cursor on its
+        line and none after it, since the draft never sees the suffix), else the path expected to be
+        faster: the canvas costs
         (passes the warm-up's calibration line took, at most the step budget) x (a step at the request's
         canvas width); left to right costs (tokens that line took, at most the slots + 1) x (a token).
         Left to right wins when it saves MIN_SAVING_S and MIN_SAVING of the canvas's time. Without a
@@ -220,11 +221,14 @@ class Infiller(WarmUp, LeftToRight):
         if s.single_line_decoder == "autoregressive":
             return "autoregressive", "single-line decoder: autoregressive"
         preferred = self.loaded.single_line_decoder
-        if preferred is not None:  # the checkpoint's measured choice, where the draft can serve
-            end = request.holes[0][1]
+        if preferred is not None:  # the checkpoint's measured choice, where it was measured
+            start, end = request.holes[0]
             line_end = request.text.find("\n", end)
             rest = request.text[end : len(request.text) if line_end < 0 else line_end]
-            if preferred == "autoregressive" and not rest.strip():
+            before = request.text[request.text.rfind("\n", 0, start) + 1 : start]
+            # mid-line, nothing after the cursor: the draft never sees the suffix (development set:
+            # dev_tasks.py --mid-line)
+            if preferred == "autoregressive" and before.strip() and not rest.strip():
                 return "autoregressive", "auto: autoregressive (the checkpoint's choice at a line's end)"
             if preferred == "diffusion":
                 return "diffusion", "auto: diffusion (the checkpoint's choice)"

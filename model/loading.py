@@ -50,8 +50,8 @@ class LoadedModel:
     # picks the fill's length (one row per fill); otherwise a fill tries batched length candidates
     end_closes_hole: bool = False
     default_sampler: str = "reference"  # canvas_ls.json "sampler": what sampler "auto" means
-    # canvas_ls.json "single_line_decoder": what single_line_decoder "auto" takes for a line whose rest
-    # is empty (the draft never sees the suffix), when its fills were measured better ("diffusion" or
+    # canvas_ls.json "single_line_decoder": what single_line_decoder "auto" takes mid-line with nothing
+    # after the cursor (the draft never sees the suffix), when its fills were measured better ("diffusion" or
     # "autoregressive"); None: auto goes by the measured costs alone
     single_line_decoder: str | None = None
 

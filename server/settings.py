@@ -59,7 +59,7 @@ class ServerSettings:
     )
     singleLineDecoder: str = _setting(
         "auto",
-        "How a single-line completion is filled: auto (the checkpoint's measured choice where its canvas_ls.json states one: the bundled model's is left to right when the rest of the line is empty, the draft never seeing the suffix; otherwise on the canvas, or by the same weights left to right when that is expected to save 50 ms and a quarter of the time: from the cost of a pass and of a left-to-right token, and the passes and tokens of a calibration line, all measured after loading), diffusion or autoregressive.",
+        "How a single-line completion is filled: auto (the checkpoint's measured choice where its canvas_ls.json states one: the bundled model's is left to right with code before the cursor on its line and none after it, the draft never seeing the suffix; otherwise on the canvas, or by the same weights left to right when that is expected to save 50 ms and a quarter of the time: from the cost of a pass and of a left-to-right token, and the passes and tokens of a calibration line, all measured after loading), diffusion or autoregressive.",
         choices=("auto", "diffusion", "autoregressive"),
     )
     sampler: str = _setting(

@@ -294,7 +294,7 @@ def test_the_left_to_right_draft_fills_when_expected_faster_and_says_so(tiny):
 
 def test_auto_takes_the_checkpoints_choice_where_the_draft_can_serve(tiny):
     """canvas_ls.json "single_line_decoder": the bundled model's measured choice. Left to right only
-    where the rest of the line is empty (the draft never sees the suffix); elsewhere auto weighs costs."""
+    mid-line with nothing after the cursor (the draft never sees the suffix); elsewhere auto weighs costs."""
     end_of_line = DOC.index("math.sqrt(") + len("math.sqrt(dx * dx + dy * dy)")  # nothing after it
     mid_line = DOC.index("dx * dx")  # "dx * dx + dy * dy)" after it
     req = FillRequest(
@@ -310,6 +310,8 @@ def test_auto_takes_the_checkpoints_choice_where_the_draft_can_serve(tiny):
     r = prefers_draft.fill(replace(req, holes=((mid_line, mid_line),)))
     assert r.sampler == "reference" and "costs not measured" in r.choice  # no warm-up: the canvas
     assert prefers_draft.fill(replace(req, single_line=False)).sampler == "reference"  # blocks: the canvas
+    empty_line = DOC.index("\n\n\ndef nearest") + 1  # nothing before the cursor on its line: not measured
+    assert prefers_draft.fill(replace(req, holes=((empty_line, empty_line),))).sampler == "reference"
     forced = prefers_draft.fill(replace(req, settings=replace(req.settings, single_line_decoder="diffusion")))
     assert forced.sampler == "reference"  # the setting still overrides the checkpoint
     prefers_canvas = Infiller(replace(tiny, single_line_decoder="diffusion"))
