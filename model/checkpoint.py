@@ -36,6 +36,9 @@ PUBLISHED_GENERATION = {
 # the development set (benchmarks/dev_tasks.py; 0.005 / 0.3 / 1.0 / 2.0 / 4.0), made its line fills
 # better and shorter: similarity 0.338 -> 0.378, empty fills 15% -> 6%, passes 23.5 -> 19.1 a fill.
 TRAINED_GENERATION = {"confidence_threshold": 2.0}
+# ... and the canvas_ls.json choice they carry: the healed left-to-right draft for a line's rest
+# (development set, benchmarks/dev_tasks.py --mid-line: similarity 0.448 against the canvas's 0.334).
+TRAINED_CARD = {"single_line_decoder": "autoregressive"}
 RANDOM_WEIGHTS_NOTE = "random weights: fills are noise"
 
 

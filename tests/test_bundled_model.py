@@ -8,7 +8,7 @@ import json
 from lsprotocol import types as t
 
 from canvas_ls.model import BUNDLED_DIR, default_model_path
-from canvas_ls.model.checkpoint import TRAINED_GENERATION
+from canvas_ls.model.checkpoint import TRAINED_CARD, TRAINED_GENERATION
 from canvas_ls.server.client import inline_params, open_doc, start, stop
 
 CURSOR = "<C>"
@@ -28,6 +28,7 @@ def test_bundled_model_ships_as_the_default():
     assert default_model_path() == BUNDLED_DIR
     card = json.loads((BUNDLED_DIR / "canvas_ls.json").read_text())
     assert card["random_weights"] is False
+    assert card["single_line_decoder"] == TRAINED_CARD["single_line_decoder"]  # as an export writes it
     weights = sum(p.stat().st_size for p in BUNDLED_DIR.glob("*.safetensors"))
     assert weights <= 100_000_000  # the size limit
     assert (BUNDLED_DIR / "MODEL_CARD.md").read_text().count("pass@1") >= 1

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import TRAINED_GENERATION, write_canvas_card, write_generation_config
+from ..checkpoint import TRAINED_CARD, TRAINED_GENERATION, write_canvas_card, write_generation_config
 from .module import CanvasLM, ModelConfig
 
 DEC = "model.decoder."
@@ -112,7 +112,13 @@ def save_hf_checkpoint(
             shutil.copyfile(tok_dir / name, out / name)
     if not (out / "tokenizer.json").exists():
         raise FileNotFoundError(f"{tok_dir} holds no tokenizer.json")
-    write_canvas_card(out, noise=noise, random_weights=False, canvas_length=model.cfg.canvas_length, extra=card)
+    write_canvas_card(
+        out,
+        noise=noise,
+        random_weights=False,
+        canvas_length=model.cfg.canvas_length,
+        extra={**TRAINED_CARD, **(card or {})},
+    )
     for f in out.glob("*.safetensors"):
         if f.stat().st_size > limit + 64 * 1024:  # header slack
             raise RuntimeError(f"{f.name} is {f.stat().st_size} bytes, over the {shard_size} shard limit")
