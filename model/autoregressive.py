@@ -139,7 +139,7 @@ class LeftToRight:
         if len(prompt) < 3 or prompt[-1] in self._special or prompt[-1] in self._end:
             return prompt, "", None
         healed = self._decode(prompt[-1:])
-        if not healed:
+        if not healed or "\ufffd" in healed:  # part of a character: no token's own text starts with it
             return prompt, "", None
         cache = self.__dict__.setdefault("_healing", {})
         if "texts" not in cache:  # every token's text, once (~0.1 s for a 12K vocabulary)

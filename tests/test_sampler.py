@@ -242,6 +242,12 @@ def test_left_to_right_heals_a_prompt_ending_in_a_space(tiny):
     assert r.fills[0] == inf._decode(_greedy(inf, prompt, 6, allowed))[1:]
     # nothing to heal when only <bos> would be left
     assert inf._heal(ids[:2]) == (ids[:2], "", None)
+    # nor when the last token is part of a character (byte-level pieces of a non-ASCII one)
+    split = [c for c in "éü中文😀🎉" if "\ufffd" in inf._decode(inf.prompt_ids("x = '" + c)[-1:])]
+    assert split, "the tiny tokenizer splits some character into byte pieces"
+    partial = inf.prompt_ids("x = '" + split[0])
+    assert inf._heal(partial) == (partial, "", None)
+    inf.fill_autoregressive(FillRequest("x = '" + split[0] + "\n", holes=((6, 6),), max_tokens=4))  # no error
     # tokenHealing false: the prompt ends at the cursor, a plain greedy continuation
     off = FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=6, settings=SamplerSettings(token_healing=False))
     assert inf.fill_autoregressive(off).fills[0] == inf._decode(_greedy(inf, ids, 6))
