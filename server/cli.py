@@ -332,6 +332,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(f"canvas-ls demo: filling {example} at {at[0]}:{at[1]}\n{text}", file=sys.stderr)
+    # The demo shows the canvas. An editor's completion after `return ` may take the left-to-right
+    # draft instead (singleLineDecoder auto, the bundled model's choice): no steps to show there.
+    sets = list(getattr(args, "set", None) or [])
+    if not any(item.startswith("singleLineDecoder=") for item in sets):
+        sets.append("singleLineDecoder=diffusion")
     ns = argparse.Namespace(
         **{
             **vars(args),
@@ -343,6 +348,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "show_steps": True,
             "verbose": False,
             "lang": None,
+            "set": sets,
         }
     )
     print("=== filled file ===", file=sys.stderr)

@@ -4,6 +4,7 @@ own bytes (CRLF stays CRLF), stdin, and a summary of what it did."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -102,3 +103,17 @@ def test_show_steps_labels_rounds_and_escapes_control_characters(doc, tiny_dir):
     )
     assert labels[0].startswith("--- canvas 1/4")
     assert not any(0 <= ord(c) < 32 and c not in "\n\t" for c in err)
+
+
+def test_demo_shows_the_canvas_step_by_step(tmp_path):
+    """`make demo` (the README's first command): the bundled model fills the example's `return ` on the
+    canvas, step by step, even where an editor's completion would take the left-to-right draft."""
+    r = subprocess.run(
+        [sys.executable, "-m", "canvas_ls.server.cli", "demo", "--set", "compile=off"],
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # the example file goes there
+    )
+    assert r.returncode == 0, r.stderr.decode()
+    err = r.stderr.decode()
+    assert "--- canvas 1/" in err and "single fill: 1 span(s)" in err
