@@ -141,16 +141,13 @@ class LeftToRight:
         healed = self._decode(prompt[-1:])
         if not healed or "\ufffd" in healed:  # part of a character: no token's own text starts with it
             return prompt, "", None
-        cache = self.__dict__.setdefault("_healing", {})
-        if "texts" not in cache:  # every token's text, once (~0.1 s for a 12K vocabulary)
-            cache["texts"] = [self._decode([i]) for i in range(self.loaded.vocab_size)]
-        allowed = cache.get(healed)
+        allowed = self._heal_masks.get(healed)
         if allowed is None:
             banned = self._special | self._end
             allowed = torch.tensor(
-                [t.startswith(healed) and i not in banned for i, t in enumerate(cache["texts"])],
+                [t.startswith(healed) and i not in banned for i, t in enumerate(self._token_texts())],
                 device=self.loaded.device,
             )
-            if len(cache) < 4096:
-                cache[healed] = allowed
+            if len(self._heal_masks) < 4096:
+                self._heal_masks[healed] = allowed
         return prompt[:-1], healed, allowed

@@ -94,6 +94,8 @@ class Infiller(WarmUp, LeftToRight):
         self.closed = False  # the host dropped this model: a background warm-up stops at its next stage
         self.warming_up = False  # a background warm-up (start_warm_up) is running
         self._line_ends: torch.Tensor | None = None  # (vocab,) bool: tokens holding a line break
+        self._texts: list[str] | None = None  # every token's own text (_token_texts)
+        self._heal_masks: dict[str, torch.Tensor] = {}  # LeftToRight._heal's allowed tokens, by healed text
         self.noise = NoiseSpec(
             kind=loaded.noise,
             vocab_size=loaded.vocab_size,
@@ -426,16 +428,21 @@ class Infiller(WarmUp, LeftToRight):
         base[sorted(self._end)] = True
         return torch.stack([base | self._newline_tokens() if s else base for s in single_line])
 
-    def _newline_tokens(self) -> torch.Tensor:
-        """(vocab,) bool: the tokens whose text holds a line break (the vocabulary decoded once)."""
-        if self._line_ends is None:
-            vocab = self.loaded.vocab_size
-            known = min(vocab, len(self.tok))
+    def _token_texts(self) -> list[str]:
+        """Every token's own text, by id (the vocabulary decoded once; "" past the tokenizer's ids)."""
+        if self._texts is None:
+            known = min(self.loaded.vocab_size, len(self.tok))
             texts = self.tok.batch_decode(
                 [[i] for i in range(known)], skip_special_tokens=False, clean_up_tokenization_spaces=False
             )
-            ends = torch.zeros(vocab, dtype=torch.bool)
-            ends[[i for i, t in enumerate(texts) if "\n" in t or "\r" in t]] = True
+            self._texts = texts + [""] * (self.loaded.vocab_size - known)
+        return self._texts
+
+    def _newline_tokens(self) -> torch.Tensor:
+        """(vocab,) bool: the tokens whose text holds a line break."""
+        if self._line_ends is None:
+            ends = torch.zeros(self.loaded.vocab_size, dtype=torch.bool)
+            ends[[i for i, t in enumerate(self._token_texts()) if "\n" in t or "\r" in t]] = True
             self._line_ends = ends.to(self.loaded.device)
         return self._line_ends
 
