@@ -518,9 +518,9 @@ def client_docs(n: int) -> list[tuple[str, int]]:
 
 def measure_clients(infiller: Infiller, args, device) -> dict:
     try:
-        from canvas_ls.server.engine import EngineThread
-        from canvas_ls.server.engine_client import RemoteFiller
-        from canvas_ls.server.engine_config import EngineConfig
+        from canvas_ls.server.engine.client import RemoteFiller
+        from canvas_ls.server.engine.config import EngineConfig
+        from canvas_ls.server.engine.process import EngineThread
     except ImportError as exc:
         return {"clients_note": f"skipped: {exc}"}
     run_dir = tempfile.mkdtemp(prefix="cls-bench-", dir="/tmp")

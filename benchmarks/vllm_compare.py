@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))  # tests.vllm_support: how to start vLLM on this m
 from canvas_ls.server.model_host import load_in_process  # noqa: E402
 from canvas_ls.server.pipeline import make_judge, run_fill  # noqa: E402
 from canvas_ls.server.settings import ServerSettings, parse_settings  # noqa: E402
-from canvas_ls.server.vllm_backend import VllmFiller  # noqa: E402
+from canvas_ls.server.vllm import VllmFiller  # noqa: E402
 
 TASKS = ROOT.parent / "shared" / "benchmarks" / "human-eval-infilling" / "HumanEval-SingleLineInfilling.jsonl.gz"
 STEPS_METRIC = "vllm:diffusion_num_denoising_steps_total"

@@ -6,7 +6,7 @@
     filler.forget(document)      drop what is cached for a closed document
 
 Backends: the in-process `model.infill.Infiller` and the shared-engine client
-(`server.engine_client.RemoteFiller`). The server imports this module only, until it loads a model.
+(`server.engine.client.RemoteFiller`). The server imports this module only, until it loads a model.
 """
 
 from __future__ import annotations

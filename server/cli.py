@@ -19,7 +19,7 @@ from canvas_ls.model import default_model_path
 from canvas_ls.model.interface import ModelLoadError
 
 from . import __version__, pipeline
-from .engine import add_engine_arguments, engine_main
+from .engine.process import add_engine_arguments, engine_main
 from .logs import setup_logging
 from .lsp import server
 from .model_host import ModelHost, model_dir_for

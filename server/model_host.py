@@ -26,10 +26,8 @@ from pathlib import Path
 from canvas_ls.model import default_model_path
 from canvas_ls.model.interface import Filler, ModelLoadError
 
-from .engine_client import connect_or_start
 from .settings import ServerSettings
 from .syntax.window import make_judge
-from .vllm_backend import VllmFiller
 
 log = logging.getLogger("canvas_ls.model_host")
 
@@ -126,10 +124,14 @@ class ModelHost:
                 old.close()  # a shared engine's client: drop our connection (the engine serves others until idle)
             try:
                 if settings.backend == "shared":
+                    from .engine.client import connect_or_start  # only servers of this backend load it
+
                     filler = connect_or_start(settings)  # the engine loads the model with load_in_process
                 elif settings.backend == "vllm":
                     # No network call here: the server is probed on the first fill, and a server that is
                     # down then is tried again on the next one (its failures are per fill, never cached).
+                    from .vllm import VllmFiller  # only servers of this backend load it (and httpx)
+
                     filler = VllmFiller(
                         url=settings.vllmUrl,
                         api_key=os.environ.get(settings.vllmApiKeyEnv) or None,

@@ -37,10 +37,10 @@ from canvas_ls.model.interface import (
     StepEvent,
 )
 from canvas_ls.model.settings import SamplerSettings
-from canvas_ls.server.engine import EngineThread, acquire_lock, add_engine_arguments, lock_holder_pid
-from canvas_ls.server.engine_client import EngineDied, EngineUnavailable, RemoteFiller, connect_or_start
-from canvas_ls.server.engine_config import EngineConfig
-from canvas_ls.server.engine_protocol import (
+from canvas_ls.server.engine.client import EngineDied, EngineUnavailable, RemoteFiller, connect_or_start
+from canvas_ls.server.engine.config import EngineConfig
+from canvas_ls.server.engine.process import EngineThread, acquire_lock, add_engine_arguments, lock_holder_pid
+from canvas_ls.server.engine.protocol import (
     MESSAGE_TYPES,
     ByeMsg,
     CancelMsg,
@@ -56,7 +56,7 @@ from canvas_ls.server.engine_protocol import (
     encode,
     read_message,
 )
-from canvas_ls.server.engine_scheduler import Answer, EngineStopping, Scheduler
+from canvas_ls.server.engine.scheduler import Answer, EngineStopping, Scheduler
 from canvas_ls.server.pipeline import make_judge
 from canvas_ls.server.settings import ServerSettings
 

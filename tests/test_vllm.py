@@ -32,7 +32,7 @@ from canvas_ls.model.settings import SamplerSettings
 from canvas_ls.server.client import inline_params, open_doc, start, stop
 from canvas_ls.server.pipeline import make_judge
 from canvas_ls.server.settings import ServerSettings
-from canvas_ls.server.vllm_backend import (
+from canvas_ls.server.vllm import (
     NotDiffusionModel,
     VllmAuthError,
     VllmBadRequest,

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .engine_protocol import EnginePaths, default_run_dir, engine_paths, model_key
-from .settings import ServerSettings
+from ..settings import ServerSettings
+from .protocol import EnginePaths, default_run_dir, engine_paths, model_key
 
 _SETTINGS = {f.name: f for f in fields(ServerSettings)}
 
@@ -33,7 +33,7 @@ def _own(default: Any, help: str) -> Any:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    # the model key (see engine_protocol.model_key) ...
+    # the model key (see protocol.model_key) ...
     model: str = _setting("modelPath")
     device: str = _setting("device")
     dtype: str = _setting("dtype")

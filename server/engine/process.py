@@ -4,7 +4,7 @@
     canvas-ls engine --model DIR --device cuda                        (the same, by hand)
 
 Three editor windows with `engine: "shared"` load the model once: each language server attaches to the
-engine for its model key (see engine_protocol.model_key), or starts it. **One engine per model key**: the
+engine for its model key (see protocol.model_key), or starts it. **One engine per model key**: the
 socket's name is a hash of the key, so a server configured for another checkpoint/device/dtype/prompt
 window/canvas length finds (or starts) another engine, never a wrong one; the handshake compares the full
 key and answers a mismatch with a clear error.
@@ -12,8 +12,8 @@ key and answers a mismatch with a clear error.
 This module is the process and socket plumbing: the asyncio side (clients, messages, idle exit, signals),
 the lock file, the private socket, peer uid checks and the command line. The model is loaded with
 `server.model_host.load_in_process` (so its Infiller builds syntax judges from each request's language)
-and driven by server/engine_scheduler.py (queue, batching, per-request steps and cancellation) on its
-own model thread. The configuration is server/engine_config.py.
+and driven by scheduler.py (queue, batching, per-request steps and cancellation) on its
+own model thread. The configuration is config.py.
 
 Steps stream only to requests that asked for them (`steps: true`). Cancel answers a request at once.
 
@@ -34,7 +34,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -42,9 +41,12 @@ from pathlib import Path
 from canvas_ls.model.canvas import CanvasTooSmall
 from canvas_ls.model.interface import BadFill, FillCancelled, ModelLoadError, StepEvent
 
-from . import __version__
-from .engine_config import EngineConfig
-from .engine_protocol import (
+from .. import __version__
+from ..logs import setup_logging
+from ..model_host import load_in_process
+from ..syntax import SUPPORTED
+from .config import EngineConfig
+from .protocol import (
     BAD_REQUEST,
     CANCELLED,
     CANVAS_TOO_SMALL,
@@ -70,10 +72,7 @@ from .engine_protocol import (
     peer_credentials,
     read_message,
 )
-from .engine_scheduler import Answer, BatchFiller, EngineStopping, Job, Scheduler
-from .logs import setup_logging
-from .model_host import load_in_process
-from .syntax import SUPPORTED
+from .scheduler import Answer, BatchFiller, EngineStopping, Job, Scheduler
 
 log = logging.getLogger("canvas_ls.engine")
 
@@ -491,7 +490,3 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_engine_arguments(p)
     return engine_main(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -44,7 +44,7 @@ import msgspec
 from canvas_ls.model import default_model_path
 from canvas_ls.model.interface import FillerInfo, FillRequest, FillResult, StepEvent
 
-from . import __version__
+from .. import __version__
 
 PROTOCOL_VERSION = 2
 MAX_FRAME = 256 * 1024 * 1024  # documents are capped at maxDocumentBytes (8 MB by default); this is a sanity bound

@@ -43,9 +43,10 @@ from canvas_ls.model.interface import (
     OnStep,
 )
 
-from . import __version__
-from .engine_config import EngineConfig
-from .engine_protocol import (
+from .. import __version__
+from ..settings import ServerSettings
+from .config import EngineConfig
+from .protocol import (
     BAD_REQUEST,
     CANCELLED,
     CANVAS_TOO_SMALL,
@@ -72,7 +73,6 @@ from .engine_protocol import (
     peer_credentials,
     resolve_model_dir,
 )
-from .settings import ServerSettings
 
 log = logging.getLogger("canvas_ls.engine_client")
 
