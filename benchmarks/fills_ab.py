@@ -16,6 +16,7 @@ of the decoder steps inside them. Writes results/fills_ab.json.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import statistics
@@ -30,8 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def one_process(label: str, model: str, single: int, multi: int) -> dict:
     """Run in a child: load, warm up, fill; returns the side's figures."""
-    import collections
-
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from latency import DOC, HOLE, NEW
 

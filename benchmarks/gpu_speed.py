@@ -198,7 +198,7 @@ def _tokenizer_dir() -> Path:
 
 def random_model(args, device: torch.device, dtype: torch.dtype):
     """A DiffusionGemma of the preset's shape (flags override), built on meta, materialised on the device."""
-    from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
+    from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion  # seconds to import: only here
 
     from canvas_ls.model import special_tokens as st
     from canvas_ls.model.loading import LoadedModel
@@ -593,7 +593,7 @@ def check_targets(f: dict) -> dict:
 
 
 def plot(f: dict, path: Path, title: str) -> None:
-    import matplotlib
+    import matplotlib  # the `bench` extra, slow to import: only to draw the plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

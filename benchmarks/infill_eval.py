@@ -254,7 +254,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"settings": options, "results": summaries}, indent=1) + "\n")
     if args.steps_sweep:
-        import matplotlib
+        import matplotlib  # the `bench` extra, slow to import: only to draw the plot
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt

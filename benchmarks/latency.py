@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import platform
 import statistics
 import sys
 import time
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import torch
@@ -85,8 +87,6 @@ def threads_sweep(infiller, base, reps: int, out: Path) -> int:
     """Single- and multi-line fills at each torch thread count, side by side, idle and while one
     busy background process runs, each count fixed (the `threads` setting's N). Auto (0) chooses among
     these per fill (model/threads.py); --cpu-table measures it."""
-    import multiprocessing as mp
-
     from canvas_ls.model.threads import ThreadPolicy
 
     policy = ThreadPolicy(0)
@@ -133,7 +133,7 @@ def threads_sweep(infiller, base, reps: int, out: Path) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
 
-    import matplotlib
+    import matplotlib  # the `bench` extra, slow to import: only to draw the plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -211,9 +211,6 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def cpu_table(args) -> int:
-    import multiprocessing as mp
-    from dataclasses import replace as dc_replace
-
     from canvas_ls.model.infill import Infiller
     from canvas_ls.model.loading import load_model
     from canvas_ls.server.model_host import demo_model_dir, load_in_process
@@ -392,7 +389,7 @@ def packed_ab(args) -> int:
         print(f"{name}: warm-up {inf.warm_up(settings.sampler_settings())}", file=sys.stderr)
         fillers[name] = inf
     cells: dict[tuple, list[float]] = {}
-    examples = {name: inf._step_example(32, with_sc=True) for name, inf in fillers.items()}
+    examples = {name: inf.warmer.step_example(32, with_sc=True) for name, inf in fillers.items()}
     with torch.inference_mode():
         for rep in range(20):
             for name, inf in fillers.items():
@@ -439,7 +436,7 @@ def cpu_markdown(rows: list[dict]) -> str:
 
 
 def _cpu_plot(rows: list[dict], png: Path) -> None:
-    import matplotlib
+    import matplotlib  # the `bench` extra, slow to import: only to draw the plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -563,7 +560,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
 
-    import matplotlib
+    import matplotlib  # the `bench` extra, slow to import: only to draw the plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -21,7 +21,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--smooth", type=int, default=20)
     args = ap.parse_args()
-    import matplotlib
+    import matplotlib  # after parsing the flags: --help works without it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -259,7 +259,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
 
-    import matplotlib
+    import matplotlib  # the `bench` extra, slow to import: only to draw the plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

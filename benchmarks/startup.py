@@ -21,6 +21,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -90,8 +91,6 @@ async def serve_seconds(
 
 def fill_seconds(python: str, model: str, settings: dict) -> float:
     """`canvas-ls fill FILE --at L:C --json`, spawn to exit."""
-    import tempfile
-
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(DOC)
     args = [python, "-m", "canvas_ls.server.cli", "fill", f.name, "--at", "3:12", "--json"]

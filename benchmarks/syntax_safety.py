@@ -364,7 +364,7 @@ def main() -> int:
 
 
 def plot(cells, result, png: Path) -> None:
-    import matplotlib
+    import matplotlib  # the `bench` extra, slow to import: only to draw the plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -88,7 +88,7 @@ def summary(rows: list[dict]) -> dict:
 
 
 def plot(result: dict, out: Path) -> None:
-    import matplotlib
+    import matplotlib  # the `bench` extra, slow to import: only to draw the plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

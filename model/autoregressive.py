@@ -18,11 +18,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 from .interface import Cancelled, FillCancelled, FillRequest, FillResult
 from .kv import cache_arg
+
+if TYPE_CHECKING:
+    from .kv import PrefixEncoder
+    from .loading import LoadedModel
+    from .text import TokenText
 
 
 @torch.inference_mode()
@@ -84,33 +90,48 @@ def decode_left_to_right(
     return out, passes
 
 
-class LeftToRight:
-    """Infiller's left-to-right fill (model/infill.py), a mixin: the same weights, one token a pass."""
+class DraftHost(Protocol):
+    """What the left-to-right draft needs of the in-process model it drives (the Infiller)."""
 
-    def fill_autoregressive(self, request: FillRequest, *, cancelled: Cancelled | None = None) -> FillResult:
+    loaded: LoadedModel
+    prefix: PrefixEncoder  # the documents' prompt K/V, shared with canvas fills
+    text: TokenText
+
+    def prompt_ids(self, prefix: str) -> list[int]: ...
+
+
+class LeftToRight:
+    """The left-to-right fill of one hole: the same weights, one token a pass (Infiller.draft)."""
+
+    def __init__(self, host: DraftHost):
+        self.host = host
+        self._heal_masks: dict[str, torch.Tensor] = {}  # heal's allowed tokens, by healed text
+
+    def fill(self, request: FillRequest, *, cancelled: Cancelled | None = None) -> FillResult:
         """The same weights decoding the hole left to right (one hole, prefix only). The prompt's K/V
         come from (and stay in) the document's prompt cache, as a canvas fill's do."""
         t0 = time.perf_counter()
         request.validate()
-        prompt = self.prompt_ids(request.text[: request.holes[0][0]])
-        prompt, healed, allowed = self._heal(prompt) if request.settings.token_healing else (prompt, "", None)
-        state = self.prefix.encode(prompt, key=request.document)
-        reused = self.prefix.last_reused
+        host, text_of = self.host, self.host.text
+        prompt = host.prompt_ids(request.text[: request.holes[0][0]])
+        prompt, healed, allowed = self.heal(prompt) if request.settings.token_healing else (prompt, "", None)
+        state = host.prefix.encode(prompt, key=request.document)
+        reused = host.prefix.last_reused
         cached = len(prompt) - 1  # the last prompt token runs again: its logits give the first new token
         # a single line ends at its first line break after the healed text
-        stop = (lambda ids: "\n" in self._decode(ids)[len(healed) :]) if request.single_line else None
+        stop = (lambda ids: "\n" in text_of.decode(ids)[len(healed) :]) if request.single_line else None
         ids, passes = decode_left_to_right(
-            self.loaded.model,
+            host.loaded.model,
             prompt,
             request.max_tokens,
-            self._end | self._special,
+            set(text_of.vocab.ends | text_of.vocab.dropped),
             stop=stop,
             cancelled=cancelled,
-            cache=self.prefix.continuation_cache(state, cached),
+            cache=host.prefix.continuation_cache(state, cached),
             cached=cached,
             first_allowed=allowed,
         )
-        text = self._decode(ids)
+        text = text_of.decode(ids)
         if not text.startswith(healed):  # cannot happen with a mask that held; never write before the cursor
             raise RuntimeError(f"token healing: the draft {text!r} does not start with {healed!r}")
         text = text[len(healed) :]
@@ -133,20 +154,21 @@ class LeftToRight:
             sampler="autoregressive",
         )
 
-    def _heal(self, prompt: list[int]) -> tuple[list[int], str, torch.Tensor | None]:
+    def heal(self, prompt: list[int]) -> tuple[list[int], str, torch.Tensor | None]:
         """(prompt without its last token, that token's text, (vocab,) bool of the tokens that start with
         it), or the prompt unchanged, "" and None when there is nothing to heal (only <bos> left)."""
-        if len(prompt) < 3 or prompt[-1] in self._special or prompt[-1] in self._end:
+        vocab, text_of = self.host.text.vocab, self.host.text
+        banned = vocab.ends | vocab.dropped
+        if len(prompt) < 3 or prompt[-1] in banned:
             return prompt, "", None
-        healed = self._decode(prompt[-1:])
+        healed = text_of.decode(prompt[-1:])
         if not healed or "\ufffd" in healed:  # part of a character: no token's own text starts with it
             return prompt, "", None
         allowed = self._heal_masks.get(healed)
         if allowed is None:
-            banned = self._special | self._end
             allowed = torch.tensor(
-                [t.startswith(healed) and i not in banned for i, t in enumerate(self._token_texts())],
-                device=self.loaded.device,
+                [t.startswith(healed) and i not in banned for i, t in enumerate(text_of.token_texts())],
+                device=self.host.loaded.device,
             )
             if len(self._heal_masks) < 4096:
                 self._heal_masks[healed] = allowed

@@ -2,8 +2,9 @@
 
     filler.fill(FillRequest(text, holes=((start, end),), language="python"), on_step=..., cancelled=...)
         -> FillResult            raw fills, one per hole (post-processing is the server's)
-    filler.info()  -> FillerInfo model, device, canvas, backend
+    filler.info()  -> FillerInfo model, device, canvas, backend, and what it can do (repair, ...)
     filler.forget(document)      drop what is cached for a closed document
+    filler.close()               done with this backend: drop connections, stop background work
 
 Backends: the in-process `model.infill.Infiller` and the shared-engine client
 (`server.engine.client.RemoteFiller`). The server imports this module only, until it loads a model.
@@ -135,6 +136,11 @@ class FillerInfo:
     token_ms: float | None = None  # a left-to-right token, as measured at warm-up
     warming_up: bool = False  # warm-up (compile, costs) still running beside fills: they run eager meanwhile
     threads: str = ""  # the in-process model's CPU threads: "auto (2 of 2 cores last)", "1" ("" another backend)
+    # What the backend can do; handlers ask these instead of comparing backend names. False unless the
+    # backend says so.
+    repair: bool = False  # it repairs existing code (FillRequest.repair_threshold: canvas.repairSelection)
+    reproducible: bool = False  # the same request and seed give the same fill
+    left_to_right: bool = False  # it has the left-to-right draft decoder (FillRequest.decoder "autoregressive")
 
     def describe(self) -> str:
         kind = " (random weights: output is noise)" if self.random_weights else ""
@@ -156,6 +162,11 @@ class Filler(Protocol):
 
     def forget(self, document: str) -> None:
         """Drop what is cached for a document (its prompt K/V) when the editor closes it."""
+        ...
+
+    def close(self) -> None:
+        """The caller is done with this backend (it loaded another, or is exiting): drop connections and
+        stop background work. Idempotent: a second call does nothing."""
         ...
 
 

@@ -57,15 +57,14 @@ class Text:
     cleaned up, and `drop`, the ids that are no text (end tokens, <bos>, <mask>)."""
 
     def __init__(self, infiller):
-        lm = infiller.loaded
-        self.tok = infiller.tok
-        self.drop = set(infiller.noise.end_ids) | {i for i in (lm.bos_id, lm.mask_id) if i is not None}
+        self.text = infiller.text  # model/text.py
+        self.drop = set(self.text.vocab.ends | self.text.vocab.dropped)
 
     def encode(self, text: str) -> list[int]:
-        return self.tok.encode(text, add_special_tokens=False) if text else []
+        return self.text.encode(text)
 
     def decode(self, ids: list[int]) -> str:
-        return self.tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        return self.text.decode(ids)
 
 
 def token_bounds(decode: Callable[[list[int]], str], ids: list[int]) -> list[int | None]:
@@ -147,8 +146,9 @@ def lay_out_selection(infiller, tx: Text, request: FillRequest) -> RepairCanvas:
         raise CanvasTooSmall(
             f"the selection is {own} tokens; this model's canvas holds {lm.canvas_length}: repair a smaller selection"
         )
+    # the suffix held as for a fill: the plan's limits (model/plan.py) from the same settings
     width = bucket_for(
-        needed_length(counts, middles, suffix, getattr(infiller, "min_suffix_tokens", 32)), lm.canvas_length
+        needed_length(counts, middles, suffix, infiller.limits(request.settings).suffix_min), lm.canvas_length
     )
     layout = lay_out(counts, middles, suffix, width, lm.pad_id)
     ids = list(layout.ids)
@@ -263,7 +263,6 @@ def repair_fill(
     text, holes = request.text, request.holes
     originals = tuple(text[a:b] for a, b in holes)
     tx = Text(infiller)
-    drop = tx.drop
 
     canvas = lay_out_selection(infiller, tx, request)
     in_hole = canvas.hole >= 0  # (1, C)
@@ -309,18 +308,8 @@ def repair_fill(
         return result(originals, None, 0, 0.0)
 
     if on_step is not None:  # before denoising: the re-noised tokens as open slots
-        open0 = renoise[0].tolist()
-        on_step(
-            StepEvent(
-                step=1,
-                round_step=0,
-                round_steps=settings.max_steps,
-                repair=0,
-                committed=0,
-                slots=n_renoised,
-                texts=render(tx, canvas, row0, open0),
-            )
-        )
+        texts = render(tx, canvas, row0, renoise[0].tolist())
+        on_step(StepEvent(1, 0, settings.max_steps, 0, committed=0, slots=n_renoised, texts=texts))
 
     out = denoise_held(infiller, tx, canvas, renoise, state, settings, judge, on_step, cancelled)
     final = out.ids[0].tolist()
@@ -328,12 +317,45 @@ def repair_fill(
     fills = tuple(
         originals[h]
         if all(final[p] == row0[p] for p in slots)
-        else splice(tx.decode, canvas.tokens[h], [final[p] for p in slots], drop, originals[h])
+        else splice(tx.decode, canvas.tokens[h], [final[p] for p in slots], tx.drop, originals[h])
         for h, slots in enumerate(canvas.slots)
     )
     logps = out.token_logp[0][renoise[0]].tolist()
     score = sum(logps) / len(logps) if logps else 0.0
     return result(fills, out, changed, score)
+
+
+def _runs(renoised: list[bool]) -> list[int]:
+    """Each run of re-noised positions as its own "hole" index (-1 elsewhere): the commit loop's end
+    tokens close only their run."""
+    holes, run = [], -1
+    for p, on in enumerate(renoised):
+        if on and (p == 0 or not renoised[p - 1]):
+            run += 1
+        holes.append(run if on else -1)
+    return holes
+
+
+def _events(tx: Text, canvas: RepairCanvas, free: set[int], on_step: OnStep) -> Callable[[CanvasStep], None]:
+    """The sampler's steps as the repair's StepEvents (its step 1 was the scoring pass)."""
+    n = len(free)
+
+    def events(step: CanvasStep) -> None:
+        row, open_ = step.ids[0].tolist(), step.open[0].tolist()
+        budget = step.round_steps[0]
+        on_step(
+            StepEvent(
+                step=step.step + 1,
+                round_step=min(max(step.round_step[0], 1), budget),
+                round_steps=budget,
+                repair=step.repairs[0],
+                committed=n - sum(open_[p] for p in free),
+                slots=n,
+                texts=render(tx, canvas, row, open_),
+            )
+        )
+
+    return events
 
 
 def denoise_held(
@@ -349,42 +371,17 @@ def denoise_held(
 ) -> DenoiseOutput:
     """Denoise the re-noised positions (1, C) with every other position held, by settings.sampler."""
     held = ~renoise  # (1, C)
-    # Each run of re-noised positions is its own "hole" (the commit loop's end tokens close only their run).
-    r = renoise[0].tolist()
-    hole_list, run = [], -1
-    for p, on in enumerate(r):
-        if on and (p == 0 or not r[p - 1]):
-            run += 1
-        hole_list.append(run if on else -1)
-    hole = torch.tensor([hole_list], device=renoise.device)  # (1, C)
+    hole = torch.tensor([_runs(renoise[0].tolist())], device=renoise.device)  # (1, C)
     batch = CanvasBatch(ids=torch.where(held, canvas.ids, 0), held=held, hole=hole, widths=[canvas.width])
     step_fn = make_step_fn(infiller, state, canvas.width, renoise)
     gens = make_generators([settings.seed], canvas.ids.device)
-    free = set(p for p, on in enumerate(r) if on)
+    free = set(p for p, on in enumerate(renoise[0].tolist()) if on)
 
     def blame_free(row_ids: torch.Tensor) -> tuple[int, list[int]]:
         found, positions = blamed_positions(tx, judge, canvas, row_ids.tolist())
         return found, [p for p in positions if p in free]
 
-    events = None
-    if on_step is not None:
-        n = len(free)
-
-        def events(step: CanvasStep) -> None:
-            row, open_ = step.ids[0].tolist(), step.open[0].tolist()
-            budget = step.round_steps[0]
-            on_step(
-                StepEvent(
-                    step=step.step + 1,
-                    round_step=min(max(step.round_step[0], 1), budget),
-                    round_steps=budget,
-                    repair=step.repairs[0],
-                    committed=n - sum(open_[p] for p in free),
-                    slots=n,
-                    texts=render(tx, canvas, row, open_),
-                )
-            )
-
+    events = _events(tx, canvas, free, on_step) if on_step is not None else None
     if settings.sampler == "reference":
         return reference_denoise(
             step_fn,

@@ -1,4 +1,4 @@
-"""canvas-ls command line: serve (LSP over stdio), fill, check, demo.
+"""canvas-ls command line: serve (LSP over stdio), fill (and repair), check, demo.
 
 stdout belongs to the protocol under `serve`; logs always go to stderr (and --log-file).
 """
@@ -18,8 +18,9 @@ from pathlib import Path
 from canvas_ls.model import default_model_path
 from canvas_ls.model.interface import ModelLoadError
 
-from . import __version__, pipeline
+from . import __version__, pipeline, repair
 from .engine.process import add_engine_arguments, engine_main
+from .fill_report import fill_json
 from .logs import setup_logging
 from .lsp import server
 from .model_host import ModelHost, model_dir_for
@@ -154,7 +155,42 @@ def cmd_fill(args: argparse.Namespace) -> int:
     # (1-based, in the user's terms), the settings.
     text, name = _read_document(args)
     settings = _settings(args)
+    lang = _language(args, name)
+    try:
+        pipeline.check_document(text, settings)
+    except pipeline.BadRequest as exc:
+        args.parser.error(str(exc))
     pos = _Positions(text, args.parser)
+    request = _request(args, text, pos, lang, settings)
+    try:
+        filler = ModelHost().get(settings)
+    except ModelLoadError as exc:
+        print(f"canvas-ls: model not loaded: {exc}", file=sys.stderr)
+        return 1
+    try:
+        outcome = request(filler, on_step=_print_step if args.show_steps else None)
+        info = filler.info()
+    except pipeline.BadRequest as exc:
+        print(f"canvas-ls: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        filler.close()
+    if args.json:
+        spans = [{"start": pos.position(e.start), "end": pos.position(e.end), "text": e.text} for e in outcome.edits]
+        report = {"file": name, "language": lang or "plaintext", **fill_json(outcome), "spans": spans}
+        print(json.dumps({**report, "model": info.describe()}, indent=2))
+        return 0
+    out = text
+    for e in sorted(outcome.edits, key=lambda e: e.start, reverse=True):
+        out = out[: e.start] + e.text + out[e.end :]
+    sys.stdout.buffer.write(out.encode("utf-8"))  # bytes: the document's own newlines, untranslated
+    sys.stdout.flush()
+    print(_summary(outcome, info.describe()), file=sys.stderr)
+    return 0
+
+
+def _language(args: argparse.Namespace, name: str) -> str | None:
+    """--lang, else the file name's language; None (said on stderr) fills plain text."""
     lang = args.lang or language_for(None, name if args.file != "-" else "")
     if args.lang and args.lang not in SUPPORTED:
         args.parser.error(f"--lang {args.lang!r}: expected one of {', '.join(SUPPORTED)}")
@@ -163,85 +199,50 @@ def cmd_fill(args: argparse.Namespace) -> int:
             f"canvas-ls: {name}: plain text, no syntax checks (syntax-aware languages: {', '.join(SUPPORTED)}; --lang sets one)",
             file=sys.stderr,
         )
-    try:
-        pipeline.check_document(text, settings)
-    except pipeline.BadRequest as exc:
-        args.parser.error(str(exc))
+    return lang
+
+
+def _request(args: argparse.Namespace, text: str, pos: _Positions, lang: str | None, settings):
+    """What --at, --range, --repair or --body asks for, as request(filler, on_step=...) -> FillOutcome.
+    Its positions are checked here (exit 2 with the reason), before the model loads."""
     if args.at:
         offset = pos.offset(*args.at, "--at")
-        request = lambda inf, **kw: pipeline.complete_at(inf, text, offset, lang, settings, **kw)  # noqa: E731
-    elif args.range:
-        spans = []
-        for l1, c1, l2, c2 in args.range:
-            what = f"--range {l1}:{c1}-{l2}:{c2}"
-            a, b = pos.offset(l1, c1, what), pos.offset(l2, c2, what)
-            if b < a:
-                args.parser.error(f"{what} is reversed: its end comes before its start")
-            spans.append((a, b))
-        request = lambda inf, **kw: pipeline.fill_selections(inf, text, spans, lang, settings, **kw)  # noqa: E731
-    else:
-        if lang is None:
-            args.parser.error(f"--body needs a syntax-aware language to find the function ({', '.join(SUPPORTED)})")
-        offset = pos.offset(args.body, 1, "--body")
-        request = lambda inf, **kw: pipeline.fill_body(inf, text, offset, lang, settings, **kw)  # noqa: E731
+        return lambda inf, **kw: pipeline.complete_at(inf, text, offset, lang, settings, **kw)
+    if args.range:
+        spans = _spans(args.range, "--range", pos)
+        return lambda inf, **kw: pipeline.fill_selections(inf, text, spans, lang, settings, **kw)
+    if getattr(args, "repair", None):
+        spans = _spans(args.repair, "--repair", pos)
+        try:
+            spans = repair.check_repair_spans(text, spans, settings)
+        except pipeline.BadRequest as exc:
+            args.parser.error(f"--repair: {exc}")
+        return lambda inf, **kw: repair.repair_selections(inf, text, spans, lang, settings, **kw)
+    if lang is None:
+        args.parser.error(f"--body needs a syntax-aware language to find the function ({', '.join(SUPPORTED)})")
+    offset = pos.offset(args.body, 1, "--body")
+    return lambda inf, **kw: pipeline.fill_body(inf, text, offset, lang, settings, **kw)
 
-    try:
-        filler = ModelHost().get(settings)
-    except ModelLoadError as exc:
-        print(f"canvas-ls: model not loaded: {exc}", file=sys.stderr)
-        return 1
 
-    on_step = None
-    if args.show_steps:
+def _spans(ranges: list[tuple[int, int, int, int]], flag: str, pos: _Positions) -> list[tuple[int, int]]:
+    """Offsets of 1-based L1:C1-L2:C2 ranges; a reversed one (or an empty one to repair) stops (exit 2)."""
+    spans = []
+    for l1, c1, l2, c2 in ranges:
+        what = f"{flag} {l1}:{c1}-{l2}:{c2}"
+        a, b = pos.offset(l1, c1, what), pos.offset(l2, c2, what)
+        if b < a:
+            pos.parser.error(f"{what} is reversed: its end comes before its start")
+        if a == b and flag == "--repair":
+            pos.parser.error(f"{what} is empty: select the code to repair")
+        spans.append((a, b))
+    return spans
 
-        def on_step(event):
-            print(f"--- {event.label}: {event.committed}/{event.slots} slots committed", file=sys.stderr)
-            for i, s in enumerate(event.texts):
-                print(("" if len(event.texts) == 1 else f"[hole {i + 1}] ") + _printable(s), file=sys.stderr)
 
-    try:
-        outcome = request(filler, on_step=on_step)
-    except pipeline.BadRequest as exc:
-        print(f"canvas-ls: {exc}", file=sys.stderr)
-        return 1
-
-    r = outcome.result
-    if args.json:
-        spans = [{"start": pos.position(e.start), "end": pos.position(e.end), "text": e.text} for e in outcome.edits]
-        print(
-            json.dumps(
-                {
-                    "file": name,
-                    "language": lang or "plaintext",
-                    "mode": outcome.mode,
-                    "spans": spans,
-                    "note": outcome.note,
-                    "seconds": round(r.seconds, 4) if r else None,
-                    "steps": r.forward_passes if r else 0,
-                    "tokens": r.tokens if r else 0,
-                    "tokensPerPass": round(r.tokens_per_pass, 3) if r else 0,
-                    "canvasLength": r.canvas_length if r else None,
-                    "candidates": r.candidates if r else 0,
-                    "repairs": r.repairs if r else 0,
-                    "model": filler.info().describe(),
-                    "sampler": r.sampler if r else None,
-                    "decoderChoice": r.choice if r else "",
-                    "threads": r.threads if r else 0,
-                    "denoisingSteps": r.steps if r else 0,
-                    "errorsFound": r.errors_found if r else 0,
-                    "syntaxErrors": r.syntax_errors if r else 0,
-                },
-                indent=2,
-            )
-        )
-        return 0
-    out = text
-    for e in sorted(outcome.edits, key=lambda e: e.start, reverse=True):
-        out = out[: e.start] + e.text + out[e.end :]
-    sys.stdout.buffer.write(out.encode("utf-8"))  # bytes: the document's own newlines, untranslated
-    sys.stdout.flush()
-    print(_summary(outcome, filler.info().describe()), file=sys.stderr)
-    return 0
+def _print_step(event) -> None:
+    """--show-steps: the canvas of every step, on stderr."""
+    print(f"--- {event.label}: {event.committed}/{event.slots} slots committed", file=sys.stderr)
+    for i, s in enumerate(event.texts):
+        print(("" if len(event.texts) == 1 else f"[hole {i + 1}] ") + _printable(s), file=sys.stderr)
 
 
 def _summary(outcome, model: str) -> str:
@@ -249,11 +250,16 @@ def _summary(outcome, model: str) -> str:
     r = outcome.result
     if not outcome.edits:
         what = f"no fill: {outcome.note or 'nothing to fill'}"
+    elif outcome.mode == "repair":
+        changed = r.changed_tokens if r else 0
+        what = f"repair: {len(outcome.edits)} edit(s), {changed} token(s) changed"
     else:
         chars = sum(len(e.text) for e in outcome.edits)
         what = f"{outcome.mode} fill: {len(outcome.edits)} span(s), {chars} characters"
+    if outcome.edits and outcome.note:
+        what += f" ({outcome.note})"
     if r is not None:
-        what += f"; {r.seconds:.2f} s, {r.forward_passes} passes, {r.tokens_per_pass:.1f} tokens/pass"
+        what += f"; {r.seconds:.2f} s, {r.forward_passes} forward passes, {r.tokens_per_pass:.1f} tokens/pass"
         if r.repairs:
             what += f", {r.repairs} repair round(s)"
     return f"canvas-ls: {what}; model {model}"
@@ -343,6 +349,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "file": str(example),
             "at": at,
             "range": None,
+            "repair": None,
             "body": None,
             "json": False,
             "show_steps": True,
@@ -355,28 +362,65 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_fill(ns)
 
 
+def _model_args(p: argparse.ArgumentParser) -> None:
+    """The model and setting flags of fill, check and demo."""
+    p.add_argument(
+        "--model", help="checkpoint directory (setting modelPath; default: bundled, else a tiny random demo model)"
+    )
+    p.add_argument("--device", help="setting device: auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--dtype", help="setting dtype: auto, float32, bfloat16 or float16")
+    p.add_argument("--steps", type=int, help="settings maxSteps and lineSteps: most denoising steps per round")
+    p.add_argument("--seed", type=int, help="setting seed")
+    p.add_argument(
+        "--set",
+        metavar="NAME=VALUE",
+        action="append",
+        help="any server setting (README's configuration table), e.g. --set threads=1 --set singleLineSlots=[16]; repeatable",
+    )
+    p.set_defaults(parser=p)
+
+
+def _add_fill_parser(sub) -> None:
+    """`canvas-ls fill FILE` and one of --at, --range, --repair, --body."""
+    p = sub.add_parser("fill", help="fill a hole in a file (or repair a range) and print the result")
+    p.add_argument("file", help="the file, or - for standard input")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--at", metavar="LINE:COL", type=_position_arg, help="complete at this position (1-based)")
+    where.add_argument(
+        "--range",
+        metavar="L1:C1-L2:C2",
+        type=_range_arg,
+        action="append",
+        help="fill this range; repeat for several, filled jointly",
+    )
+    where.add_argument(
+        "--repair",
+        metavar="L1:C1-L2:C2",
+        type=_range_arg,
+        action="append",
+        help="repair the code in this range: only what the model finds unlikely changes (setting repairThreshold); repeatable",
+    )
+    where.add_argument(
+        "--body", metavar="LINE", type=_line_arg, help="regenerate the body of the function around this line"
+    )
+    p.add_argument("--lang", help="language of the text (default: from the file name; needed for stdin)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the filled spans with timing, forward passes, denoising steps and tokens per pass",
+    )
+    p.add_argument("--show-steps", action="store_true", help="print the canvas at each step (stderr)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    _model_args(p)
+    p.set_defaults(func=cmd_fill)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="canvas-ls", description="Code infilling with a text-diffusion model, over LSP or the command line."
     )
     parser.add_argument("--version", action="version", version=f"canvas-ls {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    def model_args(p):
-        p.add_argument(
-            "--model", help="checkpoint directory (setting modelPath; default: bundled, else a tiny random demo model)"
-        )
-        p.add_argument("--device", help="setting device: auto, cpu, cuda, cuda:N or mps")
-        p.add_argument("--dtype", help="setting dtype: auto, float32, bfloat16 or float16")
-        p.add_argument("--steps", type=int, help="settings maxSteps and lineSteps: most denoising steps per round")
-        p.add_argument("--seed", type=int, help="setting seed")
-        p.add_argument(
-            "--set",
-            metavar="NAME=VALUE",
-            action="append",
-            help="any server setting (README's configuration table), e.g. --set threads=1 --set singleLineSlots=[16]; repeatable",
-        )
-        p.set_defaults(parser=p)
 
     p = sub.add_parser("serve", help="speak LSP over stdio")
     p.add_argument("--model", help="checkpoint directory (overridden by the client's modelPath setting)")
@@ -389,35 +433,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stdio", action="store_true", help="accepted for clients that add it; stdio is the only transport")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("fill", help="fill a hole in a file and print the result")
-    p.add_argument("file", help="the file, or - for standard input")
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--at", metavar="LINE:COL", type=_position_arg, help="complete at this position (1-based)")
-    where.add_argument(
-        "--range",
-        metavar="L1:C1-L2:C2",
-        type=_range_arg,
-        action="append",
-        help="fill this range; repeat for several, filled jointly",
-    )
-    where.add_argument(
-        "--body", metavar="LINE", type=_line_arg, help="regenerate the body of the function around this line"
-    )
-    p.add_argument("--lang", help="language of the text (default: from the file name; needed for stdin)")
-    p.add_argument("--json", action="store_true", help="print the filled spans with timing, steps and tokens per pass")
-    p.add_argument("--show-steps", action="store_true", help="print the canvas at each step (stderr)")
-    p.add_argument("-v", "--verbose", action="store_true")
-    model_args(p)
-    p.set_defaults(func=cmd_fill)
+    _add_fill_parser(sub)
 
     p = sub.add_parser("check", help="report device, model, grammars and versions")
-    model_args(p)
+    _model_args(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("demo", help="fill an example file, showing each denoising step")
     p.add_argument("file", nargs="?")
     p.add_argument("--at", metavar="LINE:COL", type=_position_arg)
-    model_args(p)
+    _model_args(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(

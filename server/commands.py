@@ -1,6 +1,7 @@
 """workspace/executeCommand and textDocument/codeAction: the fill commands and the repair command,
 applied through workspace/applyEdit against the document version they were computed for, and
-canvas.status.
+canvas.status. The fills themselves are server/pipeline.py's and server/repair.py's; a command's result
+is the fill's JSON form (server/fill_report.py) with applied, reason and edits.
 
 Handlers take the CanvasServer (`ls`) first, as pygls handlers do; server/lsp.py registers them.
 """
@@ -8,29 +9,24 @@ Handlers take the CanvasServer (`ls`) first, as pygls handlers do; server/lsp.py
 from __future__ import annotations
 
 import asyncio
-import difflib
-import re
 from typing import Any
 
 from lsprotocol import types as t
 from pygls.exceptions import JsonRpcInvalidParams
 
-from canvas_ls.model.interface import BadFill, FillRequest
-
 from . import __version__, pipeline
 from .fill_job import Progress
-from .pipeline import BadRequest, Edit, FillOutcome
+from .fill_report import fill_json
+from .pipeline import BadRequest, FillOutcome
 from .positions import to_offset, to_range
-from .syntax import error_spans
+from .repair import check_repair_spans, repair_selections
 from .syntax.parsed import documents
-from .syntax.postprocess import FillContext, drop_stray_characters
 
 FILL_SELECTION = "canvas.fillSelection"
 FILL_BODY = "canvas.fillBody"
 REPAIR_SELECTION = "canvas.repairSelection"
 STATUS = "canvas.status"
 _ARGUMENTS = {FILL_SELECTION: "range | ranges", FILL_BODY: "position", REPAIR_SELECTION: "range"}
-NOTHING_TO_REPAIR = "nothing to repair"
 APPLY_EDIT_TIMEOUT = 30.0  # seconds a client may take to answer workspace/applyEdit
 
 
@@ -48,23 +44,7 @@ async def _apply(ls, uri: str, outcome: FillOutcome, version: int, text: str) ->
     )
     params = t.ApplyWorkspaceEditParams(edit=t.WorkspaceEdit(document_changes=[change]), label="canvas-ls fill")
     applied, reason = await _apply_edit(ls, params)
-    r = outcome.result
-    extra = {"changedTokens": r.changed_tokens if r else 0} if outcome.mode == "repair" else {}
-    return {
-        "applied": applied,
-        "reason": reason,
-        "edits": len(edits),
-        "steps": r.forward_passes if r else 0,
-        "denoisingSteps": r.steps if r else 0,
-        "repairs": r.repairs if r else 0,
-        "errorsFound": r.errors_found if r else 0,
-        "sampler": r.sampler if r else "",
-        "decoderChoice": r.choice if r else "",
-        "threads": r.threads if r else 0,
-        "tokensPerPass": round(r.tokens_per_pass, 2) if r else 0,
-        "seconds": round(r.seconds, 3) if r else 0,
-        **extra,
-    }
+    return {"applied": applied, "reason": reason, "edits": len(edits), **fill_json(outcome)}
 
 
 async def _apply_edit(ls, params: t.ApplyWorkspaceEditParams) -> tuple[bool, str]:
@@ -140,109 +120,11 @@ def _plan_body(text, where, starts, lang, settings, uri, encoding):
 
 def _plan_repair(text, where, starts, lang, settings, uri, encoding):
     raw = where if isinstance(where, list) else [where]
-    spans = [_parseto_range(text, r, encoding, starts) for r in raw]
-    if settings.backend != "inprocess":
-        raise BadRequest(
-            f"{REPAIR_SELECTION} needs the in-process model (backend inprocess); the {settings.backend} backend cannot repair yet"
-        )
+    spans = check_repair_spans(text, [_parseto_range(text, r, encoding, starts) for r in raw], settings)
+    # whether the backend can repair is its own to say (FillerInfo.repair): repair_selections asks it
     return spans, lambda filler, on_step, cancelled: repair_selections(
         filler, text, spans, lang, settings, document=uri, on_step=on_step, cancelled=cancelled
     )
-
-
-_WORD = re.compile(r"\w+|\s+|[^\w\s]")
-
-
-def minimal_edits(old: str, new: str) -> list[tuple[int, int, str]]:
-    """The edits (start, end, text), offsets into `old`, that turn old into new: a diff over words,
-    runs of white space and single other characters, so unchanged words are never rewritten."""
-    a, b = _WORD.findall(old), _WORD.findall(new)
-    a_at = [0]
-    for w in a:
-        a_at.append(a_at[-1] + len(w))
-    out = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
-        if op != "equal":
-            out.append((a_at[i1], a_at[i2], "".join(b[j1:j2])))
-    return out
-
-
-def _touches_error(text: str, start: int, end: int, lang: str) -> bool:
-    """Whether a syntax error of `text` (an ERROR node, a MISSING one) touches [start, end]: a change
-    that lands in an error is refused even when an error that was there before "explains" it."""
-    local, base = pipeline.local_window(text, start)
-    return any(e.start <= end - base and e.end >= start - base for e in error_spans(local, lang))
-
-
-def repair_selections(
-    filler,
-    text: str,
-    spans: list[tuple[int, int]],
-    lang: str | None,
-    settings,
-    *,
-    document: str | None = None,
-    on_step=None,
-    cancelled=None,
-) -> FillOutcome:
-    """canvas.repairSelection: the model re-noises the selected tokens it finds unlikely (below the
-    repairThreshold setting) or the syntax judge blames, and denoises them with the rest held. The edits
-    are the minimal changes between each selection and its repair; a change that would add a syntax
-    error is left out (each is tried in order, on top of those kept)."""
-    pipeline.check_document(text, settings)
-    spans = sorted(spans)
-    if not spans or any(a == b for a, b in spans):
-        raise BadRequest("select the code to repair (the selection is empty)")
-    for (_, a1), (b0, _) in zip(spans, spans[1:]):
-        if b0 < a1:
-            raise BadRequest("the ranges to repair overlap")
-    for a, b in spans:
-        pipeline.check_span(text, a, b)
-    request = FillRequest(
-        text=text,
-        holes=tuple(spans),
-        settings=settings.sampler_settings(),
-        document=document,
-        language=lang,
-        repair_threshold=float(settings.repairThreshold),
-    )
-    try:
-        request.validate()
-        result = filler.fill(request, on_step=on_step, cancelled=cancelled)
-    except BadFill as exc:
-        raise BadRequest(str(exc)) from exc
-    if result.tokens == 0 and result.changed_tokens == 0:
-        return FillOutcome((), "repair", result, NOTHING_TO_REPAIR)
-    originals = [text[a:b] for a, b in spans]
-    current = list(originals)
-    judge = pipeline.make_judge(text, tuple(spans), lang) if lang is not None else None
-    doc, delta = text, 0  # the document with the changes kept so far; how far they moved what follows
-    edits, refused = [], 0
-    for h, ((start, _), fill) in enumerate(zip(spans, result.fills)):
-        fill = drop_stray_characters(
-            fill, FillContext(prefix=text, suffix="", lang=lang, mode="multi")
-        )  # the whole document's characters stay
-        moved = delta  # where this hole's kept changes begin to count
-        for a, b, new in minimal_edits(originals[h], fill):
-            at = start + a + delta  # the change's place in `doc`
-            trial = current[h][: a + delta - moved] + new + current[h][b + delta - moved :]
-            after = doc[:at] + new + doc[at + b - a :]
-            if lang is not None and (
-                any(judge(tuple(trial if i == h else c for i, c in enumerate(current))))
-                or _touches_error(after, at, at + len(new), lang)
-            ):
-                refused += 1
-                continue
-            current[h], doc = trial, after
-            delta += len(new) - (b - a)
-            edits.append(Edit(start + a, start + b, new))
-    if edits:
-        note = f"{refused} change(s) left out: they would add syntax errors" if refused else ""
-    elif refused:
-        note = f"nothing repaired: every change ({refused}) would add a syntax error"
-    else:
-        note = f"{NOTHING_TO_REPAIR}: the model kept the {result.tokens} token(s) it re-noised"
-    return FillOutcome(tuple(edits), "repair", result, note)
 
 
 async def fill_selection(ls, *args: Any) -> dict:

@@ -120,8 +120,8 @@ class ModelHost:
             if self._failed is not None and self._failed[0] == key:
                 raise self._failed[1]
             old, self._filler, self._key = self._filler, None, None
-            if old is not None and hasattr(old, "close"):
-                old.close()  # a shared engine's client: drop our connection (the engine serves others until idle)
+            if old is not None:
+                old.close()  # drop connections (the shared engine serves others until idle), stop a warm-up
             try:
                 if settings.backend == "shared":
                     from .engine.client import connect_or_start  # only servers of this backend load it
@@ -138,6 +138,7 @@ class ModelHost:
                         timeout=settings.vllmTimeout,
                         tokenizer_path=settings.tokenizerPath,
                         make_judge=make_judge,
+                        max_prompt_tokens=settings.maxPromptTokens,  # the plan's prompt, as in-process
                     )
                 else:
                     filler = load_in_process(settings)

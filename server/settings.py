@@ -210,7 +210,14 @@ class ServerSettings:
     def model_key(self) -> tuple:
         """Changing any of these means loading the model (or connecting to its server) again."""
         if self.backend == "vllm":
-            return (self.backend, self.vllmUrl, self.vllmApiKeyEnv, self.vllmTimeout, self.tokenizerPath)
+            return (
+                self.backend,
+                self.vllmUrl,
+                self.vllmApiKeyEnv,
+                self.vllmTimeout,
+                self.tokenizerPath,
+                self.maxPromptTokens,
+            )
         return (
             self.backend,
             self.modelPath,

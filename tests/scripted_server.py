@@ -7,10 +7,11 @@ from the environment variable CANVAS_SCRIPT (JSON):
     {"fills": ["x + 1"],      # per hole, in order (a hole past the list gets the last one)
      "steps": 4,              # StepEvents before the result
      "step_seconds": 0.0,     # sleep per step (cancellation is checked before each)
-     "repairs": [{"old": "totl", "new": "total", "p": 0.01}]}
+     "repairs": [{"old": "totl", "new": "total", "p": 0.01}],
                               # repair requests (repair_threshold set): in each hole's text, the first
                               # `old` whose probability p is below the threshold becomes `new`; the
                               # rest is kept; none below it: no steps, nothing changed
+     "can_repair": true}      # FillerInfo.repair: false plays a backend that cannot repair
 
     python tests/scripted_server.py            (what tests/scripted.py's start_scripted runs)
 """
@@ -33,6 +34,7 @@ class ScriptedFiller:
         self.steps = int(script.get("steps", 4))
         self.step_seconds = float(script.get("step_seconds", 0.0))
         self.repairs = list(script.get("repairs", []))
+        self.can_repair = bool(script.get("can_repair", True))  # FillerInfo.repair
         self.requests: list[FillRequest] = []
         self.forgotten: list[str] = []
 
@@ -125,10 +127,21 @@ class ScriptedFiller:
         )
 
     def info(self) -> FillerInfo:
-        return FillerInfo(model="scripted", path="", device="cpu", dtype="none", canvas_length=32, backend="scripted")
+        return FillerInfo(
+            model="scripted",
+            path="",
+            device="cpu",
+            dtype="none",
+            canvas_length=32,
+            backend="scripted",
+            repair=self.can_repair,
+        )
 
     def forget(self, document: str) -> None:
         self.forgotten.append(document)
+
+    def close(self) -> None:
+        pass
 
 
 class ScriptedHost:

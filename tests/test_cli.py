@@ -10,7 +10,11 @@ import sys
 
 import pytest
 
+from canvas_ls.model.interface import FillerInfo, FillResult
+from canvas_ls.server import cli
 from canvas_ls.server.cli import main
+from canvas_ls.server.fill_report import fill_json
+from canvas_ls.server.pipeline import FillOutcome
 
 DOC = 'def mean(values):\n    """Arithmetic mean."""\n    total = sum(values)\n    return \n\n\nprint(mean([1, 2]))\n'
 
@@ -37,6 +41,11 @@ def doc(tmp_path):
         (["--range", "4:1-2:1"], "--range 4:1-2:1 is reversed: its end comes before its start"),
         (["--body", "x"], "argument --body: expected a line number (1-based), got 'x'"),
         (["--at", "3"], "argument --at: expected LINE:COL (1-based), got '3'"),
+        (["--repair", "4:1-2:1"], "--repair 4:1-2:1 is reversed: its end comes before its start"),
+        (["--repair", "3:5-3:5"], "--repair 3:5-3:5 is empty: select the code to repair"),
+        (["--repair", "3:5-3:9", "--repair", "3:7-4:1"], "--repair: the ranges to repair overlap"),
+        (["--repair", "3:5-12:1"], "--repair 3:5-12:1 12:1: line 12 is past the end of the file (8 lines)"),
+        (["--repair", "3:5"], "argument --repair: expected L1:C1-L2:C2 (1-based), got '3:5'"),
     ],
 )
 def test_position_errors_are_one_based_and_come_before_the_model_loads(doc, tmp_path, capsys, where, message):
@@ -117,3 +126,132 @@ def test_demo_shows_the_canvas_step_by_step(tmp_path):
     assert r.returncode == 0, r.stderr.decode()
     err = r.stderr.decode()
     assert "--- canvas 1/" in err and "single fill: 1 span(s)" in err
+
+
+# ---- --repair, and the JSON form every fill shares ---------------------------------------------------
+
+TYPO_DOC = DOC.replace("total = sum(values)", "totl = sum(values)")
+BODY = (TYPO_DOC.index("    totl"), TYPO_DOC.index("    return"))  # line 3, as offsets
+BODY_ARG = "3:1-4:1"
+
+
+class _FakeFiller:
+    """A backend that repairs `totl` to `total` (or says it cannot repair); records what it was asked."""
+
+    def __init__(self, can_repair: bool = True) -> None:
+        self.can_repair, self.requests, self.closed = can_repair, [], 0
+
+    def info(self) -> FillerInfo:
+        return FillerInfo("fake", "/fake", "cpu", "none", 32, backend="fake", repair=self.can_repair)
+
+    def fill(self, request, on_step=None, cancelled=None) -> FillResult:
+        self.requests.append(request)
+        fills = tuple(request.text[a:b].replace("totl", "total") for a, b in request.holes)
+        return FillResult(
+            fills=fills,
+            score=0.0,
+            forward_passes=5,
+            tokens=2,
+            seconds=0.25,
+            canvas_length=32,
+            slots=(8,),
+            candidates=1,
+            repairs=0,
+            syntax_errors=0,
+            prompt_tokens=3,
+            reused_prompt_tokens=0,
+            steps=4,
+            changed_tokens=1,
+        )
+
+    def forget(self, document: str) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    filler = _FakeFiller()
+
+    class Host:
+        def get(self, settings):
+            return filler
+
+    monkeypatch.setattr(cli, "ModelHost", Host)
+    return filler
+
+
+@pytest.fixture
+def typo_doc(tmp_path):
+    path = tmp_path / "typo.py"
+    path.write_text(TYPO_DOC)
+    return path
+
+
+def test_repair_prints_the_file_with_only_the_selection_repaired(typo_doc, fake, capsysbinary):
+    assert main(["fill", str(typo_doc), "--repair", BODY_ARG, "--set", "repairThreshold=0.2"]) == 0
+    out = capsysbinary.readouterr()
+    assert out.out.decode() == DOC  # `totl` -> `total`, every other byte as it was
+    [request] = fake.requests
+    assert request.holes == (BODY,) and request.repair_threshold == 0.2 and request.language == "python"
+    summary = out.err.decode().strip().splitlines()[-1]
+    assert summary.startswith("canvas-ls: repair: 1 edit(s), 1 token(s) changed;") and "5 forward passes" in summary
+    assert fake.closed == 1
+
+
+def test_repair_json_is_the_fill_json_with_the_files_keys(typo_doc, fake, capsys):
+    assert main(["fill", str(typo_doc), "--repair", BODY_ARG, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    # the minimal edit: `totl` -> `total` on line 3 (columns 1-based), nothing else
+    assert report["spans"] == [{"start": {"line": 3, "col": 5}, "end": {"line": 3, "col": 9}, "text": "total"}]
+    assert report["mode"] == "repair" and report["changedTokens"] == 1 and report["note"] == ""
+    assert (report["forwardPasses"], report["denoisingSteps"], report["tokensPerPass"]) == (5, 4, 0.4)
+    assert "steps" not in report
+    shared = fill_json(FillOutcome((), "repair", fake.fill(fake.requests[0])))
+    assert set(report) == set(shared) | {"file", "language", "spans", "model"}
+    assert {k: report[k] for k in shared if k != "note"} == {k: v for k, v in shared.items() if k != "note"}
+
+
+def test_repair_of_several_ranges_changes_only_inside_them(typo_doc, fake, capsysbinary):
+    doubled = TYPO_DOC + "totl = 1\ntotl = 2\n"  # lines 8 and 9
+    typo_doc.write_text(doubled)
+    assert main(["fill", str(typo_doc), "--repair", "9:1-9:5", "--repair", BODY_ARG]) == 0
+    assert capsysbinary.readouterr().out.decode() == DOC + "totl = 1\ntotal = 2\n"  # line 8 was not selected
+    assert fake.requests[0].holes == (BODY, (len(doubled) - 9, len(doubled) - 5))  # sorted
+
+
+def test_repair_refused_by_a_backend_that_cannot_repair(typo_doc, fake, capsys):
+    fake.can_repair = False
+    assert main(["fill", str(typo_doc), "--repair", BODY_ARG]) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and "the fake backend cannot" in out.err and "backend inprocess" in out.err
+    assert fake.requests == [] and fake.closed == 1  # asked nothing, and let go
+
+
+def test_fill_json_names_forward_passes_and_denoising_steps(doc, fake, capsys):
+    assert main(["fill", str(doc), "--range", "3:13-3:24", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["forwardPasses"], report["denoisingSteps"]) == (5, 4) and "steps" not in report
+    assert report["mode"] == "selection" and "changedTokens" not in report  # a repair's key only
+
+
+def test_repair_with_the_tiny_model_keeps_every_byte_outside_the_selection(tmp_path, tiny_dir):
+    # repairThreshold 1 re-noises every selected token, and plain text keeps every change (no syntax
+    # checks to refuse one): the random-weight model rewrites line 3, and only line 3
+    path = tmp_path / "typo.txt"
+    path.write_text(TYPO_DOC)
+    args = ("fill", str(path), "--repair", BODY_ARG, "--model", str(tiny_dir), "--set", "repairThreshold=1")
+    out = _run(*args, "--steps", "4")
+    assert out.returncode == 0, out.stderr.decode()
+    original = TYPO_DOC.encode()
+    a, b = BODY
+    assert out.stdout != original
+    assert out.stdout.startswith(original[:a]) and out.stdout.endswith(original[b:])
+    report = _run(*args, "--steps", "4", "--json")
+    assert report.returncode == 0, report.stderr.decode()
+    report = json.loads(report.stdout)
+    assert report["mode"] == "repair" and report["language"] == "plaintext" and report["spans"]
+    for s in report["spans"]:
+        assert (3, 1) <= (s["start"]["line"], s["start"]["col"]) <= (s["end"]["line"], s["end"]["col"]) <= (4, 1)

@@ -79,6 +79,9 @@ def _examples():
         canvas_length=256,
         backend="in-process",
         random_weights=True,
+        repair=True,  # the capabilities cross the wire (an engine's Infiller says what it can do)
+        reproducible=True,
+        left_to_right=True,
     )
     request = FillRequest(
         "x = ✓\n",
@@ -394,6 +397,8 @@ def test_engine_files_are_private_and_a_second_client_attaches(engine, run_dir, 
     info = engine.info()
     assert info.random_weights and info.dtype == "float64" and info.device == "cpu"
     assert info.backend == f"shared engine (pid {engine.pid})" and f"pid {engine.pid}" in info.describe()
+    # the engine's Infiller can repair, but its scheduler would batch a repair with fills: not claimed
+    assert info.repair is False and info.reproducible and info.left_to_right
     again = connect_or_start(settings64, run_dir=str(run_dir), start_timeout=60)
     try:
         assert again.pid == engine.pid and again.restarts == 0 and not again._procs  # attached, nothing spawned

@@ -54,7 +54,12 @@ async def test_fill_selection_applies_one_versioned_edit_per_range():
         result = await client.workspace_execute_command_async(
             t.ExecuteCommandParams(command="canvas.fillSelection", arguments=[uri, [r1, r2]])
         )
-        assert result["applied"] is True and result["edits"] == 2 and result["steps"] == 4
+        assert (
+            result["applied"] is True
+            and result["edits"] == 2
+            and result["forwardPasses"] == 4
+            and "steps" not in result
+        )
         [params] = client.applied
         [change] = params.edit.document_changes
         assert change.text_document.version == 7

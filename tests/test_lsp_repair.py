@@ -13,7 +13,10 @@ import pytest
 from lsprotocol import types as t
 from pygls.exceptions import JsonRpcException
 
+from canvas_ls.model.interface import FillResult
 from canvas_ls.server.client import open_doc, start, stop
+from canvas_ls.server.fill_report import fill_json
+from canvas_ls.server.pipeline import FillOutcome
 
 from .scripted import SCRIPTED_SERVER
 
@@ -29,8 +32,9 @@ TYPO = {"old": "totl", "new": "total", "p": 0.01}  # the model finds `totl` unli
 LIKELY = {"old": "values", "new": "items", "p": 0.5}  # above the default threshold (0.05): kept
 
 
-async def _start(repairs, init_options=None, steps=3, step_seconds=0.0):
+async def _start(repairs, init_options=None, steps=3, step_seconds=0.0, can_repair=True):
     script = {"fills": ["FILL"], "steps": steps, "step_seconds": step_seconds, "repairs": repairs}
+    script["can_repair"] = can_repair
     env = {**os.environ, "CANVAS_SCRIPT": json.dumps(script)}
     return await start(init_options or {}, env=env, command=[sys.executable, str(SCRIPTED_SERVER)])
 
@@ -58,6 +62,11 @@ async def test_only_the_low_probability_tokens_change():
         result = await _repair(client, uri)
         assert result["applied"] is True and result["edits"] == 1 and result["changedTokens"] == 1
         assert _edits(client) == (4, [(4, 8, 4, 12, "total")])  # `totl` only; `values` stays
+        # the fill's JSON form (server/fill_report.py), as `canvas-ls fill --json` prints it
+        assert result["mode"] == "repair" and (result["forwardPasses"], result["denoisingSteps"]) == (4, 4)
+        assert "steps" not in result
+        shared = fill_json(FillOutcome((), "repair", FillResult((), 0.0, 0, 0, 0.0, 0, (), 0, 0, 0, 0, 0)))
+        assert set(result) == set(shared) | {"applied", "reason", "edits"}
     finally:
         await stop(client)
 
@@ -174,5 +183,23 @@ async def test_bad_arguments_keep_their_reason():
                 )
             assert reason in str(info.value)
         assert client.applied == []
+    finally:
+        await stop(client)
+
+
+async def test_a_backend_that_cannot_repair_is_named_and_nothing_is_applied():
+    client = await _start([TYPO], can_repair=False)  # FillerInfo.repair False, whatever the backend setting
+    try:
+        uri = open_doc(client, DOC)
+        with pytest.raises(JsonRpcException) as info:
+            await _repair(client, uri)
+        assert "the scripted backend cannot" in str(info.value)
+        assert client.applied == []
+        # the fill commands do not ask for repair: they still work on that backend
+        typo = {"start": {"line": 4, "character": 8}, "end": {"line": 4, "character": 12}}  # `totl` -> `FILL`
+        result = await client.workspace_execute_command_async(
+            t.ExecuteCommandParams(command="canvas.fillSelection", arguments=[uri, typo])
+        )
+        assert result["applied"] is True and result["mode"] == "selection" and "changedTokens" not in result
     finally:
         await stop(client)

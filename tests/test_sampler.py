@@ -207,7 +207,7 @@ def _greedy(inf, ids: list[int], steps: int, first_allowed=None) -> list[int]:
             if first_allowed is not None and not out:
                 logits = logits.masked_fill(~first_allowed, float("-inf"))
             tok = int(logits.argmax(-1))
-            if tok in inf._end | inf._special:
+            if tok in inf.text.vocab.ends | inf.text.vocab.dropped:
                 break
             out.append(tok)
     return out
@@ -218,13 +218,13 @@ def test_left_to_right_baseline_matches_a_plain_greedy_loop(tiny):
     from the prompt less its healed last token (a prefix ending in a word: nothing special about it)."""
     inf = Infiller(tiny)
     hole = TEXT.index("return") + len("return")
-    r = inf.fill_autoregressive(FillRequest(TEXT, holes=((hole, hole),), max_tokens=6))
+    r = inf.draft.fill(FillRequest(TEXT, holes=((hole, hole),), max_tokens=6))
     assert r.forward_passes == r.tokens or r.forward_passes == r.tokens + 1  # one token per pass
     ids = inf.prompt_ids(TEXT[:hole])
-    healed = inf._decode(ids[-1:])
-    allowed = torch.tensor([inf._decode([i]).startswith(healed) for i in range(tiny.vocab_size)])
-    allowed[list(inf._end | inf._special)] = False
-    assert inf._decode(_greedy(inf, ids[:-1], 6, allowed))[len(healed) :] == r.fills[0]
+    healed = inf.text.decode(ids[-1:])
+    allowed = torch.tensor([inf.text.decode([i]).startswith(healed) for i in range(tiny.vocab_size)])
+    allowed[list(inf.text.vocab.ends | inf.text.vocab.dropped)] = False
+    assert inf.text.decode(_greedy(inf, ids[:-1], 6, allowed))[len(healed) :] == r.fills[0]
 
 
 def test_left_to_right_heals_a_prompt_ending_in_a_space(tiny):
@@ -232,25 +232,25 @@ def test_left_to_right_heals_a_prompt_ending_in_a_space(tiny):
     a space, so the fill is what follows the cursor and never rewrites text before it."""
     inf = Infiller(tiny)
     ids = inf.prompt_ids(TEXT[:HOLE])
-    assert inf._decode(ids[-1:]) == " "  # the case healing is for
-    prompt, healed, allowed = inf._heal(ids)
+    assert inf.text.decode(ids[-1:]) == " "  # the case healing is for
+    prompt, healed, allowed = inf.draft.heal(ids)
     assert prompt == ids[:-1] and healed == " "
-    texts = [inf._decode([i]) for i in range(tiny.vocab_size)]
+    texts = [inf.text.decode([i]) for i in range(tiny.vocab_size)]
     assert all(texts[i].startswith(" ") for i in allowed.nonzero().flatten().tolist())
-    assert not allowed[list(inf._end | inf._special)].any()
-    r = inf.fill_autoregressive(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=6))
-    assert r.fills[0] == inf._decode(_greedy(inf, prompt, 6, allowed))[1:]
+    assert not allowed[list(inf.text.vocab.ends | inf.text.vocab.dropped)].any()
+    r = inf.draft.fill(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=6))
+    assert r.fills[0] == inf.text.decode(_greedy(inf, prompt, 6, allowed))[1:]
     # nothing to heal when only <bos> would be left
-    assert inf._heal(ids[:2]) == (ids[:2], "", None)
+    assert inf.draft.heal(ids[:2]) == (ids[:2], "", None)
     # nor when the last token is part of a character (byte-level pieces of a non-ASCII one)
-    split = [c for c in "éü中文😀🎉" if "\ufffd" in inf._decode(inf.prompt_ids("x = '" + c)[-1:])]
+    split = [c for c in "éü中文😀🎉" if "\ufffd" in inf.text.decode(inf.prompt_ids("x = '" + c)[-1:])]
     assert split, "the tiny tokenizer splits some character into byte pieces"
     partial = inf.prompt_ids("x = '" + split[0])
-    assert inf._heal(partial) == (partial, "", None)
-    inf.fill_autoregressive(FillRequest("x = '" + split[0] + "\n", holes=((6, 6),), max_tokens=4))  # no error
+    assert inf.draft.heal(partial) == (partial, "", None)
+    inf.draft.fill(FillRequest("x = '" + split[0] + "\n", holes=((6, 6),), max_tokens=4))  # no error
     # tokenHealing false: the prompt ends at the cursor, a plain greedy continuation
     off = FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=6, settings=SamplerSettings(token_healing=False))
-    assert inf.fill_autoregressive(off).fills[0] == inf._decode(_greedy(inf, ids, 6))
+    assert inf.draft.fill(off).fills[0] == inf.text.decode(_greedy(inf, ids, 6))
 
 
 # ---- the reference sampler through the Infiller ------------------------------------------------------
@@ -287,7 +287,7 @@ def test_reference_holds_tokens_and_zeroes_their_self_conditioning(tiny):
         handle_in.remove()
         handle_sc.remove()
     assert r.forward_passes == len(inputs) == len(signals) == 8
-    suffix = inf._encode(TEXT[HOLE:])
+    suffix = inf.text.encode(TEXT[HOLE:])
     for canvas in inputs:
         assert canvas[0, 8 : 8 + len(suffix)].tolist() == suffix  # the held suffix start, every step
     for sc in signals[1:]:

@@ -104,7 +104,7 @@ def test_the_step_equals_the_model_forward(tiny):
 def test_compiled_and_eager_agree_and_serve_every_width(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     inf = Infiller(tiny, compile="on")
-    assert inf.step.warm_up([inf._step_example(32, with_sc=True)])
+    assert inf.step.warm_up([inf.warmer.step_example(32, with_sc=True)])
     assert inf.step.status == "compiled"
     # The sampler's statistics of a step, compiled beside it, agree with the eager ones.
     banned = torch.zeros(tiny.vocab_size, dtype=torch.bool)
@@ -177,7 +177,7 @@ def test_a_failing_compile_falls_back_to_eager_with_one_log_line(tiny, monkeypat
     monkeypatch.setattr(torch, "compile", broken)
     step = DecoderStep(tiny.model, compile="on")
     inf = Infiller(tiny)
-    example = inf._step_example(32, with_sc=True)
+    example = inf.warmer.step_example(32, with_sc=True)
     with caplog.at_level(logging.WARNING, logger="canvas_ls.model"):
         assert step.warm_up([example]) is False
         with torch.inference_mode():
@@ -195,7 +195,7 @@ def test_a_compiled_step_that_fails_later_runs_eager_from_then_on(tiny, caplog):
 
     step = DecoderStep(tiny.model, compile="on")
     step._compiled, step.status = flaky, "compiled"
-    example = Infiller(tiny)._step_example(32, with_sc=False)
+    example = Infiller(tiny).warmer.step_example(32, with_sc=False)
     with caplog.at_level(logging.WARNING, logger="canvas_ls.model"), torch.inference_mode():
         first, second = step(*example), step(*example)
     assert torch.equal(first, second) and len(calls) == 1 and step.status.startswith("eager")
@@ -509,7 +509,7 @@ def test_prepacked_bf16_weights_compute_bitwise_what_the_plain_ones_do(tiny_dir,
     if cpp_compiler() is not None:
         monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
         step = DecoderStep(packed.model, compile="on")
-        assert step.warm_up([a._step_example(32, with_sc=True)]) and step.status == "compiled"
+        assert step.warm_up([a.warmer.step_example(32, with_sc=True)]) and step.status == "compiled"
         with torch.inference_mode():
             canvas, sc, keep, cache, positions, masks = _canvases(a)[1]
             compiled = step(canvas, sc, keep, cache, positions, masks)

@@ -110,15 +110,15 @@ def test_zero_candidates_is_the_final_step_alone(infiller):
 
 
 def _one_row_pick(inf: Infiller, fills_logp: list[tuple[str, float]], judge):
-    """_pick over one row whose final canvas and history hold these fills (each token's log-probability
+    """Read back (Infiller._result) one row whose final canvas and history hold these fills (each token's log-probability
     the given one); returns the chosen fill."""
     from canvas_ls.model.canvas import DenoiseOutput, Row, RowLayout
 
     n = 8
-    end = next(iter(inf._end))
+    end = next(iter(inf.text.vocab.ends))
     canvases = []
     for text, logp in fills_logp:
-        ids = (inf._encode(text) + [end] * n)[:n]
+        ids = (inf.text.encode(text) + [end] * n)[:n]
         canvases.append((torch.tensor([ids]), torch.full((1, n), logp)))
     (final_ids, final_logp), *hist = canvases
     out = DenoiseOutput(
@@ -131,8 +131,7 @@ def _one_row_pick(inf: Infiller, fills_logp: list[tuple[str, float]], judge):
         history=[(ids, logp, [True]) for ids, logp in reversed(hist)],
     )
     row = Row(0, RowLayout(ids=(-1,) * n, hole=(0,) * n, slots=(n,)), None, 0, n)
-    req = FillRequest("x = \n", holes=((4, 4),), max_tokens=n)
-    return inf._pick([req], [row], out, [judge], [(1, 0)], "reference", 0.0)[0].fills[0]
+    return inf._result([row], out, 0, judge, (1, 0), "reference", 0.0).fills[0]
 
 
 def test_an_empty_fill_ranks_after_every_clean_one(tiny):

@@ -170,7 +170,7 @@ def test_one_and_two_threads_compute_the_same_logits_eager_and_compiled(toy, tmp
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     inf = Infiller(toy, threads=0)
     step = DecoderStep(toy.model, compile="on")
-    assert step.warm_up([inf._step_example(32, with_sc=True)], [2, 1]) and step.status == "compiled"
+    assert step.warm_up([inf.warmer.step_example(32, with_sc=True)], [2, 1]) and step.status == "compiled"
     with torch.inference_mode():
         for width, seed in ((32, 0), (64, 1)):
             args = _inputs(inf, width, seed)

@@ -191,13 +191,13 @@ def test_first_contact_finds_the_model_and_its_canvas_and_never_shows_the_key(se
 def test_a_single_hole_tries_length_candidates_as_concurrent_requests(server):
     filler = filler_for(server)
     sent = []
-    real = filler._complete_many
+    real = filler._http.complete_many
 
-    async def spy(s, prompt, width, steps, seeds):
+    async def spy(model, prompt, width, steps, seeds):
         sent.append((prompt, width, steps, seeds))
-        return await real(s, prompt, width, steps, seeds)
+        return await real(model, prompt, width, steps, seeds)
 
-    filler._complete_many = spy
+    filler._http.complete_many = spy
     steps = []
     try:
         offset = HOLE_DOC.index("return ") + len("return ")
@@ -254,6 +254,69 @@ def test_several_holes_are_filled_jointly_on_one_canvas_in_one_request(server):
         )
     finally:
         filler.close()
+
+
+def test_one_plan_vllm_gets_the_canvas_in_process_lays_out_with_the_users_settings(
+    server, vllm_checkpoint, monkeypatch
+):
+    """The fill plan is written once (model/plan.py): the same FillRequest and settings give vLLM the
+    same prompt and canvases (token ids, held positions, slot counts, bucket) as the in-process backend
+    (and so the shared engine, which runs the same Infiller), and the settings maxPromptTokens and
+    suffixTokens reach vLLM. They once did not: VllmFiller had its own copy of the planning, built with
+    its own 1024 and 32, and sent prompts of up to 1024 tokens whatever the user set."""
+    from canvas_ls.server.model_host import ModelHost, load_in_process
+    from canvas_ls.server.settings import parse_settings
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    options = {"maxPromptTokens": 40, "suffixTokens": 12, "modelPath": str(vllm_checkpoint), "device": "cpu"}
+    remote, problems = parse_settings(
+        {**options, "backend": "vllm", "vllmUrl": server.url, "vllmTimeout": 300, "tokenizerPath": str(vllm_checkpoint)}
+    )
+    local, more = parse_settings({**options, "compile": "off", "threads": 1})
+    assert not problems and not more
+    text = "".join(f"value_{i} = {i} * {i} + 1\n" for i in range(40)) + "total = \n"
+    text += "".join(f"print(total, value_{i})\n" for i in range(10))
+    offset = text.index("total = ") + len("total = ")
+    request = FillRequest(
+        text,
+        holes=((offset, offset),),
+        max_tokens=16,
+        length_candidates=(16, 8),
+        settings=remote.sampler_settings(),
+    )
+
+    sent: list[dict] = []
+    real_send = httpx.AsyncClient.send
+
+    async def record(self, req, *args, **kw):  # every body the backend sends, as vLLM receives it
+        if req.url.path == "/v1/completions":
+            sent.append(json.loads(req.content))
+        return await real_send(self, req, *args, **kw)
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", record)
+    host = ModelHost()
+    filler = host.get(remote)  # built as the language server builds it
+    try:
+        filler.start()  # first contact sends probes of its own
+        probes = len(sent)
+        result = filler.fill(request)
+    finally:
+        filler.close()
+    bodies = sent[probes:]
+
+    inf = load_in_process(local, warm_up=False)
+    plan = inf.plan(request, inf.resolved(request.settings))
+    assert len(plan.prompt) == 40  # the document's prefix is far longer: the setting is the limit
+    assert len(bodies) == len(plan.layouts) == 2 and result.candidates == 2  # one request per length candidate
+    for body, layout, held in zip(bodies, plan.layouts, (plan.held(0), plan.held(1))):
+        xargs = body["vllm_xargs"]
+        assert body["prompt"] == list(plan.prompt)
+        assert xargs["diffusion_canvas_length"] == plan.width
+        assert xargs["diffusion_pinned"] == held
+        assert [xargs["diffusion_seed_canvas"][p] for p in held] == [layout.ids[p] for p in held]
+        suffix_held = [p for p in held if layout.ids[p] != inf.loaded.pad_id]
+        assert len(suffix_held) >= 12  # suffixTokens: at least that much of the text after the hole is held
+    assert [sum(layout.hole[p] == 0 for p in range(plan.width)) for layout in plan.layouts] == [16, 8]
 
 
 def test_the_checkpoint_tokenizer_files_tokenize_like_the_server(server, vllm_checkpoint, tmp_path):
@@ -342,7 +405,7 @@ def test_errors_say_what_is_wrong_and_never_show_the_key(server):
         # A 400 carries vLLM's own message (here: an argument vLLM refuses).
         body = {"model": server.model_name(), "prompt": [2], "max_tokens": 1, "vllm_xargs": {"diffusion_max_steps": 0}}
         with pytest.raises(VllmBadRequest, match="diffusion_max_steps must be a positive integer") as info:
-            filler._run(filler._post("/v1/completions", body), None)
+            filler._http.run(filler._http.post("/v1/completions", body), None)
         assert isinstance(info.value, BadFill)
         # A request that does not fit the served canvas is refused before any HTTP (as in-process).
         with pytest.raises(BadFill):

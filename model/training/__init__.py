@@ -2,7 +2,8 @@
 
     data.py    Python sources -> byte-level BPE tokenizer + token shards -> infilling/continuation batches
     module.py  our compact PyTorch copy of the DiffusionGemma text stack and its training losses
-    export.py  our weights <-> transformers' DiffusionGemmaForBlockDiffusion checkpoints
+    export.py  our weights <-> transformers' DiffusionGemmaForBlockDiffusion checkpoints; a run's weights
+               and its export (train.py imports export.py, never the other way)
     train.py   resumable training segments, metrics, plots, export, packing for the GPU machine
 
 Commands and the recipe: model/TRAINING.md; the throughput benchmark: benchmarks/train_speed.py.

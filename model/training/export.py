@@ -7,15 +7,28 @@ buffer that is *not* tied, so the encoder gets its own copy.
 
     save_hf_checkpoint(model, tokenizer_dir, out_dir, noise="uniform")   # -> a directory
     model = load_hf_checkpoint(out_dir)                                  # -> CanvasLM (fp32)
+
+A training run directory's side of it lives here too (train.py imports it; this module never imports
+train.py): the bf16 weights a segment brings back (save_weights / load_weights) and export_run, which
+turns a run directory (run.json + tokenizer/ + weights) into a checkpoint with its model card.
+
+    python -m canvas_ls.model.training.export --run RUN --out RUN/export
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import re
 import shutil
+import sys
+import time
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from ..checkpoint import TRAINED_CARD, TRAINED_GENERATION, write_canvas_card, write_generation_config
 from .module import CanvasLM, ModelConfig
@@ -24,6 +37,10 @@ DEC = "model.decoder."
 ENC = "model.encoder.language_model."
 _SHARED = re.compile(r"^(embed_tokens\.weight|norm\.weight|layers\..*)$")  # also live in the encoder
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def log(msg: str) -> None:
+    print(f"[export {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def to_hf_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -47,6 +64,7 @@ def from_hf_state_dict(hf_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 def build_hf_model(model: CanvasLM, dtype: torch.dtype = torch.float32):
     """A DiffusionGemmaForBlockDiffusion holding `model`'s weights (on the CPU)."""
+    # transformers takes seconds to import: only when a checkpoint is built or read
     from transformers import DiffusionGemmaForBlockDiffusion
     from transformers.utils import logging as hf_logging
 
@@ -127,8 +145,7 @@ def save_hf_checkpoint(
 
 def load_hf_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> CanvasLM:
     """Read an exported checkpoint back into our module (fp32), e.g. to continue training from it."""
-    from safetensors.torch import load_file
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # seconds to import: only here (see build_hf_model)
 
     p = Path(path)
     cfg = ModelConfig.from_hf_config(AutoConfig.from_pretrained(p))
@@ -143,12 +160,100 @@ def load_hf_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> 
     return model.to(device)
 
 
+def save_weights(run: Path, model: CanvasLM) -> Path:
+    """bf16 weights under our names (~2 bytes/parameter): what a segment brings back when the full
+    checkpoint (fp32 weights + Adam moments, ~12 bytes/parameter) is too big to carry."""
+    sd = {k: v.detach().to("cpu", torch.bfloat16).contiguous() for k, v in model.state_dict().items()}
+    path = run / "weights.safetensors"
+    save_file(
+        sd,
+        str(path) + ".tmp",
+        metadata={"format": "canvas-ls CanvasLM state_dict", "config": json.dumps(model.cfg.to_dict())},
+    )
+    os.replace(str(path) + ".tmp", path)
+    return path
+
+
+def load_weights(path: Path) -> CanvasLM:
+    """A CanvasLM from `save_weights` output, or from an exported HF checkpoint directory."""
+    path = Path(path)
+    if path.is_dir():
+        return load_hf_checkpoint(path)
+    with safe_open(str(path), "pt") as f:
+        cfg = ModelConfig(**json.loads(f.metadata()["config"]))
+    model = CanvasLM(cfg)
+    model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    return model
+
+
+def export_run(
+    run: Path, out: Path, *, model: CanvasLM | None = None, dtype: str = "bf16", shard_size: str = "15MB"
+) -> Path:
+    """HF checkpoint from a run directory (run.json + tokenizer/ + weights or a live model)."""
+    info = json.loads((run / "run.json").read_text())
+    if model is None:
+        model = load_weights(run / "weights.safetensors")
+    recipe, st_ = info["recipe"], info["state"]
+    card = {
+        "trained_by": "canvas_ls.model.training.train",
+        "prefix_length": recipe["prefix_len"],
+        "objective": info["objective"],
+        "recipe": recipe,
+        "step": st_["step"],
+        "tokens": st_["tokens"],
+        "last_eval": st_["last_eval"],
+        "data": {k: info["data"][k] for k in ("python", "train_files", "train_tokens", "bytes_per_token")},
+    }
+    dt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+    path = save_hf_checkpoint(
+        model.cpu().float(), run / "tokenizer", out, recipe["noise"], shard_size=shard_size, dtype=dt, card=card
+    )
+    write_model_card(path, card, info["data"], info.get("throughput") or {})
+    log(f"exported {path} ({sum(f.stat().st_size for f in path.iterdir()) / 1e6:.1f} MB)")
+    return path
+
+
+def _throughput_line(t: dict) -> str:
+    """The model card's line on the measured training speed (what sized the run)."""
+    if not t.get("model_tok_s"):
+        return "not measured"
+    parts = [f"the model {t['model_tok_s'] / 1e3:.0f}K tokens/s"]
+    if t.get("pipeline_tok_s_per_worker"):
+        parts.append(
+            f"the data pipeline {t['pipeline_tok_s_per_worker'] / 1e3:.0f}K tokens/s per worker x {max(1, t.get('workers') or 0)}"
+        )
+    if t.get("fitted_steps"):
+        parts.append(f"the schedule sized from them to {t['fitted_steps']} steps (`--fit-steps`)")
+    return "; ".join(parts)
+
+
+def write_model_card(path: Path, card: dict, data: dict, throughput: dict | None = None) -> None:
+    tmpl = Path(__file__).with_name("MODEL_CARD_TEMPLATE.md")
+    if not tmpl.exists():
+        return
+    lic = "\n".join(f"| {k} | {v['files']} | {v['bytes'] / 1e6:.1f} |" for k, v in data["licences"].items())
+    ev = card.get("last_eval") or {}
+    text = tmpl.read_text().format(
+        noise=card["recipe"]["noise"],
+        config=card["recipe"]["config"],
+        steps=card["step"],
+        tokens_m=card["tokens"] / 1e6,
+        prefix=card["prefix_length"],
+        canvas=card["objective"]["canvas_len"],
+        files=data["train_files"],
+        train_tokens_m=data["train_tokens"] / 1e6,
+        val_diff=ev.get("val_diff_loss", float("nan")),
+        val_ar=ev.get("val_ar_loss", float("nan")),
+        val_acc=ev.get("val_diff_acc", float("nan")),
+        licence_rows=lic,
+        python=data.get("python") or "?",
+        throughput=_throughput_line(throughput or {}),
+    )
+    (path / "README.md").write_text(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Export a run directory (e.g. unpacked from a GPU segment's parts) as an HF checkpoint on this machine."""
-    import argparse
-
-    from .train import export_run
-
     ap = argparse.ArgumentParser(prog="python -m canvas_ls.model.training.export", description=main.__doc__)
     ap.add_argument(
         "--run", type=Path, required=True, help="run directory holding run.json, tokenizer/ and weights.safetensors"

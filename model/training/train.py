@@ -14,18 +14,21 @@ resumed run continues the exact same data stream and, with no dropout, the exact
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
 import shutil
 import sys
+import tarfile
 import time
 from pathlib import Path
 
 import torch
 
 from .data import BatchStream, Objective, Shard, make_batch
-from .module import CanvasLM, ModelConfig, count_parameters, param_groups, preset, training_losses
+from .export import export_run, load_weights, save_weights
+from .module import CanvasLM, count_parameters, param_groups, preset, training_losses
 
 # Recipe settings live in the checkpoint; on --resume they come from there (explicit flags must agree).
 RECIPE_DEFAULTS = {
@@ -212,7 +215,7 @@ def append_metrics(run: Path, row: dict) -> None:
 
 
 def plot_losses(run: Path) -> None:
-    import matplotlib
+    import matplotlib  # the `train` extra, slow to import: only when a plot is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -279,107 +282,6 @@ def write_run_json(
     return info
 
 
-def save_weights(run: Path, model: CanvasLM) -> Path:
-    """bf16 weights under our names (~2 bytes/parameter): what a segment brings back when the full
-    checkpoint (fp32 weights + Adam moments, ~12 bytes/parameter) is too big to carry."""
-    from safetensors.torch import save_file
-
-    sd = {k: v.detach().to("cpu", torch.bfloat16).contiguous() for k, v in model.state_dict().items()}
-    path = run / "weights.safetensors"
-    save_file(
-        sd,
-        str(path) + ".tmp",
-        metadata={"format": "canvas-ls CanvasLM state_dict", "config": json.dumps(model.cfg.to_dict())},
-    )
-    os.replace(str(path) + ".tmp", path)
-    return path
-
-
-def load_weights(path: Path) -> CanvasLM:
-    """A CanvasLM from `save_weights` output, or from an exported HF checkpoint directory."""
-    path = Path(path)
-    if path.is_dir():
-        from .export import load_hf_checkpoint
-
-        return load_hf_checkpoint(path)
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    with safe_open(str(path), "pt") as f:
-        cfg = ModelConfig(**json.loads(f.metadata()["config"]))
-    model = CanvasLM(cfg)
-    model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
-    return model
-
-
-def export_run(
-    run: Path, out: Path, *, model: CanvasLM | None = None, dtype: str = "bf16", shard_size: str = "15MB"
-) -> Path:
-    """HF checkpoint from a run directory (run.json + tokenizer/ + weights or a live model)."""
-    from .export import save_hf_checkpoint
-
-    info = json.loads((run / "run.json").read_text())
-    if model is None:
-        model = load_weights(run / "weights.safetensors")
-    recipe, st_ = info["recipe"], info["state"]
-    card = {
-        "trained_by": "canvas_ls.model.training.train",
-        "prefix_length": recipe["prefix_len"],
-        "objective": info["objective"],
-        "recipe": recipe,
-        "step": st_["step"],
-        "tokens": st_["tokens"],
-        "last_eval": st_["last_eval"],
-        "data": {k: info["data"][k] for k in ("python", "train_files", "train_tokens", "bytes_per_token")},
-    }
-    dt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
-    path = save_hf_checkpoint(
-        model.cpu().float(), run / "tokenizer", out, recipe["noise"], shard_size=shard_size, dtype=dt, card=card
-    )
-    write_model_card(path, card, info["data"], info.get("throughput") or {})
-    log(f"exported {path} ({sum(f.stat().st_size for f in path.iterdir()) / 1e6:.1f} MB)")
-    return path
-
-
-def _throughput_line(t: dict) -> str:
-    """The model card's line on the measured training speed (what sized the run)."""
-    if not t.get("model_tok_s"):
-        return "not measured"
-    parts = [f"the model {t['model_tok_s'] / 1e3:.0f}K tokens/s"]
-    if t.get("pipeline_tok_s_per_worker"):
-        parts.append(
-            f"the data pipeline {t['pipeline_tok_s_per_worker'] / 1e3:.0f}K tokens/s per worker x {max(1, t.get('workers') or 0)}"
-        )
-    if t.get("fitted_steps"):
-        parts.append(f"the schedule sized from them to {t['fitted_steps']} steps (`--fit-steps`)")
-    return "; ".join(parts)
-
-
-def write_model_card(path: Path, card: dict, data: dict, throughput: dict | None = None) -> None:
-    tmpl = Path(__file__).with_name("MODEL_CARD_TEMPLATE.md")
-    if not tmpl.exists():
-        return
-    lic = "\n".join(f"| {k} | {v['files']} | {v['bytes'] / 1e6:.1f} |" for k, v in data["licences"].items())
-    ev = card.get("last_eval") or {}
-    text = tmpl.read_text().format(
-        noise=card["recipe"]["noise"],
-        config=card["recipe"]["config"],
-        steps=card["step"],
-        tokens_m=card["tokens"] / 1e6,
-        prefix=card["prefix_length"],
-        canvas=card["objective"]["canvas_len"],
-        files=data["train_files"],
-        train_tokens_m=data["train_tokens"] / 1e6,
-        val_diff=ev.get("val_diff_loss", float("nan")),
-        val_ar=ev.get("val_ar_loss", float("nan")),
-        val_acc=ev.get("val_diff_acc", float("nan")),
-        licence_rows=lic,
-        python=data.get("python") or "?",
-        throughput=_throughput_line(throughput or {}),
-    )
-    (path / "README.md").write_text(text)
-
-
 # What one GPU command can return: at most 8 files of 16 MiB, 64 MiB together (less a log file's share).
 PACK_MAX_BYTES = 64 * 2**20 - 2_000_000
 
@@ -390,9 +292,6 @@ def pack(
     """Split what a GPU command must bring back into <= max_parts files of <= part_bytes:
     run.json, metrics.jsonl, loss.png, bench.json, tokenizer/ and the export (if any) or the bf16 weights.
     Reassemble with: cat PARTS/run.tar.part-* | tar -x -C RUN"""
-    import io
-    import tarfile
-
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for name in ("run.json", "metrics.jsonl", "loss.png", "bench.json", "tokenizer"):

@@ -270,7 +270,10 @@ class RemoteFiller:
             self._frames = FrameReader()
             self._bye = None
             self.pid = reply.pid
-            self._info = replace(reply.info, backend=f"shared engine (pid {reply.pid})")
+            # The engine's Infiller says what it can do (reproducible, left to right) and those hold here
+            # too; repair does not: the scheduler batches a repair request with fills, and fill_batch
+            # would fill its holes instead of repairing them.
+            self._info = replace(reply.info, backend=f"shared engine (pid {reply.pid})", repair=False)
             log.info("attached to the canvas-ls engine pid %d: %s", reply.pid, self._info.describe())
             return
 

@@ -41,7 +41,8 @@ interface FillResult {
   applied: boolean;
   reason?: string;
   edits?: number;
-  steps?: number;
+  forwardPasses?: number; // decoder passes of the batch the fill ran in
+  denoisingSteps?: number; // denoising steps the fill's own rows took (<= forwardPasses)
   tokensPerPass?: number;
   seconds?: number;
   changedTokens?: number; // canvas.repairSelection: tokens the repair changed
@@ -246,7 +247,7 @@ class CanvasClient implements vscode.Disposable {
         void vscode.window.showWarningMessage(`canvas-ls: nothing applied${result.reason ? `: ${result.reason}` : ""}`);
       } else if (result) {
         const changed = result.changedTokens !== undefined ? `, ${result.changedTokens} token(s) changed` : "";
-        this.output.info(`${command}: ${result.edits ?? 0} edit(s)${changed}, ${result.steps ?? 0} steps, ${result.seconds ?? 0}s`);
+        this.output.info(`${command}: ${result.edits ?? 0} edit(s)${changed}, ${result.forwardPasses ?? 0} forward passes, ${result.seconds ?? 0}s`);
         if (result.reason) this.output.info(`${command}: ${result.reason}`);
       }
     } catch (err) {

@@ -221,10 +221,10 @@ local function done(bufnr, command, err, result)
       notify('canvas-ls: ' .. result.reason, result.reason:find('^nothing to repair') and vim.log.levels.INFO or vim.log.levels.WARN)
     elseif result.applied then
       notify(
-        ('canvas-ls: filled (%d edit%s, %s steps, %.2fs)'):format(
+        ('canvas-ls: filled (%d edit%s, %s forward passes, %.2fs)'):format(
           result.edits or 0,
           (result.edits or 0) == 1 and '' or 's',
-          tostring(result.steps or '?'),
+          tostring(result.forwardPasses or '?'),
           tonumber(result.seconds) or 0
         )
       )
