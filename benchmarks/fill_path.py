@@ -69,8 +69,8 @@ CHAIN = (
     "server/pipeline.py",
     "model/interface.py",
     "model/infill.py",
+    "model/plan.py",
     "model/kv.py",
-    "model/canvas.py",
     "model/reference.py",
 )
 
@@ -93,6 +93,8 @@ def main() -> int:
     os.environ["CANVAS_PATH_OUT"] = str(out)
     client = RawClient(command=[sys.executable, "-c", BOOTSTRAP])
     client.initialize()
+    # The canvas's path (the README's): the bundled model's own choice would draft this line's end left to right.
+    client.notify("workspace/didChangeConfiguration", {"settings": {"singleLineDecoder": "diffusion"}})
     deadline = time.time() + 300
     while time.time() < deadline:  # the model loads (and warms up) after `initialized`
         status = client.call("workspace/executeCommand", {"command": "canvas.status", "arguments": []})["result"]

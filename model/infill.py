@@ -31,7 +31,7 @@ from dataclasses import replace
 import torch
 
 from .autoregressive import LeftToRight
-from .canvas import CanvasBatch, CanvasStep, DenoiseOutput, NoiseSpec, Row, RowLayout
+from .canvas import CanvasBatch, CanvasStep, DenoiseOutput, NoiseSpec, Row
 from .costs import Costs
 from .decoder_choice import choose_decoder
 from .interface import Cancelled, FillerInfo, FillRequest, FillResult, Judge, JudgeFactory, OnStep, StepEvent
@@ -41,6 +41,7 @@ from .plan import (
     Candidate,
     FillPlan,
     PlanLimits,
+    RowLayout,
     blamed_positions,
     choose,
     fills_of,

@@ -267,6 +267,194 @@ def pad_after_first_end(ids: torch.Tensor, end_ids: tuple[int, ...], pad_id: int
     return torch.where(after, torch.full_like(ids, pad_id), ids)
 
 
+def with_held(batch: CanvasBatch, free: torch.Tensor | None, ids: torch.Tensor) -> torch.Tensor:
+    """ids (B, C) with the batch's held tokens in place (a continuation, free None, holds none)."""
+    return ids if free is None else torch.where(batch.held, batch.ids, ids)
+
+
+class Sampling:
+    """Steps 2-3 of generate(): the temperature, then one sample per position. fast_draws (per-row
+    generators only): `statistics` (`position_statistics` or the step's compiled form of it) and
+    `draw_rows` instead of generate()'s computations: the same distributions, other random draws, a
+    fraction of the sampler's time (see the module docstring)."""
+
+    def __init__(
+        self,
+        params: ReferenceParams,
+        noise: NoiseSpec,
+        gens: Generators,
+        widths: list[int],
+        free: torch.Tensor | None,
+        fast_draws: bool,
+        statistics: Statistics,
+        device: torch.device,
+    ):
+        self.params, self.device = params, device
+        self.gens, self.widths, self.free, self.statistics = gens, widths, free, statistics
+        self.fast = fast_draws and isinstance(gens, list)
+        self.banned = torch.tensor(noise.banned_ids, device=device, dtype=torch.long)
+        self.banned_mask = torch.zeros(noise.vocab_size, dtype=torch.bool, device=device).index_fill_(
+            0, self.banned, True
+        )  # (V,)
+
+    def __call__(
+        self, logits: torch.Tensor, cur_step: int, rows: list[bool]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """logits (B, C, V) at cur_step; rows: those that draw (still denoising). -> the processed logits
+        (B, C, V), then (B, C): the sample, the argmax, the entropy and the argmax's log-probability (float64)."""
+        temp = temperature(cur_step, self.params, self.device)  # a 0-d tensor, as transformers has it
+        if self.fast:  # one log-softmax serves every statistic
+            processed, lse, entropy, top, argmax, mass = self.statistics(logits, self.banned_mask, temp)
+            sample = draw_rows(processed, lse, mass, self.gens, self.widths, rows, self.free)
+            return processed, sample, argmax, entropy, (top - lse).double()
+        # One stream: exactly as generate() computes and draws.
+        if self.banned.numel():
+            logits = logits.index_fill(-1, self.banned, float("-inf"))
+        processed = logits / temp
+        probs = torch.softmax(processed, dim=-1, dtype=torch.float32)
+        sample = draw_samples(probs, self.gens, self.widths, rows)
+        logp = (processed.max(dim=-1).values - torch.logsumexp(processed, dim=-1)).double()
+        return processed, sample, torch.argmax(processed, dim=-1), token_entropy(processed), logp
+
+
+class EarlyStop:
+    """Step 5 of generate(): which rows have stopped. A stopped row is frozen: `keep` gives it its old
+    value of whatever the step computes anew (argmax, entropy, self-conditioning logits, canvas)."""
+
+    def __init__(
+        self, params: ReferenceParams, batch: CanvasBatch, free: torch.Tensor | None, ends: torch.Tensor | None
+    ):
+        early = params.early_stop
+        self.criteria = StableAndConfident(params.stability_threshold, params.stop_entropy) if early else None
+        self.batch, self.free, self.ends = batch, free, ends
+        self.finished = torch.zeros(batch.ids.shape[0], dtype=torch.bool, device=batch.ids.device)  # (B,)
+        self.steps = [0] * batch.ids.shape[0]  # forward passes each row took part in while denoising
+
+    def begin_step(self) -> list[bool]:
+        """The rows still denoising (the step's one host read); each takes a step more."""
+        denoising = [not d for d in self.finished.tolist()]
+        self.steps = [s + d for s, d in zip(self.steps, denoising)]
+        return denoising
+
+    def keep(self, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        """new (B, ...) with the finished rows' old values."""
+        return torch.where(self.finished.view(-1, *[1] * (new.dim() - 1)), old, new)
+
+    def would_stop(self, argmax: torch.Tensor, entropy: torch.Tensor) -> torch.Tensor:
+        """The rows that stop after this step (B,) bool, from its argmax and entropy (B, C). With `ends`
+        only the slots up to each hole's end count: what follows is cut off anyway."""
+        if self.criteria is None:
+            return torch.zeros_like(self.finished)
+        if self.ends is None:
+            return self.criteria(argmax, entropy, self.free)
+        counted = after_first_end(self.ends.gather(1, argmax), self.batch.hole).logical_not_()
+        return self.criteria(argmax, entropy, counted if self.free is None else counted & self.free)
+
+    def keep_denoising(self, stops: torch.Tensor, rows: list[int]) -> None:
+        """Take back these rows' stop (stops (B,) bool, in place): each must be stable again from now on."""
+        for r in rows:
+            stops[r] = False
+            self.criteria.forget(r)
+
+
+class Corrections:
+    """Syntax self-correction. `correct` is asked about a row's argmax fill (held tokens in place) on
+    every step of the second half of the schedule and whenever the row would stop, never twice about
+    the same fill; the positions it blames are barred from acceptance (so re-noised) for BAR_STEPS
+    steps, at most max_corrections times per row."""
+
+    def __init__(self, correct: Correct | None, max_corrections: int, steps: int, batch: CanvasBatch):
+        n_rows, width = batch.ids.shape
+        self.correct = correct if max_corrections > 0 else None
+        self.max_corrections, self.half, self.batch = max_corrections, steps // 2, batch
+        self.barred = torch.zeros(n_rows, width, dtype=torch.long, device=batch.ids.device)  # (B, C) steps left
+        self.barring = 0  # steps some position stays barred (host side: no device read to know it)
+        self.corrections, self.errors_found = [0] * n_rows, [0] * n_rows
+        self.judged: list[tuple | None] = [None] * n_rows  # the fill last shown to `correct`, per row
+
+    def ask(self, cur_step: int, argmax: torch.Tensor, denoising: list[bool], stops: torch.Tensor) -> list[int]:
+        """Ask about the rows due (argmax (B, C), stops (B,) bool) and bar what `correct` blames. Returns the
+        rows that would stop with a blamed fill: they keep denoising (except on the last step)."""
+        if self.correct is None:
+            return []
+        stopping = stops.tolist()
+        shown = torch.where(self.batch.held, self.batch.ids, argmax)  # (B, C)
+        blamed_stops = []
+        for r in range(len(denoising)):
+            if (
+                not denoising[r]
+                or self.corrections[r] >= self.max_corrections
+                or not (stopping[r] or cur_step <= self.half)
+            ):
+                continue
+            key = tuple(shown[r].tolist())
+            if key == self.judged[r]:
+                continue
+            self.judged[r] = key
+            found, positions = self.correct(r, shown[r])
+            if not positions:
+                continue
+            self.corrections[r] += 1
+            self.errors_found[r] += found
+            self.barred[r, torch.tensor(sorted(set(positions)), device=self.barred.device, dtype=torch.long)] = (
+                BAR_STEPS
+            )
+            self.barring = BAR_STEPS
+            if stopping[r] and cur_step > 1:
+                blamed_stops.append(r)
+        return blamed_stops
+
+    def eligible(self, free: torch.Tensor | None) -> torch.Tensor | None:
+        """The positions that may be accepted (B, C) bool: the free ones not barred (None: all)."""
+        if not self.barring:
+            return free
+        return (self.barred == 0) if free is None else (free & (self.barred == 0))
+
+    def tick(self) -> None:
+        """A step is over: every bar has a step less to go."""
+        if self.barring:
+            self.barred = (self.barred - 1).clamp_(min=0)
+            self.barring -= 1
+
+
+class History:
+    """The argmax canvases of the last keep_last steps before the final one (DenoiseOutput.history), so
+    that a caller can choose among them (Infiller._pick); the loop itself is unchanged."""
+
+    def __init__(self, keep_last: int, batch: CanvasBatch, free: torch.Tensor | None):
+        self.keep_last, self.batch, self.free = keep_last, batch, free
+        self.entries: list[tuple[torch.Tensor, torch.Tensor, list[bool]]] = []
+
+    def add(self, argmax: torch.Tensor, logp: torch.Tensor, denoising: list[bool]) -> None:
+        """A step's argmax (B, C) and its log-probabilities (B, C): for the rows still denoising, a candidate fill."""
+        if self.keep_last:
+            entry = (with_held(self.batch, self.free, argmax), logp, denoising)
+            self.entries = (self.entries + [entry])[-(self.keep_last + 1) :]
+
+    def before_last(self) -> list[tuple[torch.Tensor, torch.Tensor, list[bool]]]:
+        return self.entries[:-1]  # the last entry is the final step's: that is the output
+
+
+def canvas_step(
+    forward_passes: int,
+    shown: torch.Tensor,
+    accepted: torch.Tensor,
+    held: torch.Tensor,
+    over: torch.Tensor,
+    steps: list[int],
+    n_steps: int,
+    fixes: Corrections,
+) -> CanvasStep:
+    """The step's event. shown, accepted, held (B, C); over (B,) bool: rows finished (or the last step).
+    A position not accepted this step is noise again ("open"); a finished row's canvas is its argmax,
+    the output, so nothing in it is open."""
+    open_ = ~accepted & ~held & ~over[:, None]
+    active = tuple((~over).tolist())
+    return CanvasStep(
+        forward_passes, shown, open_, tuple(steps), (n_steps,) * len(steps), tuple(fixes.corrections), active
+    )
+
+
 @torch.inference_mode()
 def reference_denoise(
     step_fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
@@ -288,148 +476,63 @@ def reference_denoise(
     """Denoise every row of `batch` as generate() does; see the module docstring.
 
     step_fn(canvas (B, C) long, self-conditioning logits (B, C, V) or None) -> logits (B, C, V).
-    correct: the syntax judge (see `Correct`), asked about a row's argmax fill in the second half of the
-    schedule and whenever the row would stop; the positions it blames are barred for BAR_STEPS steps,
-    at most max_corrections times per row. Without it (and without `ends`) this is exactly generate()'s loop.
-    ends: (B, V) bool, the tokens that end a hole in each row, or None: every free position counts for
-    the stopping criteria (see the module docstring, 5.).
-    keep_last: also return the argmax canvases of up to this many steps before the last (DenoiseOutput's
-    history) so that a caller can choose among them; the loop itself is unchanged.
-    fast_draws (per-row generators only): `statistics` (`position_statistics` or the step's compiled
-    form of it) and `draw_rows` instead of generate()'s computations: the same distributions, other
-    random draws, a fraction of the sampler's time (the Infiller's choice).
-    Returns the argmax canvas with held tokens in place (ids), the log-probability of each output token
-    at its row's last step, and per row: steps taken, corrections, errors found, whether it stopped early.
+    ends: (B, V) bool, the tokens that end a hole in each row (None: every free position counts for the
+    stopping criteria, 5. in the module docstring). correct, max_corrections: see `Corrections`;
+    keep_last: `History`; fast_draws, statistics: `Sampling`. Without correct and ends this is exactly
+    generate()'s loop. Returns the argmax canvas with held tokens in place (ids), the log-probability of
+    each output token at its row's last step, and per row: steps taken, corrections, errors found,
+    whether it stopped early; with keep_last, the history.
     """
     device = batch.ids.device
     n_rows, width = batch.ids.shape
     widths = batch.widths or [width] * n_rows
-    held = batch.held  # (B, C)
-    free = None if not bool(held.any()) else ~held  # None: a continuation, every position free
-    banned = torch.tensor(noise.banned_ids, device=device, dtype=torch.long)
-    banned_mask = torch.zeros(noise.vocab_size, dtype=torch.bool, device=device).index_fill_(0, banned, True)  # (V,)
-
-    canvas = draw_noise(batch.ids, noise, gens, widths)
-    if free is not None:
-        canvas = torch.where(held, batch.ids, canvas)
-    argmax = canvas
-    sc_logits: torch.Tensor | None = None
-    entropy = torch.zeros(n_rows, width, device=device)
-    out_logp = torch.zeros(n_rows, width, device=device, dtype=torch.float64)
-    finished = torch.zeros(n_rows, dtype=torch.bool, device=device)
-    stop = StableAndConfident(params.stability_threshold, params.stop_entropy) if params.early_stop else None
-    barred = torch.zeros(n_rows, width, dtype=torch.long, device=device)  # steps each position stays barred
-    steps, corrections, errors_found = [0] * n_rows, [0] * n_rows, [0] * n_rows
-    barring = 0  # steps some position stays barred (host side: no device read to know it)
-    judged: list[tuple | None] = [None] * n_rows  # the argmax fill last shown to `correct`, per row
+    free = None if not bool(batch.held.any()) else ~batch.held  # (B, C); None: a continuation, all free
+    sample_step = Sampling(params, noise, gens, widths, free, fast_draws, statistics, device)
+    rows, fixes = EarlyStop(params, batch, free, ends), Corrections(correct, max_corrections, params.steps, batch)
+    history = History(keep_last, batch, free)
+    canvas = with_held(batch, free, draw_noise(batch.ids, noise, gens, widths))  # (B, C) all noise
+    argmax, entropy, sc_logits = canvas, torch.zeros(n_rows, width, device=device), None  # (B, C), (B, C)
+    out_logp = torch.zeros(n_rows, width, device=device, dtype=torch.float64)  # (B, C)
     forward_passes = 0
-    history: list[tuple[torch.Tensor, torch.Tensor, list[bool]]] = []  # the last keep_last argmax canvases
 
-    for cur_step in reversed(range(1, params.steps + 1)):
+    for cur_step in reversed(range(1, params.steps + 1)):  # N, N-1, ..., 1
         if cancelled is not None and cancelled():
             raise FillCancelled()
-        done = finished.tolist()
-        for r in range(n_rows):
-            steps[r] += not done[r]
+        denoising = rows.begin_step()  # the rows that draw
         logits = step_fn(canvas, sc_logits)  # (B, C, V)
         forward_passes += 1
-        if fast_draws and isinstance(gens, list):  # one log-softmax serves every statistic
-            processed, lse, new_entropy, top, new_argmax, mass = statistics(
-                logits, banned_mask, temperature(cur_step, params, device)
-            )
-            sample = draw_rows(processed, lse, mass, gens, widths, [not d for d in done], free)
-            logp = (top - lse).double()  # (B, C) of the argmax
-        else:  # one stream: exactly as generate() computes and draws
-            if banned.numel():
-                logits = logits.index_fill(-1, banned, float("-inf"))
-            processed = logits / temperature(cur_step, params, device)
-            probs = torch.softmax(processed, dim=-1, dtype=torch.float32)
-            sample = draw_samples(probs, gens, widths, [not d for d in done])  # (B, C)
-            new_argmax = torch.argmax(processed, dim=-1)
-            new_entropy = token_entropy(processed)
-            logp = (processed.max(dim=-1).values - torch.logsumexp(processed, dim=-1)).double()  # (B, C) of the argmax
+        processed, sample, new_argmax, new_entropy, logp = sample_step(logits, cur_step, denoising)
+        if not all(denoising):  # a stopped row stays as it was
+            new_argmax, new_entropy = rows.keep(new_argmax, argmax), rows.keep(new_entropy, entropy)
+            processed = rows.keep(processed, sc_logits)  # (B, C, V)
+        stops = rows.would_stop(new_argmax, new_entropy)  # (B,)
+        rows.keep_denoising(stops, fixes.ask(cur_step, new_argmax, denoising, stops))  # a blamed fill is not done
 
-        # Which rows would stop now; a syntax correction can take that back.
-        if any(done):
-            fin = finished[:, None]
-            new_argmax = torch.where(fin, argmax, new_argmax)
-            new_entropy = torch.where(fin, entropy, new_entropy)
-            processed = torch.where(fin[..., None], sc_logits, processed)
-        if stop is None:
-            stops = torch.zeros_like(finished)
-        elif ends is None:
-            stops = stop(new_argmax, new_entropy, free)
-        else:  # only the slots up to each hole's end count
-            counted = after_first_end(ends.gather(1, new_argmax), batch.hole).logical_not_()
-            stops = stop(new_argmax, new_entropy, counted if free is None else counted & free)
-        if correct is not None and max_corrections > 0:
-            stopping = stops.tolist()
-            shown = torch.where(held, batch.ids, new_argmax)
-            for r in range(n_rows):
-                if done[r] or corrections[r] >= max_corrections or not (stopping[r] or cur_step <= params.steps // 2):
-                    continue
-                key = tuple(shown[r].tolist())
-                if key == judged[r]:
-                    continue
-                judged[r] = key
-                found, positions = correct(r, shown[r])
-                if not positions:
-                    continue
-                corrections[r] += 1
-                errors_found[r] += found
-                barred[r, torch.tensor(sorted(set(positions)), device=device, dtype=torch.long)] = BAR_STEPS
-                barring = BAR_STEPS
-                if stopping[r] and cur_step > 1:  # not stable with a blamed fill: keep denoising
-                    stops[r] = False
-                    stop.forget(r)
+        # Accept afresh over all (eligible) positions; re-noise every other one.
+        accepted = accept_entropy_bound(new_entropy, fixes.eligible(free), params.entropy_bound)  # (B, C)
+        new_canvas = with_held(batch, free, torch.where(accepted, sample, draw_noise(canvas, noise, gens, widths)))
+        if not all(denoising):
+            new_canvas, accepted = rows.keep(new_canvas, canvas), accepted & ~rows.finished[:, None]
+        out_logp = rows.keep(logp, out_logp)
+        history.add(new_argmax, logp, denoising)
 
-        eligible = free if not barring else (barred == 0) if free is None else (free & (barred == 0))
-        accepted = accept_entropy_bound(new_entropy, eligible, params.entropy_bound)
-        fresh = draw_noise(canvas, noise, gens, widths)
-        new_canvas = torch.where(accepted, sample, fresh)
-        if free is not None:
-            new_canvas = torch.where(held, batch.ids, new_canvas)
-        if any(done):
-            new_canvas = torch.where(finished[:, None], canvas, new_canvas)
-            accepted = accepted & ~finished[:, None]
-        out_logp = torch.where(finished[:, None], out_logp, logp)
-
-        if keep_last:  # this step's argmax of the rows still denoising: a candidate fill (see keep_last)
-            shown_now = new_argmax if free is None else torch.where(held, batch.ids, new_argmax)
-            history = (history + [(shown_now, logp, [not d for d in done])])[-(keep_last + 1) :]
         canvas, argmax, entropy = new_canvas, new_argmax, new_entropy
-        finished = finished | stops
-        sc_logits = processed if sc_dtype is None else processed.to(sc_dtype)
-        if barring:
-            barred = (barred - 1).clamp_(min=0)
-            barring -= 1
+        rows.finished = rows.finished | stops
+        sc_logits = processed if sc_dtype is None else processed.to(sc_dtype)  # self-conditioning: step 6
+        fixes.tick()
         if on_step is not None:
-            # A position not accepted this step is noise again ("open"); a finished row's canvas is its
-            # argmax, the output, so nothing in it is open.
-            over = finished | (cur_step == 1)
-            shown = argmax if free is None else torch.where(held, batch.ids, argmax)
-            on_step(
-                CanvasStep(
-                    forward_passes,
-                    shown,
-                    ~accepted & ~held & ~over[:, None],
-                    tuple(steps),
-                    (params.steps,) * n_rows,
-                    tuple(corrections),
-                    tuple((~over).tolist()),
-                )
-            )
-        if bool(finished.all()):
+            shown, over = with_held(batch, free, argmax), rows.finished | (cur_step == 1)  # (B, C), (B,)
+            on_step(canvas_step(forward_passes, shown, accepted, batch.held, over, rows.steps, params.steps, fixes))
+        if bool(rows.finished.all()):
             break
 
-    ids = argmax if free is None else torch.where(held, batch.ids, argmax)
     return DenoiseOutput(
-        ids=ids,
+        ids=with_held(batch, free, argmax),
         token_logp=out_logp,
         forward_passes=forward_passes,
-        repairs=corrections,
-        steps=steps,
-        errors_found=errors_found,
-        stopped_early=finished.tolist(),
-        history=history[:-1],  # the last entry is the final step's: that is `ids`
+        repairs=fixes.corrections,
+        steps=rows.steps,
+        errors_found=fixes.errors_found,
+        stopped_early=rows.finished.tolist(),
+        history=history.before_last(),
     )

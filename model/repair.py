@@ -2,7 +2,7 @@
 
     result = repair_fill(infiller, FillRequest(text, holes=((a, b),), repair_threshold=0.05, language="python"))
 
-1. The canvas is laid out as for a fill (model/canvas.py), but each hole's slots hold the hole's own
+1. The canvas is laid out as for a fill (model/plan.py), but each hole's slots hold the hole's own
    tokens (the selected code), so the canvas is the document as it is. The prompt (the text before the
    first hole) is in the K/V cache as usual.
 2. One read-only decoder pass scores every token: p[pos] = softmax(logits)[pos, token at pos]
@@ -31,8 +31,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .canvas import CanvasBatch, CanvasStep, CanvasTooSmall, DenoiseOutput, bucket_for, lay_out, needed_length
+from .canvas import CanvasBatch, CanvasStep, DenoiseOutput
 from .interface import OPEN_SLOT, Cancelled, FillCancelled, FillRequest, FillResult, Judge, OnStep, StepEvent
+from .plan import CanvasTooSmall, bucket_for, lay_out, needed_length
 from .reference import ReferenceParams, make_generators, reference_denoise
 from .sampler import denoise
 from .step import decoder_logits

@@ -92,6 +92,93 @@ def close_ended_holes(ids: torch.Tensor, committed: torch.Tensor, hole: torch.Te
     return after_first_end(committed & torch.isin(ids, end_ids), hole)
 
 
+def accept(settings: SamplerSettings, entropy: torch.Tensor, probs: torch.Tensor, open_: torch.Tensor) -> torch.Tensor:
+    """The open positions (B, C) bool to commit this step, by settings.acceptance; entropy (B, C), probs (B, C, V)."""
+    if settings.acceptance == "entropy":
+        return select_entropy_bound(entropy, open_, settings.entropy_bound)
+    return select_confidence(probs.max(-1).values, open_, settings.confidence_threshold)
+
+
+def ended_slots(
+    ids: torch.Tensor, committed: torch.Tensor, hole: torch.Tensor, noise: NoiseSpec, ends: torch.Tensor | None
+) -> torch.Tensor:
+    """The uncommitted slots (B, C) bool after a committed end of their hole: the fill is over there.
+    ends (B, V) bool or None: the end tokens."""
+    if ends is None:
+        return close_ended_holes(ids, committed, hole, noise) & ~committed
+    return after_first_end(committed & ends.gather(1, ids), hole) & ~committed
+
+
+class Rounds:
+    """Each row's rounds: the first of settings.max_steps steps, then, each time `repair` re-opens some of
+    a finished row's positions (at most settings.repair_rounds times), a shorter one. The round's step
+    drives the temperature and its budget; a row is done when it finishes a round that repair accepts."""
+
+    def __init__(self, settings: SamplerSettings, n_rows: int, repair: Callable[[int, torch.Tensor], list[int]] | None):
+        self.settings, self.repair = settings, repair
+        self.round_step = [0] * n_rows  # step within the current round, per row
+        self.round_budget = [settings.max_steps] * n_rows
+        self.repairs = [0] * n_rows
+        self.active = [True] * n_rows
+        self.steps = [0] * n_rows
+
+    def temperatures(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """Each row's temperature at its round's step (B,)."""
+        s = self.settings
+        return torch.tensor(
+            [max(s.temperature(min(step, s.max_steps - 1)), 1e-4) for step in self.round_step],
+            device=device,
+            dtype=dtype,
+        )
+
+    def last_step(self, device: torch.device) -> torch.Tensor:
+        """(B, 1) bool: the rows on their round's last step."""
+        return torch.tensor([s + 1 >= b for s, b in zip(self.round_step, self.round_budget)], device=device)[:, None]
+
+    def advance(
+        self,
+        done: list[bool],
+        ids: torch.Tensor,
+        committed: torch.Tensor,
+        noise: NoiseSpec,
+        gens: list[torch.Generator],
+        widths: list[int],
+    ) -> None:
+        """A step is over; done: the active rows with every position committed. Each asks `repair`: the
+        positions it re-opens are uncommitted and re-noised (ids, committed (B, C) in place) for a new,
+        shorter round; a row it accepts (or out of repair rounds) stops."""
+        for r in range(len(done)):
+            if not self.active[r]:
+                continue
+            self.round_step[r] += 1
+            self.steps[r] += 1
+            if not done[r]:
+                continue
+            can_repair = self.repair is not None and self.repairs[r] < self.settings.repair_rounds
+            reopen = self.repair(r, ids[r]) if can_repair else []
+            if not reopen:
+                self.active[r] = False
+                continue
+            self.repairs[r] += 1
+            committed[r, torch.tensor(sorted(set(reopen)), device=ids.device, dtype=torch.long)] = False
+            fresh = noise_like(ids[r : r + 1], noise, gens[r : r + 1], widths[r : r + 1])[0]  # (C,)
+            ids[r] = torch.where(committed[r], ids[r], fresh)
+            self.round_step[r] = 0
+            self.round_budget[r] = max(2, self.settings.max_steps // 2)
+
+    def event(self, forward_passes: int, ids: torch.Tensor, open_: torch.Tensor) -> CanvasStep:
+        """The step's event: ids, open_ (B, C) the canvas and its positions still noise."""
+        return CanvasStep(
+            forward_passes,
+            ids,
+            open_,
+            tuple(self.round_step),
+            tuple(self.round_budget),
+            tuple(self.repairs),
+            tuple(self.active),
+        )
+
+
 @torch.inference_mode()
 def denoise(
     step_fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
@@ -108,7 +195,7 @@ def denoise(
     """Denoise every row of `batch`; see the module docstring for the algorithm.
 
     step_fn(canvas (batch, canvas) long, self-conditioning logits or None) -> logits (batch, canvas, vocab).
-    repair(row, row_ids (canvas,)) -> canvas positions to re-open; [] accepts the row as it is.
+    repair(row, row_ids (canvas,)) -> canvas positions to re-open; [] accepts the row as it is (see `Rounds`).
     ends: (batch, vocab) bool, the tokens that close the rest of a hole in each row (None: the end
     tokens): a single-line row is also over at its first committed newline, so it stops sooner.
     """
@@ -116,101 +203,52 @@ def denoise(
     device = batch.ids.device
     n_rows, width = batch.ids.shape
     widths = batch.widths or [width] * n_rows
-    committed = batch.held.clone()
-    ids = torch.where(committed, batch.ids, noise_like(batch.ids, noise, gens, widths))
-    token_logp = torch.zeros(n_rows, width, device=device, dtype=torch.float64)
     banned = torch.tensor(noise.banned_ids, device=device, dtype=torch.long)
-    pad = torch.full_like(ids, noise.pad_id)
-    sc_logits = None
-    round_step = [0] * n_rows  # step within the current round, per row (drives temperature and the budget)
-    round_budget = [settings.max_steps] * n_rows
-    repairs = [0] * n_rows
-    active = [True] * n_rows
-    steps = [0] * n_rows
-    forward_passes = 0
+    committed = batch.held.clone()  # (B, C): held tokens are committed from the start
+    ids = torch.where(committed, batch.ids, noise_like(batch.ids, noise, gens, widths))  # (B, C)
+    token_logp = torch.zeros(n_rows, width, device=device, dtype=torch.float64)  # (B, C)
+    rounds = Rounds(settings, n_rows, repair)
+    sc_logits, forward_passes = None, 0
 
-    while any(active):
+    while any(rounds.active):
         if cancelled is not None and cancelled():
             raise FillCancelled()
-        logits = step_fn(ids, sc_logits)  # (batch, canvas, vocab), float32 (float64 for an fp64 model)
+        logits = step_fn(ids, sc_logits)  # (B, C, V), float32 (float64 for an fp64 model)
         forward_passes += 1
         if banned.numel():
             logits.index_fill_(-1, banned, float("-inf"))
-        temps = torch.tensor(
-            [max(settings.temperature(min(s, settings.max_steps - 1)), 1e-4) for s in round_step],
-            device=device,
-            dtype=logits.dtype,
-        )
-        scaled = logits / temps[:, None, None]
-        logp = torch.log_softmax(scaled, dim=-1)  # (batch, canvas, vocab)
+        scaled = logits / rounds.temperatures(device, logits.dtype)[:, None, None]  # (B, C, V)
+        logp = torch.log_softmax(scaled, dim=-1)  # (B, C, V)
         probs = logp.exp()
-        entropy = -(probs * logp.nan_to_num(neginf=0.0)).sum(-1)  # (batch, canvas)
-        sample = sample_rows(logp, gens, widths)  # (batch, canvas)
+        entropy = -(probs * logp.nan_to_num(neginf=0.0)).sum(-1)  # (B, C)
+        sample = sample_rows(logp, gens, widths)  # (B, C)
 
-        row_active = torch.tensor(active, device=device)[:, None]
-        open_ = ~committed & row_active
-        if settings.acceptance == "entropy":
-            chosen = select_entropy_bound(entropy, open_, settings.entropy_bound)
-        else:
-            chosen = select_confidence(probs.max(-1).values, open_, settings.confidence_threshold)
-        last = torch.tensor([s + 1 >= b for s, b in zip(round_step, round_budget)], device=device)[:, None]
-        # Out of steps: everything still open is taken at its most likely token.
-        chosen = torch.where(last, open_, chosen & open_)
+        # Commit some open positions; out of steps, everything still open goes, at its most likely token.
+        open_ = ~committed & torch.tensor(rounds.active, device=device)[:, None]  # (B, C)
+        last = rounds.last_step(device)  # (B, 1)
+        chosen = torch.where(last, open_, accept(settings, entropy, probs, open_) & open_)
         sample = torch.where(last, logp.argmax(-1), sample)
-
         ids = torch.where(chosen, sample, ids)
         token_logp = torch.where(chosen, logp.gather(-1, sample[..., None]).squeeze(-1).double(), token_logp)
         committed = committed | chosen
-        if ends is None:
-            ended = close_ended_holes(ids, committed, batch.hole, noise) & ~committed
-        else:
-            ended = after_first_end(committed & ends.gather(1, ids), batch.hole) & ~committed
-        ids = torch.where(ended, pad, ids)
+        ended = ended_slots(ids, committed, batch.hole, noise, ends)  # a hole's end closes its later slots
+        ids = torch.where(ended, torch.full_like(ids, noise.pad_id), ids)
         committed = committed | ended
 
-        open_after = ~committed
-        ids = torch.where(open_after, noise_like(ids, noise, gens, widths), ids)
-        sc_logits = scaled  # self-conditioning reads the processed logits, as in transformers
-
-        done = (~open_after.any(dim=1)).tolist()  # the one host read per step
-        for r in range(n_rows):
-            if not active[r]:
-                continue
-            round_step[r] += 1
-            steps[r] += 1
-            if not done[r]:
-                continue
-            reopen = repair(r, ids[r]) if (repair is not None and repairs[r] < settings.repair_rounds) else []
-            if reopen:
-                repairs[r] += 1
-                pos = torch.tensor(sorted(set(reopen)), device=device, dtype=torch.long)
-                committed[r, pos] = False
-                ids[r] = torch.where(
-                    committed[r], ids[r], noise_like(ids[r : r + 1], noise, gens[r : r + 1], widths[r : r + 1])[0]
-                )
-                round_step[r] = 0
-                round_budget[r] = max(2, settings.max_steps // 2)
-            else:
-                active[r] = False
+        # Re-noise what is still open; self-conditioning reads the processed logits, as in transformers.
+        open_ = ~committed
+        ids = torch.where(open_, noise_like(ids, noise, gens, widths), ids)
+        sc_logits = scaled
+        rounds.advance((~open_.any(dim=1)).tolist(), ids, committed, noise, gens, widths)  # the one host read
         if on_step is not None:
-            on_step(
-                CanvasStep(
-                    forward_passes,
-                    ids,
-                    ~committed,
-                    tuple(round_step),
-                    tuple(round_budget),
-                    tuple(repairs),
-                    tuple(active),
-                )
-            )
+            on_step(rounds.event(forward_passes, ids, ~committed))
 
     return DenoiseOutput(
         ids=ids,
         token_logp=token_logp,
         forward_passes=forward_passes,
-        repairs=repairs,
-        steps=steps,
+        repairs=rounds.repairs,
+        steps=rounds.steps,
         errors_found=[0] * n_rows,
         stopped_early=[False] * n_rows,
     )

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from .canvas import CanvasStep, Row, RowLayout
+from .canvas import CanvasStep, Row
 from .interface import OPEN_SLOT, StepEvent
-from .plan import Vocab
+from .plan import RowLayout, Vocab
 from .text import TokenText
 
 

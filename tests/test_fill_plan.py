@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from canvas_ls.model.canvas import CanvasTooSmall
 from canvas_ls.model.interface import FillRequest
 from canvas_ls.model.plan import (
     Candidate,
+    CanvasTooSmall,
     PlanLimits,
     Vocab,
     blamed_positions,

@@ -15,11 +15,12 @@ import torch
 
 from canvas_ls.model import packed_linear, warm_up
 from canvas_ls.model import step as step_module
-from canvas_ls.model.canvas import BUCKETS, CanvasBatch, NoiseSpec
+from canvas_ls.model.canvas import CanvasBatch, NoiseSpec
 from canvas_ls.model.costs import Costs
 from canvas_ls.model.infill import Infiller
 from canvas_ls.model.interface import FillRequest
 from canvas_ls.model.loading import load_model, resolve_dtype
+from canvas_ls.model.plan import BUCKETS
 from canvas_ls.model.reference import ReferenceParams, make_generators, position_statistics, reference_denoise
 from canvas_ls.model.settings import SamplerSettings
 from canvas_ls.model.step import DecoderStep, cpp_compiler, decoder_logits

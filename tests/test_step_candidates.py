@@ -112,7 +112,8 @@ def test_zero_candidates_is_the_final_step_alone(infiller):
 def _one_row_pick(inf: Infiller, fills_logp: list[tuple[str, float]], judge):
     """Read back (Infiller._result) one row whose final canvas and history hold these fills (each token's log-probability
     the given one); returns the chosen fill."""
-    from canvas_ls.model.canvas import DenoiseOutput, Row, RowLayout
+    from canvas_ls.model.canvas import DenoiseOutput, Row
+    from canvas_ls.model.plan import RowLayout
 
     n = 8
     end = next(iter(inf.text.vocab.ends))

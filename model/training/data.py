@@ -24,7 +24,7 @@ of a pre-token (the GPT-2 regex split) whose preceding token does not end in whi
 or a non-ASCII byte (those are where the regex's look-ahead and contractions reach across a cut).
 tests/test_train_data.py checks the equality against tokenizing the whole pieces.
 
-Batches (`make_batch`) follow the inference layout of model/canvas.py + model/infill.py:
+Batches (`make_batch`) follow the inference layout of model/plan.py + model/infill.py:
   encoder:  [<pad> * start][<bos>][last P-1 prefix tokens]                               (P)
   infill:   [hole][<eos>][<pad> .. S slots][suffix, held clean][<pad> held][hidden cols]  (C)
   continue: [next tokens .. (<eos> at end of file) <pad>...][hidden cols]                 (C)
@@ -582,7 +582,7 @@ class Shard:
 
 @dataclass
 class Objective:
-    """The training example distribution. Defaults follow model/infill.py and model/canvas.py."""
+    """The training example distribution. Defaults follow model/infill.py and model/plan.py."""
 
     prefix_len: int = 768  # P: encoder length, <bos> and left padding included
     canvas_len: int = 256  # C: the canvas the model is trained on (config.canvas_length)
@@ -594,7 +594,7 @@ class Objective:
     hole_weights: dict[str, float] = field(
         default_factory=lambda: {"line": 0.30, "lines": 0.20, "block": 0.10, "line_rest": 0.20, "span": 0.20}
     )
-    canvas_buckets: tuple[int, ...] = (32, 64, 128, 256, 512)  # model/canvas.py BUCKETS
+    canvas_buckets: tuple[int, ...] = (32, 64, 128, 256, 512)  # model/plan.py BUCKETS
     min_suffix: int = 32  # model/infill.py min_suffix_tokens: how it picks a canvas bucket
 
     @property

@@ -30,7 +30,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from canvas_ls.model.canvas import CanvasTooSmall
 from canvas_ls.model.interface import (
     BackendDied,
     BadFill,
@@ -42,6 +41,7 @@ from canvas_ls.model.interface import (
     ModelLoadError,
     OnStep,
 )
+from canvas_ls.model.plan import CanvasTooSmall
 
 from .. import __version__
 from ..settings import ServerSettings

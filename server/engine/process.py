@@ -38,8 +38,8 @@ import threading
 import time
 from pathlib import Path
 
-from canvas_ls.model.canvas import CanvasTooSmall
 from canvas_ls.model.interface import BadFill, FillCancelled, ModelLoadError, StepEvent
+from canvas_ls.model.plan import CanvasTooSmall
 
 from .. import __version__
 from ..logs import setup_logging

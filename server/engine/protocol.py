@@ -102,7 +102,7 @@ class ResultMsg(Msg, tag="result"):
 # ErrorMsg kinds. id 0 is a connection-level error (handshake, protocol).
 CANCELLED = "cancelled"  # the client cancelled the request: FillCancelled on the client
 BAD_REQUEST = "bad_request"  # the request cannot be filled as asked: BadFill on the client
-CANVAS_TOO_SMALL = "canvas_too_small"  # model.canvas.CanvasTooSmall (a BadFill) on the client
+CANVAS_TOO_SMALL = "canvas_too_small"  # model.plan.CanvasTooSmall (a BadFill) on the client
 MODEL_LOAD = "model_load"  # the engine could not load its model: ModelLoadError on the client
 MISMATCH = "mismatch"  # handshake: protocol or model key differ
 PROTOCOL = "protocol"  # a malformed or unexpected message

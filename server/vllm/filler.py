@@ -5,7 +5,7 @@
 
 Plain Python (httpx and tokenizers; never torch or transformers). vLLM's DiffusionGemma takes a seed
 canvas with pinned positions per request (http.py), which is what a fill is, so the canvas is laid out as
-in-process (model/canvas.py): hole slots seeded with uniform noise, the text between holes and the start
+in-process (model/plan.py): hole slots seeded with uniform noise, the text between holes and the start
 of the suffix pinned, then padding; the prompt is the prefix as token ids; widths come in buckets up to
 the served canvas. What each in-process feature becomes here:
   * pinned tokens: vLLM returns its own argmax at pinned positions, so they are written back;
@@ -39,7 +39,6 @@ import threading
 import time
 from dataclasses import dataclass
 
-from canvas_ls.model.canvas import RowLayout
 from canvas_ls.model.interface import (
     BadFill,
     Cancelled,
@@ -55,6 +54,7 @@ from canvas_ls.model.plan import (
     Candidate,
     FillPlan,
     PlanLimits,
+    RowLayout,
     Vocab,
     choose,
     plan_fill,
