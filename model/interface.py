@@ -6,7 +6,7 @@
     filler.forget(document)      drop what is cached for a closed document
     filler.close()               done with this backend: drop connections, stop background work
 
-Backends: the in-process `model.infill.Infiller` and the shared-engine client
+Backends: the in-process `model.infill.Infiller`, the vLLM client (`server.vllm.VllmFiller`) and the shared-engine client
 (`server.engine.client.RemoteFiller`). The server imports this module only, until it loads a model.
 """
 

@@ -1,11 +1,13 @@
 """Build a tiny random-weight DiffusionGemma checkpoint on disk.
 
-Tests and `make demo` (until the bundled model exists) use it to exercise the real loading path:
+Tests (and `make demo` on an install without the bundled model) use it to exercise the real loading path:
 the real `DiffusionGemmaForBlockDiffusion` class, safetensors, `AutoTokenizer`. Its fills are noise.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,8 +22,6 @@ TINY_SAMPLER = "reference"
 
 def _tokenizer_corpus() -> list[str]:
     """A little Python source that exists on every machine: the standard library of this interpreter."""
-    import os
-
     stdlib = Path(os.__file__).parent
     names = ["textwrap.py", "bisect.py", "heapq.py", "functools.py", "string.py", "fnmatch.py", "glob.py", "shlex.py"]
     texts = [(stdlib / n).read_text(encoding="utf-8") for n in names if (stdlib / n).exists()]
@@ -95,8 +95,6 @@ def build_tiny_checkpoint(
 
 def _large_corpus(limit_bytes: int = 4_000_000) -> list[str]:
     """More of the standard library, for a tokenizer with a preset's full vocabulary."""
-    import os
-
     texts, size = list(_tokenizer_corpus()), 0
     for path in sorted(Path(os.__file__).parent.glob("*.py")):
         try:
@@ -113,8 +111,8 @@ def _large_corpus(limit_bytes: int = 4_000_000) -> list[str]:
 def build_random_checkpoint(
     out_dir: str | Path, *, preset: str = "small", seed: int = 0, noise: str = "uniform"
 ) -> Path:
-    """A random-weight checkpoint of a training preset's shape (model/training/module.py: "small" is the
-    bundled size, ~46M parameters), written as the training export writes a real one, with a BPE
+    """A random-weight checkpoint of a training preset's shape (model/training/module.py: "small" is ~46M
+    parameters, "compact" the bundled model's 28.7M), written as the training export writes a real one, with a BPE
     tokenizer of the preset's vocabulary. For speed measurements: the weights are random, so fills are
     noise and pass counts are the worst case (nothing is ever confident)."""
     from .training.export import save_hf_checkpoint
@@ -138,7 +136,6 @@ def build_random_checkpoint(
         canvas_length=cfg.canvas_length,
         extra={"preset": preset},
     )
-    import shutil
 
     shutil.rmtree(tok_dir, ignore_errors=True)
     return out

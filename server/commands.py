@@ -86,7 +86,7 @@ def progress_token(ls):
 
 
 async def _command(ls, name: str, args: tuple, plan) -> dict:
-    """The one path of both fill commands: [uri, where] -> plan(text, where, starts, lang) -> (holes,
+    """The one path of the three commands (fill selection, fill body, repair selection): [uri, where] -> plan(text, where, starts, lang) -> (holes,
     fill); run the fill as a FillJob, then apply its edits (versioned) through workspace/applyEdit."""
     try:
         if len(args) != 2 or not isinstance(args[0], str):
