@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.canvas-ls-installed
 
-.PHONY: demo test test-editors editors-setup editors-setup-vscode editors-setup-nvim check bench clean
+.PHONY: demo test test-busy test-editors editors-setup editors-setup-vscode editors-setup-nvim check bench clean
 
 # torch is pinned here only: 2.13.0 is the CPU wheel this project is developed on (other versions can
 # pull multi-GB CUDA builds). The package itself accepts any torch >= 2.4 a user already has.
@@ -23,6 +23,13 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check server model tests benchmarks
 	$(VENV)/bin/ruff format --check server model tests benchmarks
 	$(PY) -m pytest -q -rs
+
+# The same, beside a CPU-bound process this target starts and stops itself: no test may rest on an idle
+# machine (a busy neighbour changes timings, thread choices and what warm-up measures).
+test-busy: $(STAMP)
+	@python3 -c "while True: pass" & busy=$$!; trap 'kill $$busy 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
+	echo "test-busy: a CPU-bound neighbour runs as pid $$busy"; \
+	$(MAKE) --no-print-directory test
 
 # Real editors for the end-to-end tests, from package registries only: code-server + Chromium +
 # Playwright (VS Code), Neovim 0.11 and 0.12 from PyPI wheels, Emacs + eglot (Debian, when root).

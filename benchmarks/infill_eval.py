@@ -117,24 +117,7 @@ async def run_split(split: str, tasks: list[dict], options: dict, progress: bool
                 items, error = [], str(exc)
             seconds = time.perf_counter() - t0
             fill = items[0].insert_text if items else ""
-            filled = prompt + fill + suffix
-            ok = parses(filled)
-            rows.append(
-                {
-                    "task_id": task["task_id"],
-                    "seconds": seconds,
-                    "empty": not fill,
-                    "error": error,
-                    "exact": fill.strip() == task["canonical_solution"].strip(),
-                    "similarity": difflib.SequenceMatcher(
-                        None, fill.strip(), task["canonical_solution"].strip()
-                    ).ratio(),
-                    "parses": ok,
-                    "adds_errors": not ok and parses(prompt + task["canonical_solution"] + suffix),
-                    "pass": passes(task, filled),
-                    "fill": fill,  # what was inserted: to read a model's mistakes, not to tune on them
-                }
-            )
+            rows.append(score_row(task, fill, seconds, error))
             client.text_document_did_close(
                 t.DidCloseTextDocumentParams(text_document=t.TextDocumentIdentifier(uri=uri))
             )
@@ -152,6 +135,93 @@ async def run_split(split: str, tasks: list[dict], options: dict, progress: bool
         log_file.unlink(missing_ok=True)
     if progress:
         print(file=sys.stderr)
+    for r, p in zip(rows, passes_per_fill):
+        r["passes"] = p
+    return summarize(split, options, rows, passes_per_fill)
+
+
+class OracleLength:
+    """Evaluation only, never a product setting: a Filler whose hole gets exactly the canonical middle's
+    token count (`exact` tokens: that many slots plus one for the end token, the end tokens barred from
+    the first `exact`), the headroom a length finder could reach."""
+
+    def __init__(self, filler, exact: int):
+        self.filler, self.exact = filler, exact
+
+    def fill(self, request, **kw):
+        from dataclasses import replace
+
+        settings = replace(request.settings, min_fill_tokens=self.exact)
+        request = replace(request, max_tokens=self.exact + 1, length_candidates=(), settings=settings)
+        return self.filler.fill(request, **kw)
+
+
+def score_row(task: dict, fill: str, seconds: float, error: str | None, passes_: int | None = None) -> dict:
+    """One task's figures from the text inserted at its hole."""
+    prompt, suffix, canonical = task["prompt"], task["suffix"], task["canonical_solution"]
+    filled = prompt + fill + suffix
+    ok = parses(filled)
+    return {
+        "task_id": task["task_id"],
+        "seconds": seconds,
+        "empty": not fill,
+        "error": error,
+        "exact": fill.strip() == canonical.strip(),
+        "similarity": difflib.SequenceMatcher(None, fill.strip(), canonical.strip()).ratio(),
+        # the fill's length against the canonical middle's (characters, stripped) and its lines
+        "length_ratio": len(fill.strip()) / max(1, len(canonical.strip())),
+        "lines": len(fill.strip().splitlines()),
+        "parses": ok,
+        "adds_errors": not ok and parses(prompt + canonical + suffix),
+        "pass": passes(task, filled),
+        "passes": passes_,
+        "fill": fill,  # what was inserted: to read a model's mistakes, not to tune on them
+    }
+
+
+def run_split_in_process(
+    split: str, tasks: list[dict], options: dict, oracle: bool, progress: bool, cache: dict
+) -> dict:
+    """The same fills without the LSP transport: server/pipeline.py's complete_at on a model loaded in
+    this process (loaded once per settings, kept in `cache`). oracle: each hole gets the canonical
+    middle's token count (`OracleLength`)."""
+    from canvas_ls.server import pipeline
+    from canvas_ls.server.model_host import load_in_process
+    from canvas_ls.server.settings import parse_settings
+
+    settings, problems = parse_settings(options)
+    if problems:
+        raise SystemExit(f"settings: {problems}")
+    load_key = (settings.modelPath, settings.device, settings.dtype, settings.compile, settings.canvasLength)
+    if load_key not in cache:
+        cache[load_key] = load_in_process(settings, warm_up=settings.warmUp == "first")
+    filler = cache[load_key]
+    rows = []
+    for i, task in enumerate(tasks):
+        text, offset = task["prompt"] + task["suffix"], len(task["prompt"])
+        use = OracleLength(filler, len(filler.text.encode(task["canonical_solution"]))) if oracle else filler
+        t0, error, fill, n_passes = time.perf_counter(), None, "", None
+        try:
+            out = pipeline.complete_at(use, text, offset, "python", settings, document=f"eval/{split}/{i}")
+            fill = out.edits[0].text if out.edits else ""
+            n_passes = out.result.forward_passes if out.result is not None else 0
+        except pipeline.BadRequest as exc:
+            error = str(exc)
+        rows.append(score_row(task, fill, time.perf_counter() - t0, error, n_passes))
+        filler.forget(f"eval/{split}/{i}")
+        if progress:
+            print(
+                f"\r{split}: {i + 1}/{len(tasks)} pass={sum(bool(r['pass']) for r in rows)}",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+    if progress:
+        print(file=sys.stderr)
+    return summarize(split, options, rows, [r["passes"] for r in rows if r["passes"] is not None])
+
+
+def summarize(split: str, options: dict, rows: list[dict], passes_per_fill: list[int]) -> dict:
     lat = sorted(r["seconds"] for r in rows)
     n = len(rows)
     return {
@@ -161,6 +231,9 @@ async def run_split(split: str, tasks: list[dict], options: dict, progress: bool
         "pass@1": sum(r["pass"] for r in rows) / n if rows[0]["pass"] is not None else None,
         "exact": sum(r["exact"] for r in rows) / n,
         "similarity": statistics.fmean(r["similarity"] for r in rows),
+        "length_ratio_p50": statistics.median(r["length_ratio"] for r in rows),
+        "lines_p50": statistics.median(r["lines"] for r in rows),
+        "short_third": sum(r["length_ratio"] < 1 / 3 for r in rows) / n,
         "parses": sum(r["parses"] for r in rows) / n,
         "adds_errors": sum(r["adds_errors"] for r in rows) / n,
         "empty": sum(r["empty"] for r in rows) / n,
@@ -176,7 +249,8 @@ async def run_split(split: str, tasks: list[dict], options: dict, progress: bool
 def side_by_side(summaries: list[dict]) -> str:
     """A plain-text table: one line per (split, maxSteps, sampler, variant)."""
     head = (
-        f"{'split':<13}{'steps':>6}  {'sampler':<10}{'pass@1':>8}{'exact':>7}{'sim':>6}{'empty':>7}{'adds errors':>13}"
+        f"{'split':<13}{'steps':>6}  {'sampler':<10}{'pass@1':>8}{'exact':>7}{'sim':>6}{'len':>6}{'lines':>6}{'<1/3':>6}"
+        f"{'parse':>7}{'empty':>7}{'adds errors':>13}"
         f"{'passes/fill':>13}{'p50 s':>8}  variant"
     )
     lines = [head, "-" * len(head)]
@@ -185,7 +259,23 @@ def side_by_side(summaries: list[dict]) -> str:
         p1 = f"{s['pass@1']:.3f}" if s["pass@1"] is not None else "-"
         lines.append(
             f"{s['split']:<13}{s['maxSteps']:>6}  {s['sampler']:<10}{p1:>8}{s['exact']:>7.3f}{s['similarity']:>6.3f}"
-            f"{s['empty']:>7.3f}{s['adds_errors']:>13.3f}{passes:>13}{s['latency_p50']:>8.2f}  {json.dumps(s.get('variant', {}))}"
+            f"{s['length_ratio_p50']:>6.2f}{s['lines_p50']:>6.1f}{s['short_third']:>6.2f}{s['parses']:>7.3f}{s['empty']:>7.3f}{s['adds_errors']:>13.3f}{passes:>13}{s['latency_p50']:>8.2f}  {json.dumps(s.get('variant', {}))}"
+        )
+    return "\n".join(lines)
+
+
+def found_over_oracle(summaries: list[dict]) -> str:
+    """Each variant's figures over the oracle-length run that follows it: the headroom it reached."""
+    lines = [f"{'split':<13}{'sim':>7}{'pass@1':>8}{'len p50':>9}  found/oracle of variant"]
+    for found, oracle in zip(summaries[::2], summaries[1::2]):
+
+        def ratio(key):
+            a, b = found[key], oracle[key]
+            return f"{a / b:.2f}" if a is not None and b else "-"
+
+        lines.append(
+            f"{found['split']:<13}{ratio('similarity'):>7}{ratio('pass@1'):>8}{ratio('length_ratio_p50'):>9}  "
+            f"{json.dumps(found.get('variant', {}))}"
         )
     return "\n".join(lines)
 
@@ -215,6 +305,18 @@ def main() -> int:
         help="a JSON list of settings objects to compare side by side, each on top of --settings, e.g. "
         "'[{}, {\"repairRounds\": 0}]'",
     )
+    ap.add_argument(
+        "--in-process",
+        action="store_true",
+        help="fill through server/pipeline.py on a model loaded in this process instead of a server over "
+        "stdio (the same fills; one model load for every variant)",
+    )
+    ap.add_argument(
+        "--oracle",
+        action="store_true",
+        help="evaluation only: beside each variant, the same fills with the hole given exactly the canonical "
+        "middle's token count (implies --in-process); reports found/oracle",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "infill_eval.json")
     args = ap.parse_args()
     options = json.loads(args.settings)
@@ -230,7 +332,7 @@ def main() -> int:
             ap.error(f"--sampler: unknown sampler {name!r} (reference, commit or auto)")
     variants = json.loads(args.variants) if args.variants else [{}]
     splits = [args.tasks.name.split(".")[0]] if args.tasks else args.split
-    summaries = []
+    summaries, loaded = [], {}  # loaded: in-process models by their load settings
     for steps in sweep:
         for sampler in samplers:
             # a sweep's step count caps every mode: HumanEval's holes are line-mode fills (lineSteps)
@@ -239,18 +341,24 @@ def main() -> int:
             for variant in variants:
                 for split in splits:
                     tasks = load(split, args.limit, args.data, args.tasks)
-                    s = asyncio.run(run_split(split, tasks, {**opts, **variant}, progress=True))
-                    s["maxSteps"] = variant.get("maxSteps", steps or opts.get("maxSteps", 16))
-                    s["lineSteps"] = variant.get("lineSteps", opts.get("lineSteps"))
-                    s["variant"] = variant
-                    summaries.append(s)
-                    print(
-                        json.dumps(
-                            {k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items() if k != "rows"}
+                    for oracle in (False, True) if args.oracle else (False,):
+                        if args.in_process or args.oracle:
+                            s = run_split_in_process(split, tasks, {**opts, **variant}, oracle, True, loaded)
+                        else:
+                            s = asyncio.run(run_split(split, tasks, {**opts, **variant}, progress=True))
+                        s["maxSteps"] = variant.get("maxSteps", steps or opts.get("maxSteps", 16))
+                        s["lineSteps"] = variant.get("lineSteps", opts.get("lineSteps"))
+                        s["variant"] = {**variant, "oracle": True} if oracle else variant
+                        summaries.append(s)
+                        print(
+                            json.dumps(
+                                {k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items() if k != "rows"}
+                            )
                         )
-                    )
-    if len(samplers) > 1 or len(sweep) > 1 or len(variants) > 1:
+    if len(samplers) > 1 or len(sweep) > 1 or len(variants) > 1 or args.oracle:
         print(side_by_side(summaries))
+    if args.oracle:
+        print(found_over_oracle(summaries))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"settings": options, "results": summaries}, indent=1) + "\n")
     if args.steps_sweep:

@@ -12,7 +12,7 @@ prompt's K/V on the next keystroke. Writes JSON and a PNG.
     .venv/bin/python benchmarks/latency.py --statistics-ab     # the sampler's statistics compiled vs eager
     .venv/bin/python benchmarks/latency.py --packed-ab         # bf16 linear weights prepacked vs plain
 
---cpu-table: p50/p95 of single- and multi-line fills for the tiny model, a random-weight model of the
+--cpu-table: p50/p95 of single-line, line-start ("line" mode: lineSlots, lineSteps) and multi-line fills for the tiny model, a random-weight model of the
 `small` training preset (8 layers, built once into benchmarks/results/tmp/small-model) and the bundled
 model (trained, the `compact` preset: 6 layers, narrower MLPs; model/bundled/), under
 the old CPU defaults, each new default alone and all of them together, idle and beside one busy
@@ -210,6 +210,15 @@ def _percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
 
 
+# --cpu-table's fills: the last line of distance() as a single line (24 slots), as a completion at the
+# start of that line with code after it (the server's "line" mode: lineSlots, lineSteps), and multi-line.
+TABLE_MODES = ("single", "line", "multi")
+
+
+def cpu_modes(args) -> tuple[tuple[str, tuple[int, ...], int], ...]:
+    return (("single", (24,), args.single_reps), ("line", (24,), args.single_reps), ("multi", (64,), args.multi_reps))
+
+
 def cpu_table(args) -> int:
     from canvas_ls.model.infill import Infiller
     from canvas_ls.model.loading import load_model
@@ -252,10 +261,11 @@ def cpu_table(args) -> int:
         if neighbour is not None:
             neighbour.start()
         try:
-            for mode, slots, reps in (("single", (24,), args.single_reps), ("multi", (64,), args.multi_reps)):
+            for mode, slots, reps in cpu_modes(args):
                 for rep in range(reps):
                     for (mname, cname), (inf, settings, _) in fillers.items():  # round robin: side by side
                         t0 = time.perf_counter()
+                        slots = tuple(settings.lineSlots) if mode == "line" else slots
                         out = run_fill(inf, DOC, [(HOLE, HOLE)], "python", mode, slots, settings)
                         dt = time.perf_counter() - t0
                         cell = cells.setdefault(
@@ -405,15 +415,17 @@ def cpu_markdown(rows: list[dict]) -> str:
     """The README table: one line per model and configuration, p50 / p95 (passes) per load and mode."""
     loads = sorted({r["load"] for r in rows}, key=["idle", "busy"].index)
     head = (
-        "| model | configuration | " + " | ".join(f"{m}-line, {l}" for l in loads for m in ("single", "multi")) + " |"
+        "| model | configuration | "
+        + " | ".join(f"{m}{'' if m == 'line' else '-line'}, {l}" for l in loads for m in TABLE_MODES)
+        + " |"
     )
-    lines = [head, "|" + " --- |" * (2 + 2 * len(loads))]
+    lines = [head, "|" + " --- |" * (2 + len(TABLE_MODES) * len(loads))]
     order = list(cpu_configs())
     for model in sorted({r["model"] for r in rows}, key=MODELS.index):
         for cname in order:
             cells = []
             for load in loads:
-                for mode in ("single", "multi"):
+                for mode in TABLE_MODES:
                     r = next(
                         (
                             r
@@ -444,9 +456,9 @@ def _cpu_plot(rows: list[dict], png: Path) -> None:
     models = sorted({r["model"] for r in rows}, key=MODELS.index)
     loads = sorted({r["load"] for r in rows}, key=["idle", "busy"].index)
     order = list(cpu_configs())
-    fig, axes = plt.subplots(len(models), 2, figsize=(13, 4.2 * len(models)), squeeze=False)
+    fig, axes = plt.subplots(len(models), len(TABLE_MODES), figsize=(19, 4.2 * len(models)), squeeze=False)
     for i, model in enumerate(models):
-        for j, mode in enumerate(("single", "multi")):
+        for j, mode in enumerate(TABLE_MODES):
             ax = axes[i][j]
             width = 0.8 / len(loads)
             for k, load in enumerate(loads):
@@ -464,7 +476,7 @@ def _cpu_plot(rows: list[dict], png: Path) -> None:
                 ax.barh([y + k * width for y in range(len(order))], vals, height=width, label=load)
             ax.set_yticks([y + width * (len(loads) - 1) / 2 for y in range(len(order))], order, fontsize=8)
             ax.invert_yaxis()
-            ax.set(xlabel="p50 fill latency (ms)", title=f"{model}: {mode}-line fill")
+            ax.set(xlabel="p50 fill latency (ms)", title=f"{model}: {mode}{'' if mode == 'line' else '-line'} fill")
             if mode == "single" and model != "tiny":
                 ax.axvline(150, color="grey", linestyle=":", label="target 150 ms")
             ax.legend(fontsize=8)

@@ -11,6 +11,14 @@ state: each one after typing a character at the cursor, as lsp_eval drives a ser
 
 Each figure is the median of --reps fresh processes (the repeated completions: of all of them);
 results are appended to results/startup.json.
+
+--back-to-back: a server sent HumanEval single-line completions back to back from its start (each
+request as soon as the last is answered, cycling through 30 spread tasks, each its own open document),
+so its warm-up never sees a quiet second; when the warm-up ends (canvas.status), 30 more. Reports when
+the warm-up ended and the completions' p50 before its stages start (the eager step alone), while they
+run, and after it (results/startup.json, label "... back to back").
+
+    .venv/bin/python benchmarks/startup.py --back-to-back
 """
 
 from __future__ import annotations
@@ -89,6 +97,73 @@ async def serve_seconds(
     return initialized, first, warmed, repeated
 
 
+HUMANEVAL_SINGLE = (
+    ROOT.parent / "shared" / "benchmarks" / "human-eval-infilling" / "HumanEval-SingleLineInfilling.jsonl.gz"
+)
+
+
+def spread_tasks(path: Path, n: int = 30) -> list[dict]:
+    """n tasks spread evenly over the file (as infill_eval.py --limit picks them)."""
+    import gzip
+
+    with gzip.open(path, "rt") as f:
+        tasks = [json.loads(line) for line in f]
+    return [tasks[int(i * len(tasks) / n)] for i in range(n)]
+
+
+async def back_to_back(python: str, model: str, settings: dict, data: Path, after: int = 30) -> dict:
+    """Completions back to back from the server's start until its warm-up ends, then `after` more."""
+    tasks = spread_tasks(data)
+    t0 = time.perf_counter()
+    client = await start(
+        {**settings, **({"modelPath": model} if model else {})},
+        log_level=None,
+        command=[python, "-m", "canvas_ls.server.cli", "serve"],
+    )
+    docs = []
+    for k, task in enumerate(tasks):
+        prefix = task["prompt"]
+        uri = open_doc(client, prefix + task["suffix"], uri=f"file:///tmp/humaneval_{k}.py")
+        docs.append((uri, prefix.count("\n"), len(prefix) - (prefix.rfind("\n") + 1)))
+    fills: list[tuple[float, float, bool]] = []  # (started, seconds, warming up when answered)
+    loaded = warmed = None
+    status: dict = {}
+    try:
+        k = 0
+        while warmed is None or sum(1 for f in fills if f[0] >= warmed) < after:
+            uri, line, col = docs[k % len(docs)]
+            k += 1
+            s = time.perf_counter()
+            await client.text_document_inline_completion_async(inline_params(uri, line, col))
+            done = time.perf_counter()
+            status = await client.workspace_execute_command_async(t.ExecuteCommandParams(command="canvas.status"))
+            if loaded is None:
+                loaded = done - t0  # the first answer: the model is loaded (it waited for the load)
+            fills.append((s - t0, done - s, bool(status.get("warmingUp"))))
+            if warmed is None and status.get("warmingUp") is False:
+                warmed = time.perf_counter() - t0
+            if time.perf_counter() - t0 > 900:
+                raise TimeoutError("the warm-up did not end within 15 minutes of completions back to back")
+    finally:
+        await stop(client)
+    first_stage = loaded + 10.0  # model/warm_up.py WARM_UP_PATIENCE_S after loading: stages may start
+    groups = {
+        "eager_alone": [d for s, d, w in fills[1:] if w and s + d < first_stage],
+        "beside_warm_up": [d for s, d, w in fills[1:] if w and s + d >= first_stage],
+        "after_warm_up": [d for s, d, w in fills if not w and s >= warmed],
+    }
+    return {
+        "first_answer_s": round(loaded, 2),
+        "warmed_up_s": round(warmed, 2),
+        "warm_up_after_load_s": round(warmed - loaded, 2),
+        "compile": status.get("compile"),
+        **{
+            name: {"n": len(ds), "p50_s": round(statistics.median(ds), 3) if ds else None}
+            for name, ds in groups.items()
+        },
+    }
+
+
 def fill_seconds(python: str, model: str, settings: dict) -> float:
     """`canvas-ls fill FILE --at L:C --json`, spawn to exit."""
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
@@ -113,8 +188,21 @@ def main() -> int:
     ap.add_argument("--settings", default="{}", help="JSON initializationOptions for the server")
     ap.add_argument("--no-fill", action="store_true", help="skip `canvas-ls fill` end to end")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "startup.json")
+    ap.add_argument("--back-to-back", action="store_true", help="completions back to back through the warm-up")
+    ap.add_argument("--data", type=Path, default=HUMANEVAL_SINGLE, help="HumanEval single-line tasks (.jsonl.gz)")
     args = ap.parse_args()
     settings = json.loads(args.settings)
+    if args.back_to_back:
+        row = {
+            "label": f"{args.label} back to back",
+            "date": time.strftime("%Y-%m-%d"),
+            "model": args.model or "default",
+        }
+        row |= {"settings": settings, **asyncio.run(back_to_back(args.python, args.model, settings, args.data))}
+        rows = json.loads(args.out.read_text()) if args.out.exists() else []
+        args.out.write_text(json.dumps([r for r in rows if r["label"] != row["label"]] + [row], indent=1) + "\n")
+        print(json.dumps(row))
+        return 0
     imports, torch_loaded, inits, firsts, warms, fills, repeated = [], False, [], [], [], [], []
     for rep in range(args.reps):
         seconds, torch_loaded = import_seconds(args.python)

@@ -16,14 +16,20 @@ inference does; healing the canvas left 74% of the development set's fills empty
 
 from __future__ import annotations
 
+import itertools
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from .cache_budget import shared_budget
 from .interface import Cancelled, FillCancelled, FillRequest, FillResult
 from .kv import cache_arg
+
+HEAL_SPACE = "token-healing masks"
+_serials = itertools.count(1)
 
 if TYPE_CHECKING:
     from .kv import PrefixEncoder
@@ -105,7 +111,11 @@ class LeftToRight:
 
     def __init__(self, host: DraftHost):
         self.host = host
-        self._heal_masks: dict[str, torch.Tensor] = {}  # heal's allowed tokens, by healed text
+        # heal's allowed tokens by healed text: (vocab,) bool each, in the process's cache budget
+        # (model/cache_budget.py), the last 64 texts at most, none kept once a document closes
+        self.budget = shared_budget()
+        self._space = (HEAL_SPACE, next(_serials))
+        weakref.finalize(self, self.budget.drop_space, self._space)
 
     def fill(self, request: FillRequest, *, cancelled: Cancelled | None = None) -> FillResult:
         """The same weights decoding the hole left to right (one hole, prefix only). The prompt's K/V
@@ -164,12 +174,11 @@ class LeftToRight:
         healed = text_of.decode(prompt[-1:])
         if not healed or "\ufffd" in healed:  # part of a character: no token's own text starts with it
             return prompt, "", None
-        allowed = self._heal_masks.get(healed)
+        allowed = self.budget.get(self._space, healed)
         if allowed is None:
             allowed = torch.tensor(
                 [t.startswith(healed) and i not in banned for i, t in enumerate(text_of.token_texts())],
                 device=self.host.loaded.device,
             )
-            if len(self._heal_masks) < 4096:
-                self._heal_masks[healed] = allowed
+            self.budget.put(self._space, healed, allowed, allowed.numel() + 100, owner=None, max_entries=64)
         return prompt[:-1], healed, allowed

@@ -9,7 +9,9 @@ A single line is then expected to cost
     left to right:  the calibration's tokens, the ending one included (at most the slots + 1) x a token
 
 The prompt's encoding is common to both and left out. Nothing here depends on earlier fills, so a
-request takes the same path for the whole session (the same fill, whatever the server filled before).
+request takes the same path for the whole session (the same fill, whatever the server filled before),
+and warm-up keeps what it measured per model and machine (model/measured.py), so every server of one
+installation on one machine weighs the same costs, whatever the load while it warmed up.
 """
 
 from __future__ import annotations
@@ -50,6 +52,24 @@ class Costs:
 
     def token_ms(self) -> float | None:
         return None if self.token_s is None else round(1000 * self.token_s, 2)
+
+    def to_json(self) -> dict:
+        """What model/measured.py records."""
+        return {
+            "pass_s": {str(w): s for w, s in sorted(self.pass_s.items())},
+            "token_s": self.token_s,
+            "line_passes": self.line_passes,
+            "line_tokens": self.line_tokens,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Costs:
+        """The inverse of to_json (raises KeyError, TypeError or ValueError on a record of another shape)."""
+        costs = cls({int(w): float(s) for w, s in data["pass_s"].items()})
+        costs.token_s = None if data["token_s"] is None else float(data["token_s"])
+        costs.line_passes = None if data["line_passes"] is None else int(data["line_passes"])
+        costs.line_tokens = None if data["line_tokens"] is None else int(data["line_tokens"])
+        return costs
 
     def set_line(self, canvas_passes: int, left_to_right_passes: int) -> None:
         """The calibration line, filled on the canvas and left to right."""

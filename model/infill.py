@@ -348,6 +348,8 @@ class Infiller:
                 fast_draws=True,
                 statistics=self.step.statistics,
                 keep_last=settings.step_candidates,
+                no_end=first_slots(rows, settings.min_fill_tokens, self.loaded.device),
+                end_delay=round(settings.end_delay * settings.max_steps),
             )
         ends = self.hole_ends(single) if single and any(single) else None
         out = denoise(
@@ -403,3 +405,20 @@ class Infiller:
             steps=max(out.steps[c] for c in mine),
             sampler=sampler,
         )
+
+
+def first_slots(rows: list[Row], min_tokens: int, device: torch.device) -> torch.Tensor | None:
+    """(rows, canvas) bool: each hole's first `min_tokens` slots (the end tokens are barred there), or
+    None when min_tokens is 0."""
+    if min_tokens <= 0:
+        return None
+    marks = []
+    for r in rows:
+        seen: dict[int, int] = {}
+        row = []
+        for h in r.layout.hole:
+            row.append(h >= 0 and seen.get(h, 0) < min_tokens)
+            if h >= 0:
+                seen[h] = seen.get(h, 0) + 1
+        marks.append(row)
+    return torch.tensor(marks, dtype=torch.bool, device=device)

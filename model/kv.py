@@ -5,17 +5,28 @@ the *full* K/V of every layer (sliding-window layers included), so that when the
 prompt's tokens change near the end, we drop the changed tail and re-encode only that, instead of
 the whole prompt. The decoder then gets a DynamicCache *view* shaped exactly like the one
 transformers' own encoder leaves behind (sliding layers hold their last `window - 1` positions).
+
+The states are kept per document in the process's cache budget (model/cache_budget.py): at most
+`max_entries` documents, bounded in bytes with every other cache of document text, and dropped when the
+document closes.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections import OrderedDict
+import itertools
+import sys
+import weakref
 from dataclasses import dataclass
 from functools import cache as _once
 
 import torch
 from transformers.cache_utils import DynamicCache
+
+from .cache_budget import CacheBudget, shared_budget
+
+KV_SPACE = "prompt K/V"  # the budget's name for these entries
+_serials = itertools.count(1)  # each PrefixEncoder's entries apart from another's (never reused, unlike id())
 
 
 @_once
@@ -39,6 +50,11 @@ class PrefixState:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def nbytes(self) -> int:
+        """What this state holds: its K/V tensors and its token list."""
+        tensors = sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
+        return tensors + sys.getsizeof(self.ids) + 32 * len(self.ids)
+
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
@@ -56,20 +72,29 @@ def _crop(state: PrefixState, n: int) -> PrefixState:
 
 
 class PrefixEncoder:
-    """Encodes prompts with the model's encoder, reusing earlier work per document key (LRU)."""
+    """Encodes prompts with the model's encoder, reusing earlier work per document key: the states of
+    the `max_entries` documents used last, within the cache budget's bytes."""
 
-    def __init__(self, model: torch.nn.Module, max_entries: int = 4, chunk: int = 64):
+    def __init__(
+        self, model: torch.nn.Module, max_entries: int = 4, chunk: int = 64, budget: CacheBudget | None = None
+    ):
         self.model = model
         self.chunk = chunk  # prompts are encoded, and reused, in whole chunks of this many tokens
         text_cfg = model.config.text_config
         self.is_sliding = [t == "sliding_attention" for t in text_cfg.layer_types]
         self.window = int(text_cfg.sliding_window)
         self.max_entries = max_entries
-        self._lru: OrderedDict[str, PrefixState] = OrderedDict()
+        self.budget = budget if budget is not None else shared_budget()
+        self._space = (KV_SPACE, next(_serials))
+        weakref.finalize(self, self.budget.drop_space, self._space)  # a dropped model's states go with it
         self.last_reused = 0  # tokens reused by the latest encode(), for logs and tests
 
     def forget(self, key: str) -> None:
-        self._lru.pop(key, None)
+        self.budget.pop(self._space, key)
+
+    def cached(self, key: str) -> PrefixState | None:
+        """The state kept for `key`, if any (tests, status)."""
+        return self.budget.get(self._space, key)
 
     @torch.inference_mode()
     def encode(self, ids: list[int], key: str | None = None) -> PrefixState:
@@ -83,7 +108,7 @@ class PrefixEncoder:
         """
         if not ids:
             raise ValueError("the prompt must hold at least one token (the <bos>)")
-        old = self._lru.get(key) if key is not None else None
+        old = self.budget.get(self._space, key) if key is not None else None
         common = _common_prefix(old.ids, ids) if old is not None else 0
         if old is not None and common == len(ids) == len(old.ids):  # identical prompt: nothing to run
             state, keep = old, common
@@ -93,11 +118,8 @@ class PrefixEncoder:
             for end in range(keep + self.chunk, len(ids) + self.chunk, self.chunk):
                 state = self._extend(state, len(state) if state else 0, ids[: min(end, len(ids))])
         self.last_reused = keep
-        if key is not None:
-            self._lru[key] = state
-            self._lru.move_to_end(key)
-            while len(self._lru) > self.max_entries:
-                self._lru.popitem(last=False)
+        if key is not None:  # the document's own entry: dropped when it closes
+            self.budget.put(self._space, key, state, state.nbytes(), owner=key, max_entries=self.max_entries)
         return state
 
     def _extend(self, old: PrefixState | None, keep: int, ids: list[int]) -> PrefixState:

@@ -288,8 +288,15 @@ class Sampling:
         fast_draws: bool,
         statistics: Statistics,
         device: torch.device,
+        no_end: torch.Tensor | None = None,
+        end_delay: int = 0,
     ):
         self.params, self.device = params, device
+        # (B, C) bool: positions where the end tokens may not be drawn (a hole's first min_fill_tokens slots)
+        self.no_end = no_end if no_end is not None and bool(no_end.any()) else None
+        # the first end_delay steps draw no end token at any free position
+        self.end_delay, self.all_free = end_delay, free if free is not None else None
+        self.end_ids = [int(i) for i in noise.end_ids]
         self.gens, self.widths, self.free, self.statistics = gens, widths, free, statistics
         self.fast = fast_draws and isinstance(gens, list)
         self.banned = torch.tensor(noise.banned_ids, device=device, dtype=torch.long)
@@ -303,6 +310,13 @@ class Sampling:
         """logits (B, C, V) at cur_step; rows: those that draw (still denoising). -> the processed logits
         (B, C, V), then (B, C): the sample, the argmax, the entropy and the argmax's log-probability (float64)."""
         temp = temperature(cur_step, self.params, self.device)  # a 0-d tensor, as transformers has it
+        barred = self.no_end
+        if self.params.steps - cur_step < self.end_delay and self.all_free is not None:
+            barred = self.all_free if barred is None else barred | self.all_free
+        if barred is not None:
+            logits = logits.clone()
+            for e in self.end_ids:
+                logits[..., e].masked_fill_(barred, float("-inf"))
         if self.fast:  # one log-softmax serves every statistic
             processed, lse, entropy, top, argmax, mass = self.statistics(logits, self.banned_mask, temp)
             sample = draw_rows(processed, lse, mass, self.gens, self.widths, rows, self.free)
@@ -472,28 +486,28 @@ def reference_denoise(
     fast_draws: bool = False,
     statistics: Statistics = position_statistics,
     keep_last: int = 0,
+    no_end: torch.Tensor | None = None,
+    end_delay: int = 0,
 ) -> DenoiseOutput:
     """Denoise every row of `batch` as generate() does; see the module docstring.
 
-    step_fn(canvas (B, C) long, self-conditioning logits (B, C, V) or None) -> logits (B, C, V).
-    ends: (B, V) bool, the tokens that end a hole in each row (None: every free position counts for the
-    stopping criteria, 5. in the module docstring). correct, max_corrections: see `Corrections`;
-    keep_last: `History`; fast_draws, statistics: `Sampling`. Without correct and ends this is exactly
-    generate()'s loop. Returns the argmax canvas with held tokens in place (ids), the log-probability of
-    each output token at its row's last step, and per row: steps taken, corrections, errors found,
-    whether it stopped early; with keep_last, the history.
-    """
+    step_fn(canvas (B, C) long, self-conditioning logits (B, C, V) or None) -> logits (B, C, V). ends: (B, V)
+    bool, the tokens that end a hole in each row (None: every free position counts for the stopping
+    criteria, 5. above). correct, max_corrections: `Corrections`; keep_last: `History`; fast_draws,
+    statistics, no_end ((B, C) bool: where no end token is drawn), end_delay (the first steps that draw
+    no end token anywhere): `Sampling`. Without correct and ends this is exactly generate()'s loop. Returns
+    the argmax canvas with held tokens in place, each output token's log-probability at its row's last
+    step, and per row: steps, corrections, errors found, whether it stopped early; the kept history."""
     device = batch.ids.device
     n_rows, width = batch.ids.shape
     widths = batch.widths or [width] * n_rows
     free = None if not bool(batch.held.any()) else ~batch.held  # (B, C); None: a continuation, all free
-    sample_step = Sampling(params, noise, gens, widths, free, fast_draws, statistics, device)
+    sample_step = Sampling(params, noise, gens, widths, free, fast_draws, statistics, device, no_end, end_delay)
     rows, fixes = EarlyStop(params, batch, free, ends), Corrections(correct, max_corrections, params.steps, batch)
     history = History(keep_last, batch, free)
     canvas = with_held(batch, free, draw_noise(batch.ids, noise, gens, widths))  # (B, C) all noise
     argmax, entropy, sc_logits = canvas, torch.zeros(n_rows, width, device=device), None  # (B, C), (B, C)
-    out_logp = torch.zeros(n_rows, width, device=device, dtype=torch.float64)  # (B, C)
-    forward_passes = 0
+    out_logp, forward_passes = torch.zeros(n_rows, width, device=device, dtype=torch.float64), 0  # (B, C)
 
     for cur_step in reversed(range(1, params.steps + 1)):  # N, N-1, ..., 1
         if cancelled is not None and cancelled():

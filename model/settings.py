@@ -127,6 +127,13 @@ class SamplerSettings:
     # with its text (model/autoregressive.py says why); False: the prompt ends exactly at the cursor.
     # The canvas never heals: it was trained on text cut at any character, tokenized piece by piece.
     token_healing: bool = True
+    # reference only: end tokens (<eos>/<pad>) are barred from each hole's first min_fill_tokens slots, so
+    # the model cannot close a hole before that many tokens (0: it may close it at once, as before).
+    # Evaluation's oracle length (benchmarks/infill_eval.py --oracle) sets it to the canonical token count.
+    min_fill_tokens: int = 0
+    # reference only: the first end_delay share of the steps draws no end token at any hole slot, so the
+    # content is drafted before the model decides where the hole ends (0: ends are drawn from the start).
+    end_delay: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -176,6 +183,10 @@ class SamplerSettings:
             or not 0 <= self.suffix_tokens <= 4096
         ):
             problems.append(f"suffix_tokens must be an integer in 0..4096, got {self.suffix_tokens!r}")
+        if not isinstance(self.min_fill_tokens, int) or not 0 <= self.min_fill_tokens <= 4096:
+            problems.append(f"min_fill_tokens must be an integer in 0..4096, got {self.min_fill_tokens!r}")
+        if not _is_number(self.end_delay) or not 0 <= self.end_delay < 1:
+            problems.append(f"end_delay must be a number in [0, 1), got {self.end_delay!r}")
         if not isinstance(self.seed, int):
             problems.append(f"seed must be an integer, got {self.seed!r}")
         if problems:

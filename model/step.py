@@ -99,7 +99,9 @@ def _compiled_form(model, canvas, sc_logits, weight, free, cache, positions):
     are not held. Only their rows go through the two vocabulary-wide products: a held position's
     self-conditioning input is zero whatever its logits, and its logits are never read (they come out
     0). oneDNN computes a row of a product alike whatever rows stand beside it, so the free rows'
-    logits are what the whole canvas's product gives them."""
+    logits are what the whole canvas's product gives them (on a CPU with AMX, the self-conditioning
+    product's sum over the vocabulary is blocked by the number of rows: there they agree to bf16
+    rounding, as the compiled and eager steps do anyway)."""
     return decoder_logits(model, canvas, sc_logits, weight, cache, positions, None, free=free)
 
 

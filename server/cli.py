@@ -23,6 +23,7 @@ from .engine.process import add_engine_arguments, engine_main
 from .fill_report import fill_json
 from .logs import setup_logging
 from .lsp import server
+from .memory import one_arena
 from .model_host import ModelHost, model_dir_for
 from .positions import line_starts, to_position
 from .settings import parse_settings
@@ -30,6 +31,7 @@ from .syntax import SUPPORTED, language_for, parse
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    one_arena()  # before any thread allocates: a closed document's memory goes back (server/memory.py)
     setup_logging(args.log_level or "warning", args.log_file)
     server.cli_log_level = args.log_level  # the command line's level wins over the logLevel setting
     if args.model:

@@ -14,6 +14,8 @@ from typing import Any
 from lsprotocol import types as t
 from pygls.exceptions import JsonRpcInvalidParams
 
+from canvas_ls.model.cache_budget import owned_by, shared_budget
+
 from . import __version__, pipeline
 from .fill_job import Progress
 from .fill_report import fill_json
@@ -169,7 +171,19 @@ def status(ls, *args: Any) -> dict:
         "progressTokens": len(ls.work_done_progress.tokens),
         "openDocuments": len(ls.workspace.text_documents),
         "syntaxTrees": documents.parsed_count(),
+        # the caches of document text and what derives from it, in one budget (setting cacheBytes)
+        "caches": shared_budget().snapshot(),
     }
+
+
+def _owned(uri: str, fn):
+    """fn, its cached parses and verdicts counted as the document's (dropped when it closes)."""
+
+    def run(*args):
+        with owned_by(uri):
+            return fn(*args)
+
+    return run
 
 
 async def code_actions(ls, params: t.CodeActionParams) -> list[t.CodeAction]:
@@ -205,7 +219,8 @@ async def code_actions(ls, params: t.CodeActionParams) -> list[t.CodeAction]:
     lang = ls.language(doc)
     if (
         lang is not None
-        and await asyncio.get_running_loop().run_in_executor(None, pipeline.body_at, text, lang, a) is not None
+        and await asyncio.get_running_loop().run_in_executor(None, _owned(uri, pipeline.body_at), text, lang, a)
+        is not None
     ):
         actions.append(
             t.CodeAction(

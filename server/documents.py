@@ -1,5 +1,6 @@
 """Document sync beyond pygls' own: each open document's syntax tree follows didOpen/didChange/didClose
-(server/syntax/parsed.py's DocumentTrees), and a closed document's prompt cache is dropped.
+(server/syntax/parsed.py's DocumentTrees), and a closed document's cached entries go: its prompt K/V,
+and everything of its text in the cache budget (model/cache_budget.py).
 
 Handlers take the CanvasServer (`ls`) first, as pygls handlers do; server/lsp.py registers them.
 """
@@ -7,6 +8,8 @@ Handlers take the CanvasServer (`ls`) first, as pygls handlers do; server/lsp.py
 from __future__ import annotations
 
 from lsprotocol import types as t
+
+from canvas_ls.model.cache_budget import shared_budget
 
 from .memory import release_freed_memory, release_if_big
 from .syntax.parsed import documents as trees
@@ -31,7 +34,9 @@ def did_change(ls, params: t.DidChangeTextDocumentParams) -> None:
 
 
 def did_close(ls, params: t.DidCloseTextDocumentParams) -> None:
-    trees.close(params.text_document.uri)
+    uri = params.text_document.uri
+    trees.close(uri)
     if ls.host.current is not None:
-        ls.host.current.forget(params.text_document.uri)
+        ls.host.current.forget(uri)  # the backend's own (the shared engine's prompt K/V)
+    shared_budget().forget(uri)  # this process's: the document's entries and those of no document
     release_freed_memory()  # pygls dropped the text before this handler ran

@@ -24,6 +24,7 @@ from typing import TypeVar
 
 from lsprotocol import types as t
 
+from canvas_ls.model.cache_budget import owned_by
 from canvas_ls.model.interface import Cancelled, Filler, OnStep, StepEvent
 
 from .pipeline import FillOutcome
@@ -137,7 +138,8 @@ class FillJob:
         on_step = self._on_step(loop) if (self.progress or self.live) else None
 
         def on_model_thread(cancelled: Cancelled) -> FillOutcome:
-            return work(self.get_filler(), on_step, cancelled)
+            with owned_by(self.uri):  # what the fill caches is this document's (dropped when it closes)
+                return work(self.get_filler(), on_step, cancelled)
 
         log.info("[%d] fill %s v%s (%s)", request_id, self.uri, self.version, self.kind)
         if self.progress is not None:

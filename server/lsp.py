@@ -15,6 +15,7 @@ from lsprotocol import types as t
 from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
+from canvas_ls.model.cache_budget import shared_budget
 from canvas_ls.model.interface import BackendDied, FillCancelled, ModelLoadError, StepEvent
 
 from . import __version__, commands, documents, logs, pipeline
@@ -56,6 +57,7 @@ class CanvasServer(LanguageServer):
         self.settings = settings
         if problems:
             self.show_warning("invalid settings, their defaults are used: " + "; ".join(problems))
+        shared_budget().resize(settings.cacheBytes)
         logs.set_level(self.cli_log_level or settings.logLevel)
         problem = logs.set_log_file(settings.logFile)
         if problem:

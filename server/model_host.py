@@ -62,6 +62,14 @@ def load_in_process(settings: ServerSettings, warm_up: bool | None = None) -> Fi
     thread of its own while the first fills run, or before returning); on the main thread (`canvas-ls
     fill`), and False: none."""
     t0 = time.perf_counter()
+    from canvas_ls.model.cache_budget import shared_budget
+
+    shared_budget().resize(settings.cacheBytes)  # the prompt K/V's bound (the shared engine has no other)
+    # Compiled kernels in ~/.cache/canvas-ls/inductor: set before torch's first look at it (loading the
+    # model's packed ops looks, and would settle on /tmp/torchinductor_<user>, emptied at each boot).
+    from canvas_ls.model.step import compile_cache_dir
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compile_cache_dir()))
 
     from canvas_ls.model.infill import Infiller
     from canvas_ls.model.loading import load_model

@@ -41,12 +41,12 @@ class ServerSettings:
     )
     compile: str = _setting(
         "auto",
-        "Compile the decoder step with torch.compile (CPU), once after the model loads, in the background (fills meanwhile run eager): auto (when an eager pass takes 10 ms or more, as with the bundled model's size), on or off. Needs a C++ compiler; kernels are cached in ~/.cache/canvas-ls/inductor. Without a compiler, or if compiling fails, fills run eager (one log line).",
+        "Compile the decoder step with torch.compile (CPU), once after the model loads, in the background (fills meanwhile run eager): auto (when an eager pass takes 10 ms or more, as with the bundled model's size; timed once per model and machine, see singleLineDecoder), on or off. Needs a C++ compiler; kernels are cached in ~/.cache/canvas-ls/inductor. Without a compiler, or if compiling fails, fills run eager (one log line).",
         choices=("auto", "on", "off"),
     )
     warmUp: str = _setting(
         "background",
-        "When an in-process model warms up after loading (compiling its decoder step, timing a pass and a left-to-right token): background (on a thread of its own, in the pauses between fills; fills meanwhile run eager, on the canvas, so the first completion never waits for a compile) or first (before the first fill: every fill of the server then runs the same step and path, as evaluations want).",
+        "When an in-process model warms up after loading (compiling its decoder step, timing a pass and a left-to-right token): background (on a thread of its own, in the pauses between fills: each stage waits for a second without fills, for at most 10 s after loading, then runs between fills, so the warm-up ends even under requests sent back to back; fills meanwhile run eager, on the canvas, so the first completion never waits for a compile) or first (before the first fill: every fill of the server then runs the same step, as evaluations want).",
         choices=("background", "first"),
     )
     canvasLength: int = _setting(
@@ -59,7 +59,7 @@ class ServerSettings:
     )
     singleLineDecoder: str = _setting(
         "auto",
-        "How a single-line completion is filled: auto (the checkpoint's measured choice where its canvas_ls.json states one: the bundled model's is left to right with code before the cursor on its line and none after it, the draft never seeing the suffix; otherwise on the canvas, or by the same weights left to right when that is expected to save 50 ms and a quarter of the time: from the cost of a pass and of a left-to-right token, and the passes and tokens of a calibration line, all measured after loading), diffusion or autoregressive.",
+        "How a single-line completion is filled: auto (the checkpoint's measured choice where its canvas_ls.json states one: the bundled model's is left to right with code before the cursor on its line and none after it, the draft never seeing the suffix; otherwise on the canvas, or by the same weights left to right when that is expected to save 50 ms and a quarter of the time: from the cost of a pass and of a left-to-right token, and the passes and tokens of a calibration line, measured once per model and machine by the first server's warm-up and kept in ~/.cache/canvas-ls/measured, so every server of one installation on one machine chooses alike, whatever the load while it warmed up), diffusion or autoregressive.",
         choices=("auto", "diffusion", "autoregressive"),
     )
     sampler: str = _setting(
@@ -135,6 +135,30 @@ class ServerSettings:
         hi=1024,
     )
     bodySlots: int = _setting(128, "Slots for a regenerated function body.", lo=1, hi=4096)
+    lineMinTokens: int = _setting(
+        0,
+        "Reference sampler: the fewest tokens a completion at the start of a line writes before it may end (the end tokens are barred from the hole's first slots, so an easy <eos> cannot squeeze the lines out); 0: the model may end it at once.",
+        lo=0,
+        hi=4096,
+    )
+    multiLineMinTokens: int = _setting(
+        0,
+        "The same for multi-line completions (a blank line in a function body or below a block opener).",
+        lo=0,
+        hi=4096,
+    )
+    endDelay: float = _setting(
+        0.0,
+        "Reference sampler, multi-line modes (line start, multi-line, function body): the share of the denoising steps (0-0.9) that draw no end token in the hole, so its content is drafted before the model decides where it ends. 0 (off) by default: on the development sets (80 holes each, the bundled model) 0.5 took three-line holes' character similarity 0.185 -> 0.210 but line-start holes' 0.353 -> 0.312 (empty fills 12.5% -> 18.8%).",
+        lo=0.0,
+        hi=0.9,
+    )
+    bodyMinTokens: int = _setting(
+        0,
+        "The same for a regenerated function body.",
+        lo=0,
+        hi=4096,
+    )
     suffixTokens: int = _setting(
         8,
         "Tokens of the text after the hole held on the canvas at least (the canvas's spare room holds more): 8 lets a 24-slot single-line fill fit a 32-token canvas.",
@@ -144,6 +168,12 @@ class ServerSettings:
     maxPromptTokens: int = _setting(1024, "Tokens of text before the hole given to the encoder.", lo=16, hi=131072)
     maxDocumentBytes: int = _setting(
         8_000_000, "Documents larger than this are refused with a message.", lo=1, hi=2**31 - 1
+    )
+    cacheBytes: int = _setting(
+        128_000_000,
+        "Bytes that the caches of document text and what is derived from it hold together, at most: each document's prompt K/V (reused after a keystroke), parse trees (of open documents up to 256 KB, of windows around the cursor in bigger ones) and the syntax checks' results. The least recently used go first; a closed document's go at once (canvas.status shows `caches`). 128 MB holds the bundled model's prompt K/V of about a dozen documents. 0: nothing is kept (each fill encodes its prompt afresh).",
+        lo=0,
+        hi=2**40,
     )
     backend: str = _setting(
         "inprocess",
@@ -189,7 +219,8 @@ class ServerSettings:
 
     def sampler_settings(self, mode: str | None = None) -> SamplerSettings:
         """The sampler settings of a fill ("auto" is resolved against the checkpoint by the backend); a
-        completion at a line's start (`mode` "line") takes lineSteps."""
+        completion at a line's start (`mode` "line") takes lineSteps; each multi-line mode its own
+        fewest tokens (lineMinTokens, multiLineMinTokens, bodyMinTokens)."""
         return SamplerSettings(
             sampler=self.sampler,  # type: ignore[arg-type]
             max_steps=self.lineSteps if mode == "line" else self.maxSteps,
@@ -205,6 +236,12 @@ class ServerSettings:
             single_line_decoder=self.singleLineDecoder,  # type: ignore[arg-type]
             suffix_tokens=self.suffixTokens,
             token_healing=self.tokenHealing,
+            min_fill_tokens={
+                "line": self.lineMinTokens,
+                "multi": self.multiLineMinTokens,
+                "body": self.bodyMinTokens,
+            }.get(mode or "", 0),
+            end_delay=float(self.endDelay) if mode in ("line", "multi", "body") else 0.0,
         )
 
     def model_key(self) -> tuple:

@@ -35,11 +35,11 @@ class ScriptedFiller:
         self.step_seconds = float(script.get("step_seconds", 0.0))
         self.repairs = list(script.get("repairs", []))
         self.can_repair = bool(script.get("can_repair", True))  # FillerInfo.repair
-        self.requests: list[FillRequest] = []
+        self.requests = 0  # fills asked for (not the requests: each holds its document's whole text)
         self.forgotten: list[str] = []
 
     def fill(self, request: FillRequest, on_step=None, cancelled=None) -> FillResult:
-        self.requests.append(request)
+        self.requests += 1
         if request.repair_threshold is not None:
             return self.repair(request, on_step, cancelled)
         fills = tuple(self.fills[min(i, len(self.fills) - 1)] for i in range(len(request.holes)))

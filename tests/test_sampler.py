@@ -366,3 +366,21 @@ def test_end_tokens_close_holes_only_where_the_checkpoint_says_so(tiny):
     assert closing.candidates == 1 and closing.slots == (16,)
     commit = replace(req, settings=SamplerSettings(sampler="commit", max_steps=8))
     assert Infiller(replace(tiny, end_closes_hole=True)).fill(commit).candidates == 2
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.5])
+def test_min_fill_tokens_bars_the_end_tokens_from_a_holes_first_slots(tiny64, delay):
+    """min_fill_tokens: the hole's first slots never hold <eos>/<pad>, so the fill has at least that many
+    tokens; end_delay only delays the end tokens: the same bound holds."""
+    from dataclasses import replace
+
+    inf = Infiller(tiny64)
+    settings = SamplerSettings(sampler="reference", min_fill_tokens=12, end_delay=delay, max_steps=6)
+    r = inf.fill(FillRequest(TEXT, holes=((HOLE, HOLE),), max_tokens=16, settings=settings))
+    assert r.tokens >= 12
+    plain = inf.fill(
+        FillRequest(
+            TEXT, holes=((HOLE, HOLE),), max_tokens=16, settings=replace(settings, min_fill_tokens=0, end_delay=0.0)
+        )
+    )
+    assert plain.fills  # the old behaviour stays reachable (min_fill_tokens 0)

@@ -10,6 +10,7 @@ import warnings
 
 import pytest
 
+from canvas_ls.model.cache_budget import shared_budget
 from canvas_ls.server.syntax import (
     FillContext,
     Span,
@@ -208,7 +209,7 @@ def test_region_keeps_a_fill_at_column_zero_with_the_block_above(monkeypatch):
 
 
 def test_the_before_text_is_compiled_once(monkeypatch):
-    pycompile._cache.clear()
+    shared_budget().drop_space(pycompile.COMPILE_SPACE)
     calls = []
     real = pycompile._compile
     monkeypatch.setattr(pycompile, "_compile", lambda src: calls.append(src) or real(src))

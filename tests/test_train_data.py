@@ -221,3 +221,20 @@ def test_loader_workers_keep_the_batch_order(corpus):
         got, want = next(loader), make_batch(shard, obj, 2, seed=7, index=i)
         for k, v in want.items():
             np.testing.assert_array_equal(got[k].numpy(), v)
+
+
+def test_body_holes_are_a_function_body_after_its_docstring():
+    """The "body" hole kind (Fill Function Body's shape): whole lines after the docstring to the block's end,
+    cut at whole lines when longer than max_chars."""
+    T = (
+        "import os\n\n\ndef clamp(value, low, high):\n"
+        '    """Clamp value\n    to [low, high]."""\n'
+        "    if value < low:\n        return low\n    return min(value, high)\n\n\nx = 1\n"
+    )
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        x1, x2 = data._choose_hole(T, "body", True, True, rng, max_chars=512)
+        assert T[x1:x2] == "    if value < low:\n        return low\n    return min(value, high)\n"
+    x1, x2 = data._choose_hole(T, "body", True, True, rng, max_chars=45)
+    assert T[x1:x2] == "    if value < low:\n        return low\n"
+    assert data._choose_hole("x = 1\ny = 2\n", "body", True, True, rng, max_chars=512) is None

@@ -41,6 +41,7 @@ class EngineConfig:
     canvas_length: int = _setting("canvasLength")
     # ... and how the engine that serves it runs
     threads: int = _setting("threads")
+    cache_bytes: int = _setting("cacheBytes")
     idle_minutes: float = _setting("engineIdleMinutes")
     batch_window_ms: float = _own(5.0, "How long (ms) the oldest queued request waits for batch-mates.")
     max_batch: int = _own(16, "Most requests in one batch (one fill_batch call).")

@@ -43,6 +43,7 @@ from canvas_ls.model.plan import CanvasTooSmall
 
 from .. import __version__
 from ..logs import setup_logging
+from ..memory import one_arena
 from ..model_host import load_in_process
 from ..syntax import SUPPORTED
 from .config import EngineConfig
@@ -476,6 +477,7 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
 
 def engine_main(args: argparse.Namespace) -> int:
     """`canvas-ls engine ...`: run the shared engine in the foreground (logs to stderr and --log-file)."""
+    one_arena()  # as `canvas-ls serve`: a forgotten document's memory goes back (server/memory.py)
     setup_logging(args.log_level, args.log_file)
     try:
         return run_engine(EngineConfig.from_args(args))

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from canvas_ls.model.cache_budget import shared_budget
 from canvas_ls.model.interface import BadFill, Cancelled, FillCancelled, Filler, FillRequest, FillResult, StepEvent
 
 log = logging.getLogger("canvas_ls.engine")
@@ -206,6 +207,7 @@ class Scheduler:
                 self._running = batch
             for document in forget:
                 self.filler.forget(document)
+                shared_budget().forget(document)  # the judges' parses and verdicts, kept for no document
             try:
                 self._run(batch)
             except Exception:  # never let the model thread die; _run answers its own errors

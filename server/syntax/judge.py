@@ -19,10 +19,12 @@ tree-sitter's incremental reparse can disagree with a fresh one.
 from __future__ import annotations
 
 import re
-from functools import cache, lru_cache
+from functools import cache
 from typing import Iterator, Sequence
 
 import tree_sitter
+
+from canvas_ls.model.cache_budget import shared_budget, text_bytes
 
 from .languages import language
 from .parsed import Parsed, edited, parsed
@@ -189,14 +191,18 @@ def _empty_python_blocks(p: Parsed) -> list[Span]:
     return [p.span(b) for b in blocks if all(c.type == "comment" for c in b.named_children)]
 
 
-@lru_cache(maxsize=16)
-def _before_errors_cached(text: str, lang: str) -> tuple[Span, ...]:
-    return tuple(_error_spans(parsed(text, lang)))
+BEFORE_ERRORS_SPACE = "syntax errors before a fill"
 
 
 def _before_errors(text: str, lang: str) -> list[Span]:
-    """Errors of a before-text: it is judged against many fills, so they are computed once."""
-    return list(_before_errors_cached(text, lang))
+    """Errors of a before-text: it is judged against many fills, so they are computed once (the last
+    16 texts' kept in the cache budget, model/cache_budget.py)."""
+    budget = shared_budget()
+    found = budget.get(BEFORE_ERRORS_SPACE, (lang, text))
+    if found is None:
+        found = tuple(_error_spans(parsed(text, lang)))
+        budget.put(BEFORE_ERRORS_SPACE, (lang, text), found, text_bytes(text) + 64 * (len(found) + 1), max_entries=16)
+    return list(found)
 
 
 def _error_spans(p: Parsed) -> list[Span]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 
 import tree_sitter
+
+from canvas_ls.model.cache_budget import shared_budget, text_bytes
 
 from .languages import parse
 from .offsets import Offsets
@@ -71,20 +72,34 @@ class Parsed:
 # and only the last few are kept. A tree takes ~50x its text for dense code (measured: 360 MB for a
 # 7.5 MB Python file), so a document over TREE_BYTES keeps none: callers parse a window around the
 # cursor instead (pipeline.local_window). Nearly every source file is under it.
+# Both kinds of tree are kept in the process's cache budget (model/cache_budget.py): an open document's
+# tree may be dropped for room (its next question parses it afresh), and a closed document's go at once.
 TREE_BYTES = 256_000
+TREE_BYTES_PER_BYTE = 48  # what a tree takes per byte of its text (tracemalloc: 30-48x for Python)
 _RECENT = 4
-_recent: OrderedDict[tuple[str, str], Parsed] = OrderedDict()
+RECENT_SPACE = "parse trees of windows"
+DOCUMENT_SPACE = "parse trees of open documents"
 _lock = threading.Lock()
+
+
+def tree_bytes(text: str) -> int:
+    """What keeping `text` with its tree and offsets costs, as the cache budget counts it."""
+    return text_bytes(text) + TREE_BYTES_PER_BYTE * (len(text) if text.isascii() else len(text.encode("utf-8")))
 
 
 class DocumentTree:
     """One open document's tree, edited in place on every change (Tree.edit) and re-parsed
-    incrementally when a feature next asks for it."""
+    incrementally when a feature next asks for it. Its tree counts against the cache budget: dropped
+    for room (`drop_tree`), the next question parses the text afresh."""
 
-    __slots__ = ("lang", "text", "tree", "stale", "parsed")
+    __slots__ = ("uri", "lang", "text", "tree", "stale", "parsed", "__weakref__")
 
-    def __init__(self, text: str, lang: str) -> None:
-        self.lang, self.text, self.tree, self.stale, self.parsed = lang, text, None, True, None
+    def __init__(self, text: str, lang: str, uri: str = "") -> None:
+        self.uri, self.lang, self.text, self.tree, self.stale, self.parsed = uri, lang, text, None, True, None
+
+    def drop_tree(self) -> None:
+        """The cache budget's need for room: keep the text, let the tree go."""
+        self.tree, self.parsed, self.stale = None, None, True
 
     def change(self, start: int, end: int, new: str) -> None:
         """text[start:end] (char offsets) became `new`."""
@@ -105,8 +120,13 @@ class DocumentTree:
 
     def current(self) -> Parsed:
         if self.stale or self.parsed is None:
-            self.tree = parse(self.text, self.lang, self.tree)  # incremental when there was a tree
-            self.parsed, self.stale = Parsed.of(self.text, self.lang, self.tree), False
+            tree = parse(self.text, self.lang, self.tree)  # incremental when there was a tree
+            self.tree, self.parsed, self.stale = tree, Parsed.of(self.text, self.lang, tree), False
+            parsed_now = self.parsed
+            shared_budget().put(
+                DOCUMENT_SPACE, self.uri, self, tree_bytes(self.text), owner=self.uri, on_drop=DocumentTree.drop_tree
+            )
+            return parsed_now  # what was parsed, even if the budget had no room to keep it
         return self.parsed
 
 
@@ -120,8 +140,9 @@ class DocumentTrees:
     def open(self, uri: str, text: str, lang: str | None) -> None:
         with _lock:
             self._docs.pop(uri, None)
+            shared_budget().pop(DOCUMENT_SPACE, uri)
             if lang is not None and len(text) <= TREE_BYTES:
-                self._docs[uri] = DocumentTree(text, lang)
+                self._docs[uri] = DocumentTree(text, lang, uri)
 
     def change(self, uri: str, edits: list[tuple[int, int, str]], text: str, lang: str | None) -> None:
         """Apply a didChange: (start, end, new text) char edits in order, then check against the
@@ -144,6 +165,7 @@ class DocumentTrees:
     def close(self, uri: str) -> None:
         with _lock:
             self._docs.pop(uri, None)
+            shared_budget().pop(DOCUMENT_SPACE, uri)
 
     def find(self, text: str, lang: str) -> DocumentTree | None:
         for doc in self._docs.values():
@@ -165,20 +187,17 @@ documents = DocumentTrees()
 def parsed(text: str, lang: str) -> Parsed:
     """The parse of `text`: an open document's own tree when it is one (incrementally up to date), else
     parsed now (the last few kept: completion_mode and function_body often ask about the same text)."""
+    budget = shared_budget()
     with _lock:
         doc = documents.find(text, lang)
         if doc is not None:
             return doc.current()
-        hit = _recent.get((lang, text))
-        if hit is not None:
-            _recent.move_to_end((lang, text))
-            return hit
+    hit = budget.get(RECENT_SPACE, (lang, text))
+    if hit is not None:
+        return hit
     p = Parsed(text, lang)
     if len(text) <= TREE_BYTES:
-        with _lock:
-            _recent[(lang, text)] = p
-            while len(_recent) > _RECENT:
-                _recent.popitem(last=False)
+        budget.put(RECENT_SPACE, (lang, text), p, tree_bytes(text), max_entries=_RECENT)
     return p
 
 

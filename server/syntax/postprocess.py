@@ -28,7 +28,8 @@ from typing import Callable, Literal
 
 from .blocks import CLOSING_LINE, net_open, opens_block
 from .indentation import columns, indent_unit, leading_ws, pad, restyle, space_step
-from .parsed import parsed
+from .parsed import TREE_BYTES, parsed
+from .window import judge_window
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,12 @@ def newline_after_held_line(fill: str, ctx: FillContext) -> str:
 
 
 def _ends_held_line(prefix: str, suffix: str) -> bool:
-    p = parsed(prefix + suffix, "python")
     q = len(prefix.rstrip(" \t"))
+    if len(prefix) + len(suffix) > TREE_BYTES:  # a big document: the window around the hole, never the whole
+        text = prefix + suffix
+        lo, hi = judge_window(text, [(len(prefix), len(prefix))])
+        prefix, suffix, q = text[lo : len(prefix)], text[len(prefix) : hi], q - lo
+    p = parsed(prefix + suffix, "python")
     path = p.path_at(q)
     node = path[-1] if path else None
     if node is None or p.end(node) != q:

@@ -23,27 +23,29 @@ counts still judge the fill). Python's parser accepts ``return``/``await``/``bre
 outside their blocks (the compiler proper rejects them), so a dedented method body parses.
 
 Compile results are cached by text, so the unchanged before-text of a fill is compiled
-once however often the fill is judged.
+once however often the fill is judged: in the process's cache budget (model/cache_budget.py), bounded
+in bytes and dropped when the document closes.
 """
 
 from __future__ import annotations
 
 import ast
 import re
-import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
+
+from canvas_ls.model.cache_budget import shared_budget, text_bytes
 
 from .span import Span, line_start
 
 Fill = tuple[Span, str]
 
 WHOLE_TEXT_CHARS = 8_000  # texts up to this size are compiled whole
-_CACHE_SIZE = 64
-_cache: OrderedDict[str, tuple[int, int, int, int] | None] = OrderedDict()
-_lock = threading.Lock()
+_CACHE_SIZE = 64  # compile results kept (of the texts tried last), within the cache budget's bytes
+COMPILE_SPACE = "python compile results"
+INDENT_SPACE = "python base indentation"
+_MISSING = object()
 
 _TRIPLE = re.compile(r'"""|\'\'\'')
 
@@ -51,15 +53,12 @@ _TRIPLE = re.compile(r'"""|\'\'\'')
 def compile_error(src: str) -> tuple[int, int, int, int] | None:
     """None when ``src`` compiles, else CPython's (lineno, offset, end_lineno, end_offset),
     1-based as in SyntaxError (offsets count characters); 0 where CPython gives none."""
-    with _lock:
-        if src in _cache:
-            _cache.move_to_end(src)
-            return _cache[src]
+    budget = shared_budget()
+    found = budget.get(COMPILE_SPACE, src, _MISSING)
+    if found is not _MISSING:
+        return found
     found = _compile(src)
-    with _lock:
-        _cache[src] = found
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
+    budget.put(COMPILE_SPACE, src, found, text_bytes(src) + 100, max_entries=_CACHE_SIZE)
     return found
 
 
@@ -158,10 +157,18 @@ def _top_lines(indent: int) -> re.Pattern[str]:
     return re.compile(rf"^[ \t]{{{indent}}}(?![ \t\r\n#)\]}}]|(?:else|elif|except|finally)\b)", re.M)
 
 
-@lru_cache(maxsize=16)
 def _base_indent(text: str) -> int:
     """Least indentation of the code lines (lines inside triple-quoted strings skipped, as
-    far as a lexical scan can tell)."""
+    far as a lexical scan can tell); the last 16 texts' kept in the cache budget."""
+    budget = shared_budget()
+    found = budget.get(INDENT_SPACE, text)
+    if found is None:
+        found = _scan_base_indent(text)
+        budget.put(INDENT_SPACE, text, found, text_bytes(text) + 100, max_entries=16)
+    return found
+
+
+def _scan_base_indent(text: str) -> int:
     best: int | None = None
     quote: str | None = None
     for line in text.split("\n"):
