@@ -10,9 +10,7 @@ are in use from the first fill.
 Beside fills, each stage waits for a quiet second, but only for WARM_UP_PATIENCE_S after loading: from
 then on stages run between fills (each run of a measurement takes the model lock as a fill does, the
 compile runs beside them), so that requests sent back to back cannot keep every fill on the eager step
-for ever. The first compile of a model on a machine runs in a child process first (model/precompile.py):
-a compile from cold caches traces with torch.fx, which patches every module's __call__ process-wide, and
-a fill beside it failed; from warm caches the compile here traces nothing with it.
+for ever. While the compile traces a graph with torch.fx, fills wait (`_fills_wait_out_fx_traces`).
 
 An object the Infiller holds (`Infiller.warmer`), kept apart from it: none of this is on a fill's path.
 It drives the model through `WarmUpHost`, the few things of the Infiller it declares it uses.
@@ -21,12 +19,10 @@ It drives the model through `WarmUpHost`, the few things of the Infiller it decl
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
 import platform
-import subprocess
 import sys
 import threading
 import time
@@ -64,9 +60,6 @@ WARM_UP_QUIET_S = 1.0  # beside fills, each warm-up stage waits until no fill ha
 # ... for at most this long after loading; then stages run between fills. 10 s of patience, a compile of
 # the bundled model from inductor's cache beside fills and the rest of the stages end within a minute.
 WARM_UP_PATIENCE_S = 10.0
-# Beside fills, the first compile of a model on a machine runs in a child process first (`_precompile`).
-PRECOMPILE = True
-PRECOMPILE_TIMEOUT_S = 600
 COST_ATTEMPTS = 3  # costs measured again (up to this many times) when a stall fell on them, before recording
 # What warm_up fills to time passes and left-to-right tokens, and compiles the step on.
 WARM_TEXT = "import os\n\n\ndef read(path):\n    with open(path) as f:\n        data = \n    return data\n"
@@ -88,6 +81,34 @@ def _per_unit(
                 best[n] = min(best[n], time.perf_counter() - t)
     per_unit = (best[high] - best[low]) / (high - low)
     return per_unit if per_unit > 0 else best[high] / high
+
+
+@contextlib.contextmanager
+def _fills_wait_out_fx_traces(lock: threading.RLock):
+    """While this thread compiles, each torch.fx trace it makes holds `lock` (the model's, which every fill
+    holds). torch.fx's tracer replaces torch.nn.Module.__call__ and __getattr__ process-wide while it
+    traces (torch.fx._symbolic_trace._new_patcher), so a fill calling a module meanwhile on another thread
+    lands in the tracer and fails ("module is not installed as a submodule": seen beside a compile, from
+    cold caches and from warm ones). With the lock a fill waits for the trace instead."""
+    try:
+        from torch.fx import _symbolic_trace as fx_trace
+
+        real = fx_trace._new_patcher
+    except (ImportError, AttributeError):  # another torch: nothing known to wrap
+        yield
+        return
+    compiling = threading.get_ident()
+
+    @contextlib.contextmanager
+    def patcher():
+        with lock if threading.get_ident() == compiling else contextlib.nullcontext(), real() as patches:
+            yield patches
+
+    fx_trace._new_patcher = patcher
+    try:
+        yield
+    finally:
+        fx_trace._new_patcher = real
 
 
 @dataclass
@@ -206,14 +227,10 @@ class WarmUp:
                 # A compile beside fills keeps a core busy: they run on fewer threads meanwhile.
                 self.host.threads.busy_elsewhere = beside_fills
                 try:
-                    if beside_fills and PRECOMPILE and not recorded.get("compiled"):
-                        self._precompile()  # the first compile on this machine: its torch.fx tracing elsewhere
-                    if self.host.activity.closed:
-                        return {}
                     with self.host.model_lock:
                         example = self.step_example(32, with_sc=True)
-                    if self.host.step.warm_up([example], self.host.threads.counts()):
-                        measured.settle("compiled", True)  # the caches hold it: later servers compile from them
+                    with _fills_wait_out_fx_traces(self.host.model_lock) if beside_fills else contextlib.nullcontext():
+                        self.host.step.warm_up([example], self.host.threads.counts())
                 finally:
                     self.host.threads.busy_elsewhere = False
             elif eager is not None:
@@ -241,48 +258,6 @@ class WarmUp:
         report = self._report(time.perf_counter() - t0)
         log.info("warm-up: %s", report)
         return report
-
-    def _precompile(self) -> bool:
-        """The step compiled once in a child process (model/precompile.py), filling torch's disk caches,
-        so that the compile beside fills that follows traces nothing with torch.fx (whose tracer patches
-        every module's __call__ process-wide: a fill beside it failed). The child has a GIL of its own,
-        and one C++ compiler job at a time: fills here keep their core. True: it compiled."""
-        host, t0 = self.host, time.perf_counter()
-        args = {
-            "model": str(host.loaded.path),
-            "device": str(host.loaded.device),
-            "dtype": str(host.loaded.dtype).removeprefix("torch."),
-            "canvas_length": host.loaded.canvas_length,
-            "max_prompt_tokens": host.max_prompt_tokens,
-            "threads": host.threads.counts(),
-        }
-        env = {**os.environ, "TORCHINDUCTOR_COMPILE_THREADS": "1"}
-        try:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "canvas_ls.model.precompile", json.dumps(args)],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-        except OSError as exc:
-            log.info("warm-up: no compile in a child process (%s): compiling here", exc)
-            return False
-        try:
-            _, err = child.communicate(timeout=PRECOMPILE_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.communicate()
-            log.info("warm-up: the child's compile took over %d s: compiling here", PRECOMPILE_TIMEOUT_S)
-            return False
-        tail = err.decode(errors="replace").strip().splitlines()[-1:] if err else []
-        log.info(
-            "warm-up: compiled in a child process in %.1f s (exit %d%s)",
-            time.perf_counter() - t0,
-            child.returncode,
-            f": {tail[0]}" if child.returncode and tail else "",
-        )
-        return child.returncode == 0
 
     def _measure_costs(self, settings: SamplerSettings, stage: Callable[[], bool]) -> Costs | None:
         """A step at widths 16 and 32, a left-to-right token, the calibration line both ways (how many

@@ -343,9 +343,6 @@ def test_fills_run_eager_beside_a_background_warm_up_and_take_the_compiled_step_
     runs is eager on the canvas, and the compiled step and the measured costs come into use after it."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     monkeypatch.setattr(warm_up, "WARM_UP_QUIET_S", 0.2)
-    # No compile in a child process first: the fill below runs before the compile here begins (it is
-    # held open), never beside its torch.fx tracing (test_the_first_compile_beside_fills_... has that).
-    monkeypatch.setattr(warm_up, "PRECOMPILE", False)
     inf = Infiller(tiny, compile="on")
     compiling, release = threading.Event(), threading.Event()
     real = inf.step.warm_up
@@ -461,6 +458,36 @@ def test_a_background_warm_up_ends_under_fills_sent_back_to_back(tiny, monkeypat
     assert not thread.is_alive() and not inf.info().warming_up
     assert inf.step.status.startswith("eager (an eager pass takes") and inf.costs.token_s > 0
     assert inf.threads.verified is not None or len(inf.threads.counts()) == 1
+
+
+def test_fills_wait_while_the_warm_ups_compile_traces_with_torch_fx():
+    """torch.fx's tracer replaces every module's __call__ process-wide while it traces: a fill on another
+    thread then landed in the tracer ("module is not installed as a submodule"). While the warm-up's
+    thread compiles, each of its traces holds the model lock, which every fill holds."""
+    lock = threading.RLock()
+    traced = threading.Event()
+    layer = torch.nn.Linear(2, 2)
+
+    def compile_thread():
+        with warm_up._fills_wait_out_fx_traces(lock):
+            torch.fx.symbolic_trace(layer)  # waits for the fill below to let go of the lock
+            traced.set()
+
+    with lock:  # a fill
+        thread = threading.Thread(target=compile_thread)
+        thread.start()
+        time.sleep(0.3)
+        assert not traced.is_set()
+        layer(torch.ones(1, 2))  # a module called meanwhile is no part of any trace
+    thread.join(30)
+    assert traced.is_set()
+    # Traces of any other thread take no lock: here one runs while a fill holds it.
+    other_traced = threading.Event()
+    with warm_up._fills_wait_out_fx_traces(lock), lock:
+        other = threading.Thread(target=lambda: (torch.fx.symbolic_trace(layer), other_traced.set()))
+        other.start()
+        other.join(30)
+        assert other_traced.is_set()
 
 
 def test_commit_loop_closes_a_single_line_at_its_newline(tiny):

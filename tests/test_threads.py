@@ -206,11 +206,17 @@ def test_one_and_two_threads_compute_the_same_logits_eager_and_compiled(toy, tmp
             assert torch.equal(compiled[0], compiled[1])
         keys = [_on_threads(n, lambda: inf.prefix.encode(inf.prompt_ids(DOC[:HOLE])).keys) for n in (1, 2)]
         assert all(torch.equal(a, b) for a, b in zip(*keys))
-    # Warm-up finds the counts alike, so auto adapts here (the tiny float32 model's products differ
-    # between one and two threads on the 2-core machine: it keeps one).
+    # Warm-up checks the counts on a prompt as long as fills get: auto adapts only if one and two threads
+    # encode it bitwise alike (on a short prompt they do; on a long one some machines' products differ, and
+    # then every fill keeps one thread, so the load never changes a fill).
     assert inf.threads.verified is None
     inf.warm_up(LINE)
-    assert inf.threads.verified and inf.threads.describe() == f"auto ({inf.threads.cores} cores)"
+    alike = inf.warmer._same_on_every_count()  # the long prompt's K/V and steps at widths 32 and 64
+    assert inf.threads.verified is alike
+    if alike:
+        assert inf.threads.describe() == f"auto ({inf.threads.cores} cores)"
+    else:
+        assert inf.threads.choose() == inf.threads.fewest
     # A whole fill, on one thread and on two.
     req = FillRequest(DOC, holes=((HOLE, HOLE + 8),), max_tokens=16, settings=LINE, single_line=True)
     fills = []
